@@ -1,0 +1,1 @@
+"""devlab's core: devices, models, the Lab, the store and the tables (never imports textual)."""

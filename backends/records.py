@@ -1,0 +1,226 @@
+"""The records every part of devlab exchanges: devices, models, jobs, results.
+
+They are plain dataclasses that round-trip through JSON (``to_dict`` / ``from_dict``), so the
+store, the tables, the CLI, the TUI and (later) remote workers all speak the same shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class DeviceState(str, enum.Enum):
+    ONLINE = "online"
+    BUSY = "busy"
+    OFFLINE = "offline"
+    UNAUTHORIZED = "unauthorized"
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass
+class Device:
+    """A benchmark target. ``id`` is stable across restarts (``host:cpu``, ``adb:<serial>``)."""
+
+    id: str
+    kind: str
+    name: str
+    state: DeviceState = DeviceState.ONLINE
+    runtimes: list[str] = field(default_factory=list)
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Device:
+        return cls(**{**data, "state": DeviceState(data.get("state", "online"))})
+
+
+@dataclass
+class ModelInput:
+    name: str
+    shape: list[int]
+    dtype: str
+
+
+@dataclass
+class Model:
+    """An ONNX model as devlab knows it; ``sha256`` of the file bytes is its identity."""
+
+    path: str
+    name: str
+    sha256: str
+    inputs: list[ModelInput] = field(default_factory=list)
+    opset: int | None = None
+    parameters: int | None = None
+    macs: int | None = None
+    size_bytes: int | None = None
+
+    @property
+    def module_uid(self) -> str:
+        """nnabla-nas ModuleUID of a whole model: ``name[[1,3,32,32],...]`` without spaces."""
+        shapes = ",".join("[" + ",".join(str(d) for d in i.shape) + "]" for i in self.inputs)
+        return f"{self.name}[{shapes}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Model:
+        inputs = [ModelInput(**i) for i in data.get("inputs", [])]
+        return cls(**{**data, "inputs": inputs})
+
+
+@dataclass
+class JobSettings:
+    """How to measure. Timed runs are ``runs`` iterations, or as many as fit ``min_seconds``.
+
+    ``rounds`` splits the timed runs into rounds: a device worker schedules rounds, not whole
+    jobs, so rounds of several jobs can later be interleaved without changing this shape.
+    """
+
+    warmup: int = 10
+    runs: int | None = 100
+    min_seconds: float | None = None
+    threads: int | None = 1
+    rounds: int = 1
+    per_layer: bool = False
+    profile_runs: int = 20
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Job:
+    """One model on one device with one runtime. Lower ``priority`` runs first, then FIFO."""
+
+    id: str
+    model: Model
+    device_id: str
+    runtime: str
+    settings: JobSettings = field(default_factory=JobSettings)
+    priority: int = 0
+    state: JobState = JobState.QUEUED
+    attempts: int = 0
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        return cls(
+            **{
+                **data,
+                "model": Model.from_dict(data["model"]),
+                "settings": JobSettings.from_dict(data.get("settings", {})),
+                "state": JobState(data.get("state", "queued")),
+            }
+        )
+
+
+@dataclass
+class Stats:
+    """Summary of a latency sample, in microseconds (``cv`` is std / mean, unitless)."""
+
+    count: int
+    min: float
+    mean: float
+    median: float
+    p90: float
+    p99: float
+    max: float
+    std: float
+    cv: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass
+class LayerTime:
+    """Mean time of one layer (ONNX node) over the profiled runs, in microseconds."""
+
+    name: str
+    op_type: str
+    mean_us: float
+
+
+@dataclass
+class Result:
+    """What one finished job measured. ``latencies_us`` keeps every timed iteration raw.
+
+    ``stats`` summarise the timed runs (the tool's end-to-end inference time, the
+    nnabla-nas "Total Inference Time"); ``forward_stats`` and ``layers_stats`` come from a
+    separate profiled pass where the tool offers one ("Forward Propagate", "Layers Time").
+    """
+
+    job_id: str
+    latencies_us: list[float]
+    stats: Stats
+    round_medians_us: list[float] = field(default_factory=list)
+    forward_stats: Stats | None = None
+    layers_stats: Stats | None = None
+    layers: list[LayerTime] = field(default_factory=list)
+    load_us: float | None = None
+    first_inference_us: float | None = None
+    tool: str = ""
+    tool_version: str = ""
+    device_properties: dict[str, Any] = field(default_factory=dict)
+    conditions_start: dict[str, Any] = field(default_factory=dict)
+    conditions_end: dict[str, Any] = field(default_factory=dict)
+    raw_log_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        def stats(key: str) -> Stats | None:
+            return Stats(**data[key]) if data.get(key) else None
+
+        return cls(
+            **{
+                **data,
+                "stats": Stats(**data["stats"]),
+                "forward_stats": stats("forward_stats"),
+                "layers_stats": stats("layers_stats"),
+                "layers": [LayerTime(**layer) for layer in data.get("layers", [])],
+            }
+        )
+
+
+def _plain(record: Any) -> dict[str, Any]:
+    """``dataclasses.asdict`` with enums turned into their values (JSON-ready)."""
+    return json.loads(json.dumps(dataclasses.asdict(record), default=_enum_value))
+
+
+def _enum_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"not JSON-serialisable: {value!r}")
