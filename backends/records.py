@@ -173,7 +173,8 @@ class LayerTime:
 
 @dataclass
 class Result:
-    """What one finished job measured. ``latencies_us`` keeps every timed iteration raw.
+    """What one finished job measured. ``latencies_us`` keeps every timed iteration raw, in
+    order; ``round_sizes`` says how many of them each round took.
 
     ``stats`` summarise the timed runs (the tool's end-to-end inference time, the
     nnabla-nas "Total Inference Time"); ``forward_stats`` and ``layers_stats`` come from a
@@ -183,6 +184,7 @@ class Result:
     job_id: str
     latencies_us: list[float]
     stats: Stats
+    round_sizes: list[int] = field(default_factory=list)
     round_medians_us: list[float] = field(default_factory=list)
     forward_stats: Stats | None = None
     layers_stats: Stats | None = None

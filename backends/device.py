@@ -1,0 +1,118 @@
+"""The contract a device backend fulfils, so phones, sticks and boards only add modules.
+
+A backend discovers its devices and opens *bench sessions*: a model loaded on a device with
+a runtime, ready to run timed rounds. The device worker drives sessions round by round
+(warmup, rounds of timed runs, optional per-layer profiling), so rounds of several jobs can be
+interleaved later without changing this contract.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends.records import Device, Job, LayerTime, Model, Stats
+
+IterationCallback = Callable[[int, list[float]], None]
+"""Called after each timed iteration with (iterations done, the latencies so far in us).
+
+It may raise (``JobInterrupted``) to stop the session early; keep it cheap, it sits in the
+timed loop.
+"""
+
+
+class JobInterrupted(Exception):
+    """Raised from a progress callback when a job is cancelled or the lab shuts down."""
+
+
+class BenchError(Exception):
+    """A benchmark failed for a reason the operator can act on (the message says how)."""
+
+
+@dataclass
+class SessionInfo:
+    """What opening a session measured and which tool did the work."""
+
+    load_us: float | None
+    first_inference_us: float | None
+    tool: str
+    tool_version: str
+
+
+@dataclass
+class LayerProfile:
+    """Outcome of a separate profiled pass (never mixed into the timed runs)."""
+
+    layers: list[LayerTime]
+    forward_stats: Stats | None
+    layers_stats: Stats | None
+    raw_log_path: str | None = None
+
+
+class BenchSession(ABC):
+    """A model loaded on a device, kept alive across rounds."""
+
+    info: SessionInfo
+
+    @abstractmethod
+    def warmup(self, iterations: int) -> None:
+        """Untimed runs that bring caches, clocks and allocators to a steady state."""
+
+    @abstractmethod
+    def run(
+        self,
+        iterations: int | None,
+        min_seconds: float | None,
+        on_iteration: IterationCallback,
+    ) -> list[float]:
+        """Timed runs: ``iterations`` of them, or as many as fit ``min_seconds`` (at least one).
+
+        Returns every iteration's latency in microseconds.
+        """
+
+    def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile | None:
+        """Per-layer times from a separate profiled pass; ``None`` where the tool has none."""
+        return None
+
+    def close(self) -> None:
+        """Release the model and the device."""
+
+
+@dataclass
+class Capabilities:
+    """Optional features the front ends read to offer only what a device can do."""
+
+    per_layer: bool = False
+    power_capture: bool = False
+    threads: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class DeviceBackend(ABC):
+    """One kind of device (host CPU, Android phones, NCS sticks, DPU boards)."""
+
+    kind: str
+
+    @abstractmethod
+    def discover(self) -> list[Device]:
+        """The devices of this kind that are attached now (cheap enough to poll)."""
+
+    def describe(self, device: Device) -> Device:
+        """The device with its properties filled in (may talk to the device)."""
+        return device
+
+    def capabilities(self, device: Device) -> Capabilities:
+        return Capabilities()
+
+    def conditions(self, device: Device) -> dict[str, Any]:
+        """Device conditions worth recording at the start and end of a job (temperature...)."""
+        return {}
+
+    @abstractmethod
+    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
+        """Load ``model`` on ``device`` for ``job.runtime``; raises BenchError on bad input."""
+
+    def close(self) -> None:
+        """Stop background threads; teardown errors of one backend never stop the others."""

@@ -1,0 +1,75 @@
+"""Benchmark options declared once, as data: the CLI renders them as flags, the TUI as fields."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from backends.records import JobSettings
+
+
+@dataclass(frozen=True)
+class Option:
+    """One measurement setting: its ``JobSettings`` field, flag, type and help text."""
+
+    field: str
+    flag: str
+    kind: type
+    help: str
+    metavar: str | None = None
+    minimum: float | None = None
+
+
+BENCH_OPTIONS: tuple[Option, ...] = (
+    Option("warmup", "--warmup", int, "untimed runs before timing (default %(default)s)", "N", 0),
+    Option("runs", "--runs", int, "timed runs per job (default %(default)s)", "N", 1),
+    Option(
+        "min_seconds",
+        "--min-seconds",
+        float,
+        "time for at least S seconds instead of a fixed number of runs",
+        "S",
+        0.001,
+    ),
+    Option(
+        "threads",
+        "--threads",
+        int,
+        "intra-op threads where the runtime has them (default %(default)s)",
+        "N",
+        1,
+    ),
+    Option(
+        "rounds",
+        "--rounds",
+        int,
+        "split the timed runs into R rounds (default %(default)s)",
+        "R",
+        1,
+    ),
+    Option(
+        "per_layer", "--per-layer", bool, "also measure per-layer times in a separate profiled pass"
+    ),
+)
+
+
+def build_settings(values: Mapping[str, Any], defaults: JobSettings | None = None) -> JobSettings:
+    """Settings from option values (None = not given), over ``defaults``; ValueError if bad.
+
+    ``min_seconds`` replaces ``runs``: a job is timed by count or by duration, never both.
+    """
+    settings = dataclasses.replace(defaults or JobSettings())
+    for option in BENCH_OPTIONS:
+        value = values.get(option.field)
+        if value is None or (option.kind is bool and value is False):
+            continue
+        if option.minimum is not None and value < option.minimum:
+            raise ValueError(f"{option.flag} must be at least {option.minimum:g}, got {value}")
+        setattr(settings, option.field, option.kind(value))
+    if values.get("min_seconds") is not None:
+        if values.get("runs") is not None:
+            raise ValueError("give either --runs or --min-seconds, not both")
+        settings.runs = None
+    return settings

@@ -1,0 +1,228 @@
+"""One device's worker: claims its next job from the store and drives it round by round.
+
+The worker, not the job, owns the device: it opens a bench session, warms it up, runs the
+timed iterations in rounds, optionally profiles layers in a separate pass, and writes the
+result. This version runs one job's rounds back to back; interleaving rounds of the jobs that
+wait for the same device only changes ``_run_rounds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from backends.device import BenchError, BenchSession, DeviceBackend, JobInterrupted
+from backends.events import (
+    EventBus,
+    JobCancelled,
+    JobFailed,
+    JobFinished,
+    JobProgress,
+    JobStarted,
+    LogLine,
+)
+from backends.records import Device, Job, Result
+from backends.stats import live_median_p90, summarize
+from backends.store import Store
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.2
+
+
+def split_runs(total: int | None, rounds: int) -> list[int | None]:
+    """Iterations per round: ``total`` spread as evenly as possible over ``rounds``."""
+    rounds = max(1, rounds)
+    if total is None:
+        return [None] * rounds
+    rounds = min(rounds, max(total, 1))
+    base, extra = divmod(total, rounds)
+    return [base + (1 if index < extra else 0) for index in range(rounds)]
+
+
+class DeviceWorker(threading.Thread):
+    """A thread that runs the jobs of one device, one at a time."""
+
+    def __init__(
+        self,
+        device: Device,
+        backend: DeviceBackend,
+        store: Store,
+        events: EventBus,
+        log_dir: Path,
+        may_run: Callable[[], bool],
+        wake: threading.Condition,
+    ) -> None:
+        super().__init__(name=f"devlab-worker-{device.id}", daemon=True)
+        self.device = device
+        self.backend = backend
+        self.store = store
+        self.events = events
+        self.log_dir = log_dir
+        self._may_run = may_run
+        self._wake = wake
+        self._stopping = threading.Event()
+        self._interrupting = threading.Event()
+        self._cancelled: set[str] = set()
+        self.current_job_id: str | None = None
+
+    # -- control from the Lab --------------------------------------------------------------
+
+    def stop(self, interrupt: bool) -> None:
+        """Stop after the current job, or (``interrupt``) stop it now and re-queue it."""
+        self._stopping.set()
+        if interrupt:
+            self._interrupting.set()
+        with self._wake:
+            self._wake.notify_all()
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask the running job to stop; True when ``job_id`` is the one running here."""
+        if self.current_job_id == job_id:
+            self._cancelled.add(job_id)
+            return True
+        return False
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            job = self.store.claim_next([self.device.id]) if self._may_run() else None
+            if job is None:
+                with self._wake:
+                    self._wake.wait(timeout=0.5)
+                continue
+            self.current_job_id = job.id
+            try:
+                self._run_job(job)
+            finally:
+                self.current_job_id = None
+                self._cancelled.discard(job.id)
+                with self._wake:
+                    self._wake.notify_all()
+
+    def _run_job(self, job: Job) -> None:
+        self.events.publish(JobStarted(job))
+        session: BenchSession | None = None
+        try:
+            conditions_start = self.backend.conditions(self.device)
+            self._progress(job, "load", 0, None, 0.0)
+            session = self.backend.open_session(self.device, job, job.model)
+            self._progress(job, "warmup", 0, job.settings.warmup, 0.0)
+            session.warmup(job.settings.warmup)
+            latencies, round_sizes, round_medians = self._run_rounds(job, session)
+            profile = None
+            if job.settings.per_layer:
+                self._progress(job, "profile", len(latencies), len(latencies), 1.0)
+                profile = session.profile_layers(
+                    job.settings.profile_runs, str(self.log_dir / job.id)
+                )
+            result = Result(
+                job_id=job.id,
+                latencies_us=latencies,
+                stats=summarize(latencies),
+                round_sizes=round_sizes,
+                round_medians_us=round_medians,
+                forward_stats=profile.forward_stats if profile else None,
+                layers_stats=profile.layers_stats if profile else None,
+                layers=profile.layers if profile else [],
+                load_us=session.info.load_us,
+                first_inference_us=session.info.first_inference_us,
+                tool=session.info.tool,
+                tool_version=session.info.tool_version,
+                device_properties=dict(self.device.properties),
+                conditions_start=conditions_start,
+                conditions_end=self.backend.conditions(self.device),
+                raw_log_path=profile.raw_log_path if profile else None,
+            )
+            finished = self.store.finish(job.id, result)
+            self.events.publish(JobFinished(finished, result))
+        except JobInterrupted:
+            if job.id in self._cancelled:
+                self.events.publish(JobCancelled(self.store.cancel(job.id)))
+            else:  # the lab is shutting down: this job must run again next time
+                self.store.requeue(job.id)
+                self.events.publish(LogLine(f"{job.id} interrupted; re-queued", job.id))
+        except BenchError as error:
+            self._fail(job, str(error))
+        except Exception as error:  # a backend bug must not kill the worker or lose the job
+            log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
+            self._fail(job, f"{type(error).__name__}: {error}")
+        finally:
+            if session is not None:
+                try:
+                    session.close()
+                except Exception:
+                    log.exception("closing the session of job %s failed", job.id)
+
+    def _fail(self, job: Job, error: str) -> None:
+        self.events.publish(JobFailed(self.store.fail(job.id, error), error))
+
+    def _run_rounds(
+        self, job: Job, session: BenchSession
+    ) -> tuple[list[float], list[int], list[float]]:
+        """Every timed latency, the size of each round and each round's median."""
+        settings = job.settings
+        per_round = split_runs(settings.runs, settings.rounds)
+        seconds = settings.min_seconds / len(per_round) if settings.min_seconds else None
+        total = settings.runs
+        latencies: list[float] = []
+        round_sizes: list[int] = []
+        round_medians: list[float] = []
+        started = time.monotonic()
+        for index, iterations in enumerate(per_round):
+            offset = len(latencies)
+            callback = self._iteration_callback(
+                job, f"round {index + 1}/{len(per_round)}", offset, latencies, total, started
+            )
+            timed = session.run(iterations, seconds, callback)
+            if not timed:
+                raise BenchError(f"{job.model.path}: the runtime returned no timed runs")
+            latencies.extend(timed)
+            round_sizes.append(len(timed))
+            round_medians.append(summarize(timed).median)
+        return latencies, round_sizes, round_medians
+
+    def _iteration_callback(
+        self,
+        job: Job,
+        phase: str,
+        offset: int,
+        previous: list[float],
+        total: int | None,
+        started: float,
+    ) -> Callable[[int, list[float]], None]:
+        """A cheap per-iteration hook: checks for stop requests and reports a few times a second."""
+        next_report = time.monotonic() + PROGRESS_INTERVAL_S
+        min_seconds = job.settings.min_seconds
+
+        def on_iteration(done: int, latencies: list[float]) -> None:
+            nonlocal next_report
+            now = time.monotonic()
+            if now < next_report:
+                return
+            next_report = now + PROGRESS_INTERVAL_S
+            if self._interrupting.is_set() or job.id in self._cancelled:
+                raise JobInterrupted(job.id)
+            count = offset + done
+            if total:
+                fraction = count / total
+            elif min_seconds:
+                fraction = min(1.0, (now - started) / min_seconds)
+            else:
+                fraction = 0.0
+            median, p90 = live_median_p90(previous + latencies if offset else latencies)
+            self.events.publish(JobProgress(job.id, phase, count, total, fraction, median, p90))
+
+        return on_iteration
+
+    def _progress(
+        self, job: Job, phase: str, done: int, total: int | None, fraction: float
+    ) -> None:
+        if self._interrupting.is_set() or job.id in self._cancelled:
+            raise JobInterrupted(job.id)
+        self.events.publish(JobProgress(job.id, phase, done, total, fraction))

@@ -1,0 +1,262 @@
+"""The ``devlab`` command: the headless ``--run`` mode and the small subcommands.
+
+This module imports rich but never textual, so scripts and CI run without the TUI stack.
+All the work happens in ``backends``; this file parses arguments and renders events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from backends.config import Config, ConfigError, load_config
+from backends.lab import Lab, LabError, default_backends, discover_devices
+from backends.options import BENCH_OPTIONS, build_settings
+from backends.records import JobState
+from backends.store import Store, StoreLocked
+from console.exit_codes import ExitCode
+
+STORE_NAME = "devlab.sqlite"
+
+EPILOG = """\
+exit codes: 0 all jobs done, 1 some jobs or inputs failed, 2 usage error or no valid input,
+130 interrupted (run the same command again to resume).
+examples:
+  devlab --run assets/models --out results
+  devlab --run model.onnx --input-shape input=1x3x224x224 --runs 200 --per-layer
+  devlab devices --json
+"""
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration: exit code 2 with the message."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="devlab",
+        description="Benchmark ONNX models on the devices of your lab.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--run",
+        nargs="+",
+        metavar="PATH",
+        help="benchmark these .onnx files or folders headless, then exit",
+    )
+    parser.add_argument(
+        "--device",
+        action="append",
+        metavar="ID",
+        help="device id or alias (repeatable; default host:cpu)",
+    )
+    parser.add_argument("--runtime", metavar="NAME", help="runtime (default: the device's first)")
+    for option in BENCH_OPTIONS:
+        if option.kind is bool:
+            parser.add_argument(
+                option.flag, dest=option.field, action="store_true", help=option.help
+            )
+        else:
+            parser.add_argument(
+                option.flag,
+                dest=option.field,
+                type=option.kind,
+                metavar=option.metavar,
+                help=option.help,
+            )
+    parser.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=SHAPE",
+        help="fix a dynamic input shape, e.g. input=1x3x224x224 (repeatable)",
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="queue priority, lower runs first (default 0)",
+    )
+    parser.add_argument(
+        "--out",
+        default="results",
+        metavar="DIR",
+        help="folder for the store and the tables (default results)",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="forget earlier results in --out and start over"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the results as JSON on stdout instead of a table"
+    )
+    parser.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
+    return parser
+
+
+def build_devices_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="devlab devices", description="List the devices devlab can see."
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    err = Console(stderr=True)
+    try:
+        if args[:1] == ["devices"]:
+            return devices_command(build_devices_parser().parse_args(args[1:]))
+        parsed = build_parser().parse_args(args)
+        if not parsed.run:
+            err.print(
+                "devlab: the console (TUI) is not built yet. To benchmark headless:\n"
+                "  devlab --run PATH... [--out DIR]    (see devlab --help)",
+                highlight=False,
+            )
+            return ExitCode.OK
+        return run_command(parsed, err)
+    except UsageError as error:
+        err.print(f"devlab: error: {error}", markup=False, highlight=False)
+        return ExitCode.USAGE
+    except SystemExit as exit_:  # argparse's own usage errors
+        return int(exit_.code or 0)
+
+
+def devices_command(args: argparse.Namespace) -> int:
+    _config(args.config)
+    devices = [device for device, _ in discover_devices(default_backends()).values()]
+    out = Console()
+    if args.json:
+        print(json.dumps([device.to_dict() for device in devices], indent=2))
+        return ExitCode.OK
+    for device in devices:
+        out.print(
+            f"[bold]{device.id}[/]  {device.name}  ({device.state.value}; runtimes: "
+            f"{', '.join(device.runtimes)})",
+            highlight=False,
+        )
+        for key, value in device.properties.items():
+            out.print(f"    {key}: {value}", markup=False, highlight=False)
+    return ExitCode.OK
+
+
+def run_command(args: argparse.Namespace, err: Console) -> int:
+    config = _config(args.config)
+    settings = _settings(args, config)
+    out_dir = Path(args.out)
+    try:
+        store = Store(out_dir / STORE_NAME, fresh=args.fresh)
+    except StoreLocked as error:
+        raise UsageError(str(error)) from None
+    lab = Lab(store)
+    try:
+        return _run(lab, args, config, settings, out_dir, err)
+    finally:
+        lab.shutdown(interrupt=True)
+        store.close()
+
+
+def _run(
+    lab: Lab, args: argparse.Namespace, config: Config, settings, out_dir: Path, err: Console
+) -> int:
+    from backends.plan import queue_paths
+    from backends.tables import write_all
+    from console.progress import ProgressView, summary_table
+
+    lab.discover()
+    device_ids = [config.resolve_device(d) for d in (args.device or ["host:cpu"])]
+    try:
+        for device_id in device_ids:
+            lab.backend_for(device_id)
+    except LabError as error:
+        raise UsageError(str(error)) from None
+
+    view = ProgressView(err, total_jobs=0)
+    lab.subscribe(view)
+    try:
+        report = queue_paths(lab, args.run, device_ids, args.runtime, settings, args.priority)
+    except LabError as error:
+        raise UsageError(str(error)) from None
+    if report.kept:
+        err.print(
+            f"{len(report.kept)} job(s) already measured in {out_dir}: results kept "
+            "(use --fresh to measure again)",
+            highlight=False,
+        )
+    view.set_total(
+        len(report.failed) + len(report.kept) + len(lab.pending()), already_done=len(report.kept)
+    )
+
+    interrupted = False
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with view:
+            lab.start()
+            lab.wait_until_idle()
+    except KeyboardInterrupt:
+        interrupted = True
+        err.print(
+            "interrupted: stopping; finished results are kept, run again to resume", highlight=False
+        )
+        lab.shutdown(interrupt=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+    rows = lab.rows()
+    written = write_all(out_dir, rows, {d.id: d for d in lab.devices})
+    if args.json:
+        from backends.tables import results_records
+
+        print(json.dumps(results_records(rows, {d.id: d for d in lab.devices}), indent=2))
+    else:
+        stdout = Console()
+        stdout.print(summary_table(rows), width=max(stdout.width, 120))
+    err.print(f"tables written to {out_dir}: {', '.join(p.name for p in written)}", highlight=False)
+
+    planned = {job.id for job in report.jobs}
+    states = {job.id: job.state for job, _ in rows}
+    if interrupted:
+        return ExitCode.INTERRUPTED
+    if not report.queued and not report.kept:
+        err.print("devlab: no valid input: no model could be read", highlight=False)
+        return ExitCode.USAGE
+    if view.failures or any(states.get(job_id) is not JobState.DONE for job_id in planned):
+        return ExitCode.JOBS_FAILED
+    return ExitCode.OK
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _config(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def _settings(args: argparse.Namespace, config: Config):
+    from backends.models import parse_input_shape_arg
+
+    values = {option.field: getattr(args, option.field) for option in BENCH_OPTIONS}
+    try:
+        settings = build_settings(values, config.defaults)
+        settings.input_shapes = dict(parse_input_shape_arg(text) for text in args.input_shape)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return settings
+
+
+if __name__ == "__main__":
+    sys.exit(main())
