@@ -76,7 +76,7 @@ class BenchSession(ABC):
         """Per-layer times from a separate profiled pass; ``None`` where the tool has none."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most sessions need nothing
         """Release the model and the device."""
 
 
@@ -114,5 +114,5 @@ class DeviceBackend(ABC):
     def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
         """Load ``model`` on ``device`` for ``job.runtime``; raises BenchError on bad input."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends need nothing
         """Stop background threads; teardown errors of one backend never stop the others."""

@@ -8,6 +8,7 @@ inflates the timed runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -219,10 +220,8 @@ def host_properties() -> dict[str, Any]:
 def host_conditions() -> dict[str, Any]:
     """Load average and CPU temperature where the kernel exposes them."""
     conditions: dict[str, Any] = {}
-    try:
+    with contextlib.suppress(OSError):
         conditions["loadavg_1m"] = os.getloadavg()[0]
-    except OSError:
-        pass
     temperature = _cpu_temperature_c()
     if temperature is not None:
         conditions["temperature_c"] = temperature

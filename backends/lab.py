@@ -104,7 +104,7 @@ class Lab:
         for device_id in list(self._devices):
             if device_id not in seen:
                 self._remove_device(device_id)
-        for device_id, (device, backend) in seen.items():
+        for device, backend in seen.values():
             self._put_device(device, backend)
         return self.devices
 

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class DeviceState(str, enum.Enum):
+class DeviceState(enum.StrEnum):
     ONLINE = "online"
     BUSY = "busy"
     OFFLINE = "offline"
     UNAUTHORIZED = "unauthorized"
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
