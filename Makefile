@@ -1,0 +1,34 @@
+# devlab: `make run` benchmarks the sample models on the host CPU; `make test` runs the tests.
+# Both create .venv with Python 3.11 when it is missing and install devlab into it.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint perf models clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/devlab --run assets/models --out results
+
+test: $(STAMP)
+	$(BIN)/ruff check backends console tests assets
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check backends console tests assets
+	$(BIN)/ruff format --check backends console tests assets
+
+perf: $(STAMP)
+	$(BIN)/python tests/perf/host_overhead.py
+
+models: $(STAMP)
+	$(BIN)/python assets/make_models.py --out assets/models
+
+clean:
+	rm -rf $(VENV) results build *.egg-info
