@@ -57,6 +57,7 @@ class JobProgress(Event):
     fraction: float
     median_us: float | None = None
     p90_us: float | None = None
+    recent_us: tuple[float, ...] = ()  # latencies since the previous report (capped)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,20 @@ class JobFailed(Event):
 @dataclass(frozen=True)
 class JobCancelled(Event):
     job: Job
+
+
+@dataclass(frozen=True)
+class PowerSamples(Event):
+    """A batch of power readings from one monitor (never one event per sample).
+
+    ``t0`` is the wall-clock time of the first sample, ``interval_s`` the sample period.
+    """
+
+    monitor_id: str
+    t0: float
+    interval_s: float
+    watts: tuple[float, ...]
+    dropped: int = 0
 
 
 @dataclass(frozen=True)

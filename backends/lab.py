@@ -68,6 +68,12 @@ def job_key(model_sha256: str, device_id: str, runtime: str, settings: JobSettin
     return hashlib.sha256(identity.encode()).hexdigest()
 
 
+def intake_key(path: str, device_id: str) -> str:
+    """What identifies an input item that failed intake: its path and the device it was for."""
+    resolved = str(Path(path).resolve())
+    return hashlib.sha256(json.dumps(["intake", resolved, device_id]).encode()).hexdigest()
+
+
 class Lab:
     """Owns devices, the store and the dispatch loop; publishes events to subscribers."""
 
@@ -166,6 +172,7 @@ class Lab:
             settings=settings,
             priority=priority,
         )
+        self.store.forget_failed(intake_key(model.path, device_id))  # the item is fine now
         stored, inserted = self.store.add_job(
             job, job_key(model.sha256, device_id, runtime, settings)
         )
@@ -187,8 +194,9 @@ class Lab:
         settings: JobSettings | None = None,
         priority: int = 0,
     ) -> Job:
-        """Record an item that cannot run (a bad model file) as a failed job, so it shows in
-        the tables with its reason next to what was measured."""
+        """Record an input item that cannot run (a bad model file) as a failed job, so it shows
+        in the tables with its reason next to what was measured. It is keyed by path and
+        device, and forgotten once the same path is submitted successfully."""
         device = self.device(device_id)
         runtime = self._runtime_for(device, runtime)
         settings = settings or JobSettings()
@@ -203,9 +211,7 @@ class Lab:
             error=error,
             finished_at=time.time(),
         )
-        stored, inserted = self.store.add_job(
-            job, job_key(model.sha256, device_id, runtime, settings)
-        )
+        stored, inserted = self.store.add_job(job, intake_key(model.path, device_id))
         if not inserted:
             stored = self.store.fail(stored.id, error)
         self.events.publish(JobFailed(stored, error))

@@ -58,13 +58,15 @@ BENCH_OPTIONS: tuple[Option, ...] = (
 def build_settings(values: Mapping[str, Any], defaults: JobSettings | None = None) -> JobSettings:
     """Settings from option values (None = not given), over ``defaults``; ValueError if bad.
 
-    ``min_seconds`` replaces ``runs``: a job is timed by count or by duration, never both.
+    A job is timed by count or by duration, never both: ``min_seconds`` clears ``runs`` and
+    an explicit ``runs`` clears a ``min_seconds`` that came from the defaults.
     """
     settings = dataclasses.replace(defaults or JobSettings())
     for option in BENCH_OPTIONS:
         value = values.get(option.field)
-        if value is None or (option.kind is bool and value is False):
+        if value is None:
             continue
+        _check_type(option, value)
         if option.minimum is not None and value < option.minimum:
             raise ValueError(f"{option.flag} must be at least {option.minimum:g}, got {value}")
         setattr(settings, option.field, option.kind(value))
@@ -72,4 +74,20 @@ def build_settings(values: Mapping[str, Any], defaults: JobSettings | None = Non
         if values.get("runs") is not None:
             raise ValueError("give either --runs or --min-seconds, not both")
         settings.runs = None
+    elif values.get("runs") is not None:
+        settings.min_seconds = None
     return settings
+
+
+def _check_type(option: Option, value: Any) -> None:
+    """Reject values of the wrong type (a config file's ``per_layer = "no"`` is not True)."""
+    if option.kind is bool:
+        ok = isinstance(value, bool)
+    elif option.kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok:
+        raise ValueError(
+            f"{option.flag} ({option.field}) must be {option.kind.__name__}, got {value!r}"
+        )

@@ -177,6 +177,16 @@ class Store:
             ids = [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE state = 'running'")]
         return [self.requeue(job_id) for job_id in ids]
 
+    def forget_failed(self, key: str) -> bool:
+        """Delete the failed job with ``key`` (it never produced a result); True if one was."""
+        with self._mutex, self._transaction():
+            cursor = self._db.execute(
+                "DELETE FROM jobs WHERE key = ? AND state = 'failed' "
+                "AND id NOT IN (SELECT job_id FROM results)",
+                (key,),
+            )
+            return cursor.rowcount > 0
+
     def set_priority(self, job_id: str, priority: int) -> Job:
         with self._mutex, self._transaction():
             self._db.execute("UPDATE jobs SET priority = ? WHERE id = ?", (priority, job_id))

@@ -32,6 +32,7 @@ from backends.store import Store
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.2
+RECENT_CAP = 200  # latencies carried by one progress event, for live plots
 
 
 def split_runs(total: int | None, rounds: int) -> list[int | None]:
@@ -199,9 +200,10 @@ class DeviceWorker(threading.Thread):
         """A cheap per-iteration hook: checks for stop requests and reports a few times a second."""
         next_report = time.monotonic() + PROGRESS_INTERVAL_S
         min_seconds = job.settings.min_seconds
+        reported = 0
 
         def on_iteration(done: int, latencies: list[float]) -> None:
-            nonlocal next_report
+            nonlocal next_report, reported
             now = time.monotonic()
             if now < next_report:
                 return
@@ -216,7 +218,11 @@ class DeviceWorker(threading.Thread):
             else:
                 fraction = 0.0
             median, p90 = live_median_p90(previous + latencies if offset else latencies)
-            self.events.publish(JobProgress(job.id, phase, count, total, fraction, median, p90))
+            recent = tuple(latencies[max(reported, done - RECENT_CAP):done])
+            reported = done
+            self.events.publish(
+                JobProgress(job.id, phase, count, total, fraction, median, p90, recent)
+            )
 
         return on_iteration
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from backends.config import Config, ConfigError, load_config
 from backends.lab import Lab, LabError, default_backends, discover_devices
 from backends.options import BENCH_OPTIONS, build_settings
-from backends.records import JobState
+from backends.records import JobSettings, JobState
 from backends.store import Store, StoreLocked
 from console.exit_codes import ExitCode
 
@@ -112,7 +112,7 @@ def build_devices_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         if args[:1] == ["devices"]:
             return devices_command(build_devices_parser().parse_args(args[1:]))
@@ -153,34 +153,46 @@ def devices_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace, err: Console) -> int:
     config = _config(args.config)
     settings = _settings(args, config)
+    backends = default_backends()
+    device_ids = _device_ids(args, config, discover_devices(backends))
     out_dir = Path(args.out)
     try:
         store = Store(out_dir / STORE_NAME, fresh=args.fresh)
     except StoreLocked as error:
         raise UsageError(str(error)) from None
-    lab = Lab(store)
+    except OSError as error:
+        raise UsageError(f"cannot use --out {out_dir}: {error.strerror or error}") from None
+    lab = Lab(store, backends)
     try:
-        return _run(lab, args, config, settings, out_dir, err)
+        return _run(lab, args, device_ids, settings, out_dir, err)
     finally:
         lab.shutdown(interrupt=True)
         store.close()
 
 
+def _device_ids(args: argparse.Namespace, config: Config, found: dict) -> list[str]:
+    """The devices asked for (aliases resolved); a usage error names the known ones."""
+    device_ids = [config.resolve_device(d) for d in (args.device or ["host:cpu"])]
+    for device_id in device_ids:
+        if device_id not in found:
+            known = ", ".join(sorted(found)) or "none"
+            raise UsageError(f"unknown device {device_id!r} (devices: {known})")
+    return device_ids
+
+
 def _run(
-    lab: Lab, args: argparse.Namespace, config: Config, settings, out_dir: Path, err: Console
+    lab: Lab,
+    args: argparse.Namespace,
+    device_ids: list[str],
+    settings: JobSettings,
+    out_dir: Path,
+    err: Console,
 ) -> int:
     from backends.plan import queue_paths
     from backends.tables import write_all
     from console.progress import ProgressView, summary_table
 
     lab.discover()
-    device_ids = [config.resolve_device(d) for d in (args.device or ["host:cpu"])]
-    try:
-        for device_id in device_ids:
-            lab.backend_for(device_id)
-    except LabError as error:
-        raise UsageError(str(error)) from None
-
     view = ProgressView(err, total_jobs=0)
     lab.subscribe(view)
     try:
@@ -246,7 +258,7 @@ def _config(path: str | None) -> Config:
         raise UsageError(str(error)) from None
 
 
-def _settings(args: argparse.Namespace, config: Config):
+def _settings(args: argparse.Namespace, config: Config) -> JobSettings:
     from backends.models import parse_input_shape_arg
 
     values = {option.field: getattr(args, option.field) for option in BENCH_OPTIONS}

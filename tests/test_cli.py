@@ -254,6 +254,22 @@ def test_dynamic_batch_needs_input_shape(tmp_path: Path) -> None:
     assert {line[0] for line in read_latency_csv(out)} == {"dyn[[1,16]]"}
 
 
+def test_fixed_item_replaces_its_failure_in_the_same_out(tmp_path: Path) -> None:
+    """Rerunning into the same --out with the fix: the old failure row goes away."""
+    model = make_mlp(tmp_path / "dyn.onnx", hidden=32, in_features=16, batch="batch")
+    out = tmp_path / "out"
+    first = run_devlab("--run", model, "--out", out, *FAST, home=tmp_path)
+    assert first.returncode == 2, first.describe()
+
+    second = run_devlab(
+        "--run", model, "--out", out, *FAST, "--input-shape", "x=1x16", home=tmp_path
+    )
+
+    assert second.returncode == 0, second.describe()
+    (row,) = read_results_csv(out)
+    assert row["status"] == "done"
+
+
 # --- usage errors ---------------------------------------------------------------------------
 
 
@@ -370,12 +386,6 @@ def test_second_run_keeps_results_and_fresh_measures_again(tmp_path: Path, mlp: 
 # --- known defects --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="console/cli.py main(): err = Console(stderr=True) hard-wraps stderr at 80 columns "
-    "when it is not a terminal, so a long path in an error message is folded mid-name (not "
-    "greppable in CI logs); fix: Console(stderr=True, soft_wrap=True)",
-    strict=True,
-)
 def test_error_lines_are_not_wrapped_in_logs(tmp_path: Path, mlp: Path) -> None:
     folder = tmp_path / ("a-folder-with-a-long-name-" + "x" * 60)
     folder.mkdir()
@@ -390,12 +400,6 @@ def test_error_lines_are_not_wrapped_in_logs(tmp_path: Path, mlp: Path) -> None:
     assert any(str(bad) in line for line in run.stderr.splitlines()), run.describe()
 
 
-@pytest.mark.xfail(
-    reason="console/cli.py run_command: Store() raises FileExistsError when --out is an existing "
-    "file; only StoreLocked is caught, so devlab prints a traceback and exits 1 (the 'jobs "
-    "failed' code) instead of a usage error with exit 2",
-    strict=True,
-)
 def test_out_that_is_a_file_is_a_usage_error(tmp_path: Path, mlp: Path) -> None:
     not_a_folder = tmp_path / "results.txt"
     not_a_folder.write_text("a file, not a folder\n")
@@ -407,12 +411,6 @@ def test_out_that_is_a_file_is_a_usage_error(tmp_path: Path, mlp: Path) -> None:
     assert "devlab: error:" in run.err_text and "results.txt" in run.err_text
 
 
-@pytest.mark.xfail(
-    reason="backends/options.py build_settings: an explicit --runs keeps min_seconds from the "
-    "config [defaults], so the job stops at the min_seconds deadline and times far fewer runs "
-    "than --runs asked (also the unit-level xfail in test_options_config.py)",
-    strict=True,
-)
 def test_explicit_runs_overrides_config_min_seconds(tmp_path: Path, mlp: Path) -> None:
     config = tmp_path / "devlab.toml"
     config.write_text("[defaults]\nmin_seconds = 0.01\n")
@@ -440,11 +438,6 @@ def test_explicit_runs_overrides_config_min_seconds(tmp_path: Path, mlp: Path) -
     assert record["count"] == 20000
 
 
-@pytest.mark.xfail(
-    reason="backends/options.py build_settings: config values are not type-checked; "
-    'per_layer = "no" becomes bool("no") == True and turns per-layer profiling on',
-    strict=True,
-)
 def test_config_string_for_a_boolean_option_does_not_enable_it(tmp_path: Path, mlp: Path) -> None:
     config = tmp_path / "devlab.toml"
     config.write_text('[defaults]\nper_layer = "no"\n')
