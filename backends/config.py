@@ -21,7 +21,7 @@ from typing import Any
 
 import platformdirs
 
-from backends.options import build_settings
+from backends.options import BENCH_OPTIONS, build_settings
 from backends.records import JobSettings
 
 
@@ -57,8 +57,18 @@ def load_config(path: str | Path | None = None) -> Config:
         raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"cannot read config file {config_path}: {error}") from error
+    defaults_table = raw.get("defaults", {})
+    if not isinstance(defaults_table, dict):
+        raise ConfigError(f"{config_path}: [defaults] must be a table of settings")
+    known = {option.field for option in BENCH_OPTIONS}
+    unknown = sorted(set(defaults_table) - known)
+    if unknown:
+        raise ConfigError(
+            f"{config_path} [defaults]: unknown setting(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known))})"
+        )
     try:
-        defaults = build_settings(raw.get("defaults", {}))
+        defaults = build_settings(defaults_table)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{config_path} [defaults]: {error}") from error
     aliases = raw.get("aliases", {})

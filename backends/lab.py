@@ -111,6 +111,8 @@ class Lab:
             if device_id not in seen:
                 self._remove_device(device_id)
         for device, backend in seen.values():
+            if device.state is DeviceState.ONLINE and self._running_job(device.id):
+                device = dataclasses.replace(device, state=DeviceState.BUSY)
             self._put_device(device, backend)
         return self.devices
 
@@ -307,6 +309,9 @@ class Lab:
             worker.join(timeout=timeout)
         self._workers.clear()
         self._started = False
+        for device in self.devices:
+            if device.state is DeviceState.BUSY:
+                self.mark_device(device.id, DeviceState.ONLINE)
         for backend in self._backends:
             try:
                 backend.close()
@@ -340,8 +345,16 @@ class Lab:
         if entry is not None and entry[0].state is not state:
             self._put_device(dataclasses.replace(entry[0], state=state), entry[1])
 
+    def _running_job(self, device_id: str) -> str | None:
+        worker = self._workers.get(device_id)
+        return worker.current_job_id if worker is not None else None
+
     def _track_busy(self, event: Event) -> None:
+        """A device is busy while its worker runs a job; other jobs' events do not count."""
         if isinstance(event, JobStarted):
             self.mark_device(event.job.device_id, DeviceState.BUSY)
-        elif isinstance(event, JobFinished | JobFailed | JobCancelled):
+        elif (
+            isinstance(event, JobFinished | JobFailed | JobCancelled)
+            and self._running_job(event.job.device_id) == event.job.id
+        ):
             self.mark_device(event.job.device_id, DeviceState.ONLINE)

@@ -218,7 +218,7 @@ class DeviceWorker(threading.Thread):
             else:
                 fraction = 0.0
             median, p90 = live_median_p90(previous + latencies if offset else latencies)
-            recent = tuple(latencies[max(reported, done - RECENT_CAP):done])
+            recent = tuple(latencies[max(reported, done - RECENT_CAP) : done])
             reported = done
             self.events.publish(
                 JobProgress(job.id, phase, count, total, fraction, median, p90, recent)

@@ -61,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     for option in BENCH_OPTIONS:
         if option.kind is bool:
             parser.add_argument(
-                option.flag, dest=option.field, action="store_true", help=option.help
+                option.flag,
+                dest=option.field,
+                action="store_true",
+                default=None,  # absent: keep the config's value
+                help=option.help,
             )
         else:
             parser.add_argument(

@@ -295,8 +295,9 @@ def test_iterations_csv_long_form(tmp_path, multi_rows):
 
 def test_iterations_follow_uneven_round_sizes(tmp_path):
     job = _job("jr", TINY, "host:cpu", JobState.DONE)
-    result = _result("jr", [1.0, 2.0, 3.0, 4.0, 5.0], round_sizes=[3, 2],
-                     round_medians_us=[2.0, 4.5])
+    result = _result(
+        "jr", [1.0, 2.0, 3.0, 4.0, 5.0], round_sizes=[3, 2], round_medians_us=[2.0, 4.5]
+    )
     tables.write_iterations(tmp_path, [(job, result)])
     with (tmp_path / "iterations.csv").open(newline="") as handle:
         assert [row["round"] for row in csv.DictReader(handle)] == ["0", "0", "0", "1", "1"]
