@@ -236,7 +236,9 @@ def _run(
         print(json.dumps(results_records(rows, {d.id: d for d in lab.devices}), indent=2))
     else:
         stdout = Console()
-        stdout.print(summary_table(rows), width=max(stdout.width, 120))
+        if not stdout.is_terminal:  # logs and pipes: do not squeeze names to 80 columns
+            stdout = Console(width=160)
+        stdout.print(summary_table(rows))
     err.print(f"tables written to {out_dir}: {', '.join(p.name for p in written)}", highlight=False)
 
     planned = {job.id for job in report.jobs}
