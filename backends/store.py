@@ -20,6 +20,8 @@ from pathlib import Path
 
 from backends.records import Job, JobState, Result
 
+STORE_FILE = "devlab.sqlite"  # the store's name inside an --out or lab folder
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,

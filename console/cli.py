@@ -19,10 +19,8 @@ from backends.config import Config, ConfigError, load_config
 from backends.lab import Lab, LabError, default_backends, discover_devices
 from backends.options import BENCH_OPTIONS, build_settings
 from backends.records import JobSettings, JobState
-from backends.store import Store, StoreLocked
+from backends.store import STORE_FILE, Store, StoreLocked
 from console.exit_codes import ExitCode
-
-STORE_NAME = "devlab.sqlite"
 
 EPILOG = """\
 exit codes: 0 all jobs done, 1 some jobs or inputs failed, 2 usage error or no valid input,
@@ -91,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out",
-        default="results",
         metavar="DIR",
-        help="folder for the store and the tables (default results)",
+        help="folder for the store and the tables (default: results with --run; "
+        "the user data folder for the console)",
     )
     parser.add_argument(
         "--fresh", action="store_true", help="forget earlier results in --out and start over"
@@ -122,12 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return devices_command(build_devices_parser().parse_args(args[1:]))
         parsed = build_parser().parse_args(args)
         if not parsed.run:
-            err.print(
-                "devlab: the console (TUI) is not built yet. To benchmark headless:\n"
-                "  devlab --run PATH... [--out DIR]    (see devlab --help)",
-                highlight=False,
-            )
-            return ExitCode.OK
+            from console.tui import run_tui  # the only path that loads textual
+
+            return run_tui(parsed.out, _config(parsed.config))
         return run_command(parsed, err)
     except UsageError as error:
         err.print(f"devlab: error: {error}", markup=False, highlight=False)
@@ -159,9 +154,9 @@ def run_command(args: argparse.Namespace, err: Console) -> int:
     settings = _settings(args, config)
     backends = default_backends()
     device_ids = _device_ids(args, config, discover_devices(backends))
-    out_dir = Path(args.out)
+    out_dir = Path(args.out or "results")
     try:
-        store = Store(out_dir / STORE_NAME, fresh=args.fresh)
+        store = Store(out_dir / STORE_FILE, fresh=args.fresh)
     except StoreLocked as error:
         raise UsageError(str(error)) from None
     except OSError as error:

@@ -336,11 +336,12 @@ def test_devices_json_lists_host_cpu(tmp_path: Path) -> None:
     assert properties["machine"]
 
 
-def test_no_arguments_points_to_run(tmp_path: Path) -> None:
-    run = run_devlab(home=tmp_path)
+def test_help_documents_run_and_exit_codes(tmp_path: Path) -> None:
+    run = run_devlab("--help", home=tmp_path)
 
     assert run.returncode == 0, run.describe()
-    assert "--run" in run.stdout + run.stderr
+    assert "--run" in run.stdout and "--min-seconds" in run.stdout
+    assert "130 interrupted" in run.stdout
 
 
 # --- running again --------------------------------------------------------------------------

@@ -1,0 +1,36 @@
+"""Start the Textual console (imported only when ``devlab`` runs without ``--run``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+
+from backends.config import Config
+from backends.lab import Lab
+from backends.store import STORE_FILE, Store
+from console.app import DevLabApp
+
+
+def default_lab_folder() -> Path:
+    """Where the console keeps its store when no ``--out`` is given."""
+    return Path(platformdirs.user_data_dir("devlab"))
+
+
+def run_tui(out: str | None, config: Config) -> int:
+    folder = Path(out) if out else default_lab_folder()
+    store = Store(folder / STORE_FILE)
+    lab = Lab(store)
+    keymap = config.raw.get("keymap", {})
+    app = DevLabApp(
+        lab,
+        defaults=config.defaults,
+        export_folder=folder / "export",
+        keymap={str(k): str(v) for k, v in keymap.items()},
+    )
+    try:
+        app.run()
+    finally:
+        lab.shutdown(interrupt=True)
+        store.close()
+    return 0
