@@ -20,12 +20,7 @@ from backends.events import (
     LogLine,
 )
 from backends.records import Job, JobState, Result
-
-
-def _us(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 1000:.2f} ms" if value >= 10_000 else f"{value:.1f} us"
+from console.charts import format_us
 
 
 class ProgressView:
@@ -80,7 +75,7 @@ class ProgressView:
                     task,
                     completed=event.fraction * total,
                     phase=event.phase,
-                    median=_us(event.median_us),
+                    median=format_us(event.median_us),
                 )
         elif isinstance(event, JobFinished):
             job = event.job
@@ -88,7 +83,8 @@ class ProgressView:
                 job,
                 "done",
                 "green",
-                f"{job.model.name} on {job.device_id}: median {_us(event.result.stats.median)}",
+                f"{job.model.name} on {job.device_id}: "
+                f"median {format_us(event.result.stats.median)}",
             )
         elif isinstance(event, JobFailed):
             self.failures.append((event.job, event.error))
@@ -125,8 +121,8 @@ def summary_table(rows: Sequence[tuple[Job, Result | None]]) -> Table:
             job.device_id,
             job.runtime,
             f"[{style.get(job.state, 'white')}]{job.state.value}[/]",
-            _us(stats.median if stats else None),
-            _us(stats.p90 if stats else None),
+            format_us(stats.median if stats else None),
+            format_us(stats.p90 if stats else None),
             f"{stats.cv:.1%}" if stats else "-",
             str(stats.count) if stats else "-",
         )
