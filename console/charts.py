@@ -38,7 +38,7 @@ def latency_bars(
         if p90 is not None and p90 > median:
             extra = len(bar(p90, maximum, width)) - len(drawn)
             drawn.append("─" * max(extra, 0), style="dim")
-        table.add_row(label, drawn, format_us(median))
+        table.add_row(Text(label), drawn, format_us(median))
     return table
 
 

@@ -94,7 +94,7 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
             yield Label("Devices")
             yield SelectionList[str](
                 *[
-                    (f"{d.id}  {d.name}", d.id, d.id == "host:cpu" or len(self.devices) == 1)
+                    (Text(f"{d.id}  {d.name}"), d.id, d.id == "host:cpu" or len(self.devices) == 1)
                     for d in self.devices
                 ],
                 id="add-devices",

@@ -42,13 +42,13 @@ def device_detail(device: Device | None) -> Table | Text:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    table.add_row("id", device.id)
+    table.add_row("id", Text(device.id))
     table.add_row("state", device.state.value)
     if device.state is DeviceState.UNAUTHORIZED:
         table.add_row("", "accept the USB debugging prompt on the device")
-    table.add_row("runtimes", ", ".join(device.runtimes) or "-")
+    table.add_row("runtimes", Text(", ".join(device.runtimes) or "-"))
     for key, value in sorted(device.properties.items()):
-        table.add_row(key, str(value))
+        table.add_row(Text(key), Text(str(value)))
     return table
 
 

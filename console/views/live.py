@@ -38,7 +38,7 @@ class JobPanel(Vertical):
     def compose(self) -> ComposeResult:
         job = self.job
         yield Label(
-            f"{job.model.name} on {job.device_id} ({job.runtime})  [{job.id}]",
+            Text(f"{job.model.name} on {job.device_id} ({job.runtime})  [{job.id}]"),
             classes="panel-title",
         )
         yield ProgressBar(total=100, show_eta=False, classes="job-progress")

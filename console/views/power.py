@@ -43,7 +43,8 @@ class MonitorPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Label(
-            f"{self.monitor_id}: watts over the last {POWER_WINDOW_S:.0f} s", classes="panel-title"
+            Text(f"{self.monitor_id}: watts over the last {POWER_WINDOW_S:.0f} s"),
+            classes="panel-title",
         )
         yield Sparkline([], classes="power-plot")
         yield Static(classes="power-numbers")

@@ -13,7 +13,11 @@ Cell = str | Text
 
 
 def upsert_row(table: DataTable, key: str, cells: Sequence[Cell]) -> None:
-    """Update a row's cells in place, or add the row when it is new."""
+    """Update a row's cells in place, or add the row when it is new.
+
+    Plain strings become ``Text`` so names from disk or devices are never read as markup.
+    """
+    cells = [Text(cell) if isinstance(cell, str) else cell for cell in cells]
     if key in table.rows:
         for column, value in zip(table.columns, cells, strict=True):
             try:
