@@ -80,7 +80,7 @@ class PowerTrace:
         self.dropped = 0
         self.samples = 0
         self._energy_j = 0.0
-        self._energy_since: float | None = None
+        self._energy_from: float | None = None  # wall time the running job started
 
     def add(self, batch: PowerSamples) -> None:
         watts = np.asarray(batch.watts, dtype=np.float64)
@@ -89,9 +89,9 @@ class PowerTrace:
         self.samples += int(watts.size)
         self.dropped += batch.dropped
         self.current_w = float(watts[-5:].mean())
-        if self._energy_since is not None:
-            self._energy_j += float(watts.sum()) * batch.interval_s
         times = batch.t0 + np.arange(watts.size) * batch.interval_s
+        if self._energy_from is not None:  # V x I per sample x period, from the job's start
+            self._energy_j += float(watts[times >= self._energy_from].sum()) * batch.interval_s
         starts = np.floor(times / POWER_BUCKET_S) * POWER_BUCKET_S
         for start in np.unique(starts):
             chunk = watts[starts == start]
@@ -105,15 +105,16 @@ class PowerTrace:
                     [float(start), float(chunk.sum()), chunk.size, float(chunk.max())]
                 )
 
-    def start_energy(self) -> None:
-        self._energy_j, self._energy_since = 0.0, time.time()
+    def start_energy(self, since: float) -> None:
+        """Count energy from wall time ``since`` (the running job's start) on."""
+        self._energy_j, self._energy_from = 0.0, since
 
     def stop_energy(self) -> None:
-        self._energy_since = None
+        self._energy_from = None
 
     @property
     def energy_j(self) -> float | None:
-        return self._energy_j if self._energy_since is not None or self._energy_j else None
+        return self._energy_j if self._energy_from is not None or self._energy_j else None
 
     @property
     def series(self) -> list[float]:
@@ -191,7 +192,7 @@ class LabState:
             self._put_job(event.job, changes)
             self.live[event.job.id] = LiveJob(phase="load")
             for trace in self.power.values():
-                trace.start_energy()
+                trace.start_energy(self._job_start(event.job))
             changes.live = True
         elif isinstance(event, JobProgress):
             self._progress(event)
@@ -210,11 +211,21 @@ class LabState:
                     trace.stop_energy()
             changes.live = True
         elif isinstance(event, PowerSamples):
-            self.power.setdefault(event.monitor_id, PowerTrace(event.monitor_id)).add(event)
+            trace = self.power.get(event.monitor_id)
+            if trace is None:
+                trace = self.power[event.monitor_id] = PowerTrace(event.monitor_id)
+                running = self.running()
+                if running:  # a monitor that appears mid-job still counts that job's energy
+                    trace.start_energy(self._job_start(running[0]))
+            trace.add(event)
             changes.power = True
         elif isinstance(event, LogLine):
             self.logs.append((event.job_id, event.text))
             changes.logs = True
+
+    @staticmethod
+    def _job_start(job: Job) -> float:
+        return job.started_at if job.started_at is not None else time.time()
 
     def _put_job(self, job: Job, changes: Changes) -> None:
         self.jobs[job.id] = job

@@ -28,6 +28,7 @@ COLUMNS = (
 )
 NUMERIC = {"median", "p90", "p99", "mean", "cv", "runs"}
 FINISHED = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+STATUS_STYLE = {JobState.DONE: "green", JobState.FAILED: "bold red", JobState.CANCELLED: "dim"}
 
 
 class Number(Text):
@@ -51,7 +52,7 @@ def result_cells(job: Job, stats: Stats | None, error: str) -> list[str | Text]:
         job.model.name,
         job.device_id,
         job.runtime,
-        Text(job.state.value, style="green" if job.state is JobState.DONE else "red"),
+        Text(job.state.value, style=STATUS_STYLE.get(job.state, "")),
         us("median"),
         us("p90"),
         us("p99"),
