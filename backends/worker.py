@@ -22,6 +22,7 @@ from backends.events import (
     JobFailed,
     JobFinished,
     JobProgress,
+    JobQueued,
     JobStarted,
     LogLine,
 )
@@ -145,8 +146,8 @@ class DeviceWorker(threading.Thread):
         except JobInterrupted:
             if job.id in self._cancelled:
                 self.events.publish(JobCancelled(self.store.cancel(job.id)))
-            else:  # the lab is shutting down: this job must run again next time
-                self.store.requeue(job.id)
+            else:  # the lab is shutting down or the device left: this job must run again
+                self.events.publish(JobQueued(self.store.requeue(job.id)))
                 self.events.publish(LogLine(f"{job.id} interrupted; re-queued", job.id))
         except BenchError as error:
             self._fail(job, str(error))

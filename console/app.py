@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from backends.events import Event
 from backends.lab import Lab
 from backends.options import build_settings
 from backends.plan import queue_paths
@@ -83,7 +84,8 @@ class DevLabApp(App[None]):
         self.inbox = EventInbox()
         self._unsubscribe = None
         self._stale: set[str] = set()
-        self._keymap = keymap or {}
+        self.bindings_keymap = keymap or {}
+        self._announced: dict[str, JobState] = {}  # the last state posted per job
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -104,8 +106,8 @@ class DevLabApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        if self._keymap:
-            self.set_keymap(self._keymap)
+        if self.bindings_keymap:
+            self.set_keymap(self.bindings_keymap)
         self._unsubscribe = self.lab.subscribe(self.inbox)  # before the snapshot: no gaps
         self.state.load(self.lab.devices, self.lab.rows())
         for view in VIEWS:
@@ -136,27 +138,32 @@ class DevLabApp(App[None]):
         events = self.inbox.drain()
         if not events:
             return
-        before = {job_id: job.state for job_id, job in self.state.jobs.items()}
         changes = self.state.apply(events)
         if not changes:
             return
         with self.batch_update():
             self._render_changes(changes)
-        for job_id in sorted(changes.jobs, key=list(self.state.jobs).index):
-            job = self.state.jobs[job_id]
-            if before.get(job_id) is not job.state:
-                self.post_message(JobStateChanged(job, self.state.errors.get(job_id)))
-                if job.state is JobState.FAILED:
-                    self.notify(
-                        f"{job.model.path} on {job.device_id}: "
-                        f"{self.state.errors.get(job_id, 'failed')}",
-                        title="job failed",
-                        severity="error",
-                        timeout=8,
-                        markup=False,
-                    )
+        self._announce_transitions(events)
         if changes.devices or changes.removed_devices:
             self.post_message(DevicesChanged(list(self.state.devices.values())))
+
+    def _announce_transitions(self, events: list[Event]) -> None:
+        """Post every state each job entered, in order, even several within one batch."""
+        for event in events:
+            job = getattr(event, "job", None)
+            if job is None or self._announced.get(job.id) is job.state:
+                continue
+            self._announced[job.id] = job.state
+            error = getattr(event, "error", None)
+            self.post_message(JobStateChanged(job, error))
+            if job.state is JobState.FAILED:
+                self.notify(
+                    f"{job.model.path} on {job.device_id}: {error or job.error or 'failed'}",
+                    title="job failed",
+                    severity="error",
+                    timeout=8,
+                    markup=False,
+                )
 
     def _render_changes(self, changes: Changes) -> None:
         active = self.active_view
@@ -322,7 +329,7 @@ class DevLabApp(App[None]):
 
     def binding_rows(self) -> list[tuple[str, str, str]]:
         """Every binding of the app and its views, for the help screen."""
-        keymap = self._keymap
+        keymap = self.bindings_keymap
         rows = []
         for binding in self.BINDINGS:
             assert isinstance(binding, Binding)

@@ -166,6 +166,13 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
         if not device_ids:
             errors.append("choose at least one device")
         runtime_select = self.query_one("#add-runtime", Select)
+        if not runtime_select.is_blank():
+            for device in self.devices:
+                if device.id in device_ids and runtime_select.value not in device.runtimes:
+                    errors.append(
+                        f"{device.id} has no runtime {runtime_select.value} "
+                        f"(it offers: {', '.join(device.runtimes) or 'none'})"
+                    )
         values: dict[str, Any] = {}
         for option in BENCH_OPTIONS:
             widget = self.query_one(f"#add-{option.field}")

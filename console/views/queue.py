@@ -41,11 +41,17 @@ def progress_cell(job: Job, live: LiveJob | None) -> str:
     return f"{bar(live.fraction, 1, 10):<10} {live.fraction:4.0%} {live.phase}"
 
 
+def short_error(job: Job, error: str) -> str:
+    """The first line of an error, without the model path every intake error starts with."""
+    line = error.splitlines()[0] if error else ""
+    return line.removeprefix(f"{job.model.path}: ")
+
+
 def job_cells(job: Job, state: LabState) -> list[str | Text]:
     live = state.live.get(job.id)
     stats = state.stats.get(job.id)
     median = stats.median if stats else (live.median_us if live else None)
-    error = state.errors.get(job.id) or job.error or ""
+    error = short_error(job, state.errors.get(job.id) or job.error or "")
     return [
         job.id,
         job.model.name,
@@ -56,7 +62,7 @@ def job_cells(job: Job, state: LabState) -> list[str | Text]:
         progress_cell(job, live),
         format_us(median) if median is not None else "",
         str(job.attempts),
-        Text(error.splitlines()[0][:80] if error else "", style="red"),
+        Text(error, style="red"),
     ]
 
 

@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Input, Static
 from backends.records import Job, JobState, Stats
 from console.charts import format_us, latency_bars
 from console.state import Changes, LabState
+from console.views.queue import short_error
 from console.views.table import remove_rows, upsert_row
 
 COLUMNS = (
@@ -59,7 +60,7 @@ def result_cells(job: Job, stats: Stats | None, error: str) -> list[str | Text]:
         us("mean"),
         Number(stats.cv if stats else None, f"{stats.cv:.1%}" if stats else "-"),
         Number(stats.count if stats else None, str(stats.count) if stats else "-"),
-        error.splitlines()[0][:80] if error else "",
+        short_error(job, error),
     ]
 
 
