@@ -23,6 +23,24 @@ timed loop.
 """
 
 
+@dataclass
+class Timed:
+    """What one round of timed runs measured.
+
+    ``latencies_us`` holds every iteration where the tool reports them (ONNX Runtime in
+    process does); tools that print only statistics (TFLite ``benchmark_model``,
+    ``onnxruntime_perf_test``) leave it empty and give ``summary`` instead. Nothing is
+    invented: a result says which of the two its statistics come from.
+    """
+
+    latencies_us: list[float]
+    summary: Stats | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.latencies_us) or (self.summary.count if self.summary else 0)
+
+
 class JobInterrupted(Exception):
     """Raised from a progress callback when a job is cancelled or the lab shuts down."""
 
@@ -66,10 +84,10 @@ class BenchSession(ABC):
         iterations: int | None,
         min_seconds: float | None,
         on_iteration: IterationCallback,
-    ) -> list[float]:
+    ) -> Timed:
         """Timed runs: ``iterations`` of them, or as many as fit ``min_seconds`` (at least one).
 
-        Returns every iteration's latency in microseconds.
+        Returns every iteration's latency in microseconds, or the tool's own statistics.
         """
 
     def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile | None:

@@ -28,6 +28,7 @@ from backends.device import (
     IterationCallback,
     LayerProfile,
     SessionInfo,
+    Timed,
 )
 from backends.models import random_inputs
 from backends.records import Device, Job, LayerTime, Model
@@ -87,7 +88,7 @@ class HostSession(BenchSession):
         iterations: int | None,
         min_seconds: float | None,
         on_iteration: IterationCallback,
-    ) -> list[float]:
+    ) -> Timed:
         run, feeds, clock = self.session.run, self.feeds, time.perf_counter_ns
         latencies: list[float] = []
         append = latencies.append
@@ -103,7 +104,7 @@ class HostSession(BenchSession):
             on_iteration(done, latencies)
             if deadline is not None and end >= deadline:
                 break
-        return latencies
+        return Timed(latencies)
 
     def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile:
         Path(log_dir).mkdir(parents=True, exist_ok=True)

@@ -146,17 +146,21 @@ class Job:
 
 @dataclass
 class Stats:
-    """Summary of a latency sample, in microseconds (``cv`` is std / mean, unitless)."""
+    """Summary of a latency sample, in microseconds (``cv`` is std / mean, unitless).
+
+    Computed from every iteration, the fields are all set; taken from a tool that prints only
+    some of them, the others are None rather than guessed.
+    """
 
     count: int
     min: float
     mean: float
-    median: float
-    p90: float
-    p99: float
+    median: float | None
+    p90: float | None
+    p99: float | None
     max: float
-    std: float
-    cv: float
+    std: float | None
+    cv: float | None
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -184,6 +188,7 @@ class Result:
     job_id: str
     latencies_us: list[float]
     stats: Stats
+    stats_source: str = "iterations"  # or "tool summary" when the tool reports no iterations
     round_sizes: list[int] = field(default_factory=list)
     round_medians_us: list[float] = field(default_factory=list)
     forward_stats: Stats | None = None

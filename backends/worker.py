@@ -13,9 +13,10 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from backends.device import BenchError, BenchSession, DeviceBackend, JobInterrupted
+from backends.device import BenchError, BenchSession, DeviceBackend, JobInterrupted, Timed
 from backends.events import (
     EventBus,
     JobCancelled,
@@ -26,8 +27,8 @@ from backends.events import (
     JobStarted,
     LogLine,
 )
-from backends.records import Device, Job, Result
-from backends.stats import live_median_p90, summarize
+from backends.records import Device, Job, Result, Stats
+from backends.stats import live_median_p90, merge_summaries, summarize
 from backends.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,33 @@ def split_runs(total: int | None, rounds: int) -> list[int | None]:
     rounds = min(rounds, max(total, 1))
     base, extra = divmod(total, rounds)
     return [base + (1 if index < extra else 0) for index in range(rounds)]
+
+
+@dataclass
+class Rounds:
+    """The timed rounds of one job: every latency where the tool gives them, else summaries."""
+
+    latencies: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    medians: list[float] = field(default_factory=list)
+    summaries: list[Stats] = field(default_factory=list)
+
+    def add(self, timed: Timed) -> None:
+        summary = summarize(timed.latencies_us) if timed.latencies_us else timed.summary
+        assert summary is not None  # Timed.count > 0 guarantees one of the two
+        self.latencies.extend(timed.latencies_us)
+        self.sizes.append(timed.count)
+        self.medians.append(summary.median if summary.median is not None else summary.mean)
+        self.summaries.append(summary)
+
+    @property
+    def source(self) -> str:
+        return "iterations" if len(self.latencies) == sum(self.sizes) else "tool summary"
+
+    def stats(self) -> Stats:
+        if self.source == "iterations":
+            return summarize(self.latencies)
+        return merge_summaries(self.summaries)
 
 
 class DeviceWorker(threading.Thread):
@@ -116,19 +144,21 @@ class DeviceWorker(threading.Thread):
             session = self.backend.open_session(self.device, job, job.model)
             self._progress(job, "warmup", 0, job.settings.warmup, 0.0)
             session.warmup(job.settings.warmup)
-            latencies, round_sizes, round_medians = self._run_rounds(job, session)
+            rounds = self._run_rounds(job, session)
             profile = None
             if job.settings.per_layer:
-                self._progress(job, "profile", len(latencies), len(latencies), 1.0)
+                done = sum(rounds.sizes)
+                self._progress(job, "profile", done, done, 1.0)
                 profile = session.profile_layers(
                     job.settings.profile_runs, str(self.log_dir / job.id)
                 )
             result = Result(
                 job_id=job.id,
-                latencies_us=latencies,
-                stats=summarize(latencies),
-                round_sizes=round_sizes,
-                round_medians_us=round_medians,
+                latencies_us=rounds.latencies,
+                stats=rounds.stats(),
+                stats_source=rounds.source,
+                round_sizes=rounds.sizes,
+                round_medians_us=rounds.medians,
                 forward_stats=profile.forward_stats if profile else None,
                 layers_stats=profile.layers_stats if profile else None,
                 layers=profile.layers if profile else [],
@@ -164,30 +194,27 @@ class DeviceWorker(threading.Thread):
     def _fail(self, job: Job, error: str) -> None:
         self.events.publish(JobFailed(self.store.fail(job.id, error), error))
 
-    def _run_rounds(
-        self, job: Job, session: BenchSession
-    ) -> tuple[list[float], list[int], list[float]]:
-        """Every timed latency, the size of each round and each round's median."""
+    def _run_rounds(self, job: Job, session: BenchSession) -> Rounds:
+        """Run the job's rounds back to back (interleaving them across jobs comes later)."""
         settings = job.settings
         per_round = split_runs(settings.runs, settings.rounds)
         seconds = settings.min_seconds / len(per_round) if settings.min_seconds else None
-        total = settings.runs
-        latencies: list[float] = []
-        round_sizes: list[int] = []
-        round_medians: list[float] = []
+        rounds = Rounds()
         started = time.monotonic()
         for index, iterations in enumerate(per_round):
-            offset = len(latencies)
             callback = self._iteration_callback(
-                job, f"round {index + 1}/{len(per_round)}", offset, latencies, total, started
+                job,
+                f"round {index + 1}/{len(per_round)}",
+                len(rounds.latencies),
+                rounds.latencies,
+                settings.runs,
+                started,
             )
             timed = session.run(iterations, seconds, callback)
-            if not timed:
+            if timed.count == 0:
                 raise BenchError(f"{job.model.path}: the runtime returned no timed runs")
-            latencies.extend(timed)
-            round_sizes.append(len(timed))
-            round_medians.append(summarize(timed).median)
-        return latencies, round_sizes, round_medians
+            rounds.add(timed)
+        return rounds
 
     def _iteration_callback(
         self,

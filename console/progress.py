@@ -123,7 +123,7 @@ def summary_table(rows: Sequence[tuple[Job, Result | None]]) -> Table:
             f"[{style.get(job.state, 'white')}]{job.state.value}[/]",
             format_us(stats.median if stats else None),
             format_us(stats.p90 if stats else None),
-            f"{stats.cv:.1%}" if stats else "-",
+            f"{stats.cv:.1%}" if stats and stats.cv is not None else "-",
             str(stats.count) if stats else "-",
         )
     return table

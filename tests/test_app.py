@@ -46,6 +46,7 @@ from backends.device import (
     DeviceBackend,
     IterationCallback,
     SessionInfo,
+    Timed,
 )
 from backends.events import PowerSamples
 from backends.host import HOST_DEVICE_ID, HostBackend
@@ -93,7 +94,7 @@ class FakeSession(BenchSession):
 
     def run(
         self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
-    ) -> list[float]:
+    ) -> Timed:
         latencies: list[float] = []
         if self.model.name.startswith("endless"):
             deadline = time.monotonic() + WAIT_S  # a safety net, never reached when stops work
@@ -101,13 +102,13 @@ class FakeSession(BenchSession):
                 time.sleep(0.005)
                 latencies.append(300.0)
                 on_iteration(len(latencies), latencies)  # raises JobInterrupted on a stop
-            return latencies
+            return Timed(latencies)
         for index in range(iterations or 10):
             latencies.append(200.0 + index)
             on_iteration(len(latencies), latencies)
             if self.model.name.startswith("explode") and index == 4:
                 raise BenchError(f"{self.device.id} went offline mid-run; reconnect it and retry")
-        return latencies
+        return Timed(latencies)
 
 
 class PluggableBackend(DeviceBackend):

@@ -24,6 +24,7 @@ from backends.device import (
     DeviceBackend,
     IterationCallback,
     SessionInfo,
+    Timed,
 )
 from backends.events import (
     DeviceAdded,
@@ -37,7 +38,7 @@ from backends.events import (
     JobStarted,
 )
 from backends.lab import Lab, LabError
-from backends.records import Device, DeviceState, Job, JobSettings, JobState, Model
+from backends.records import Device, DeviceState, Job, JobSettings, JobState, Model, Stats
 from backends.store import Store
 
 WAIT_S = 15.0
@@ -60,6 +61,7 @@ class ScriptedBackend(DeviceBackend):
         self.endless_running = threading.Event()
         self.release_endless = threading.Event()
         self.meeting = threading.Barrier(2, timeout=WAIT_S)
+        self.summaries: list[float] = []
 
     def discover(self) -> list[Device]:
         return [
@@ -95,7 +97,7 @@ class ScriptedSession(BenchSession):
 
     def run(
         self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
-    ) -> list[float]:
+    ) -> Timed:
         name = self.model.name
         if name.startswith("fail"):
             raise BenchError(FAIL_TEXT)
@@ -103,6 +105,17 @@ class ScriptedSession(BenchSession):
             raise RuntimeError("boom in the driver")
         if name.startswith("meet"):
             self.backend.meeting.wait()  # BrokenBarrierError (job fails) unless both run at once
+        if name.startswith("summary"):  # a tool that prints statistics, not iterations
+            count = iterations or 1
+            on_iteration(count, [])
+            base = 1000.0 * (len(self.backend.summaries) + 1)
+            self.backend.summaries.append(base)
+            return Timed(
+                [],
+                summary=Stats(
+                    count, base - 10, base, base, base + 20, base + 40, base + 50, 5.0, 5.0 / base
+                ),
+            )
         latencies: list[float] = []
         if name.startswith("endless"):
             self.backend.endless_running.set()
@@ -112,11 +125,11 @@ class ScriptedSession(BenchSession):
                 latencies.append(500.0)
                 on_iteration(len(latencies), latencies)
                 if self.backend.release_endless.is_set() or time.monotonic() > deadline:
-                    return latencies
+                    return Timed(latencies)
         for index in range(iterations or 1):
             latencies.append(100.0 + index)
             on_iteration(len(latencies), latencies)
-        return latencies
+        return Timed(latencies)
 
     def close(self) -> None:
         self.backend.session_closed(self.device_id)
@@ -218,6 +231,25 @@ def test_one_job_per_device_while_two_devices_run_in_parallel(make_lab: LabFacto
     assert dict(backend.max_open) == {"fake:a": 1, "fake:b": 1}
     assert backend.max_open_total == 2
     assert backend.closed == 6
+
+
+def test_a_tool_that_reports_only_statistics_gives_a_tool_summary(
+    make_lab: LabFactory,
+) -> None:
+    backend = ScriptedBackend()
+    lab, _ = make_lab(backend)
+    job = lab.submit(
+        fake_model("summary"), "fake:a", settings=JobSettings(warmup=0, runs=6, rounds=2)
+    )
+
+    assert lab.wait_until_idle(timeout=WAIT_S)
+    result = lab.store.result(job.id)
+    assert result.stats_source == "tool summary"
+    assert result.latencies_us == []  # nothing invented
+    assert result.round_sizes == [3, 3] and result.round_medians_us == [1000.0, 2000.0]
+    stats = result.stats
+    assert stats.count == 6 and stats.min == 990.0 and stats.max == 2050.0
+    assert stats.mean == 1500.0 and stats.median == 1500.0
 
 
 def test_result_holds_every_round(make_lab: LabFactory) -> None:

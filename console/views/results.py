@@ -58,7 +58,10 @@ def result_cells(job: Job, stats: Stats | None, error: str) -> list[str | Text]:
         us("p90"),
         us("p99"),
         us("mean"),
-        Number(stats.cv if stats else None, f"{stats.cv:.1%}" if stats else "-"),
+        Number(
+            stats.cv if stats else None,
+            f"{stats.cv:.1%}" if stats and stats.cv is not None else "-",
+        ),
         Number(stats.count if stats else None, str(stats.count) if stats else "-"),
         short_error(job, error),
     ]
@@ -150,7 +153,8 @@ class ResultsView(Vertical):
             stats = self.state.stats.get(job_id)
             if stats is not None:
                 job = self.state.jobs[job_id]
-                rows.append((f"{job.model.name} @ {job.device_id}", stats.median, stats.p90))
+                centre = stats.median if stats.median is not None else stats.mean
+                rows.append((f"{job.model.name} @ {job.device_id}", centre, stats.p90))
         self.query_one("#results-plot", Static).update(
             latency_bars(rows, title="median latency (bar) and p90 (line) per model and device")
         )
