@@ -132,5 +132,9 @@ class DeviceBackend(ABC):
     def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
         """Load ``model`` on ``device`` for ``job.runtime``; raises BenchError on bad input."""
 
+    def watch(self, on_change: Callable[[], None]) -> None:  # noqa: B027 - optional hook
+        """Call ``on_change`` (from any thread) when devices come or go; polling backends
+        need not implement it."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends need nothing
         """Stop background threads; teardown errors of one backend never stop the others."""

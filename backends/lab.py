@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from backends.config import Config
 from backends.device import DeviceBackend
 from backends.events import (
     DeviceAdded,
@@ -41,11 +42,14 @@ class LabError(ValueError):
     """A request the Lab cannot take (unknown device, runtime the device lacks...)."""
 
 
-def default_backends() -> list[DeviceBackend]:
-    """The device backends of a plain installation: the host CPU is always one."""
+def default_backends(config: Config | None = None) -> list[DeviceBackend]:
+    """The device backends of a plain installation: the host CPU is always one; phones
+    appear when an adb server is running."""
+    from backends.android import AndroidBackend, AndroidConfig
     from backends.host import HostBackend
 
-    return [HostBackend()]
+    raw = config.raw.get("android", {}) if config is not None else {}
+    return [HostBackend(), AndroidBackend(AndroidConfig.from_raw(raw))]
 
 
 def discover_devices(
@@ -93,6 +97,7 @@ class Lab:
         self._paused = False
         self._started = False
         self.events.subscribe(self._track_busy)
+        self._discovering = threading.Lock()
 
     # -- events ----------------------------------------------------------------------------
 
@@ -106,6 +111,10 @@ class Lab:
 
         One backend's failure never hides the others' devices.
         """
+        with self._discovering:  # the TUI's poll and a backend's hot-plug thread may overlap
+            return self._discover()
+
+    def _discover(self) -> list[Device]:
         seen = discover_devices(self._backends)
         for device_id in list(self._devices):
             if device_id not in seen:
@@ -268,6 +277,14 @@ class Lab:
         self._started = True
         for device_id in self._devices:
             self._start_worker(device_id)
+        for backend in self._backends:
+            backend.watch(self._backend_changed)
+
+    def _backend_changed(self) -> None:
+        try:
+            self.discover()
+        except Exception:  # a hot-plug hiccup must not kill the backend's thread
+            log.exception("discovery after a hot-plug event failed")
 
     def pause(self) -> None:
         """Stop taking new jobs (running ones finish)."""

@@ -27,7 +27,7 @@ from backends.events import (
     JobStarted,
     LogLine,
 )
-from backends.records import Device, Job, Result, Stats
+from backends.records import Device, DeviceState, Job, Result, Stats
 from backends.stats import live_median_p90, merge_summaries, summarize
 from backends.store import Store
 
@@ -121,7 +121,8 @@ class DeviceWorker(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.is_set():
-            job = self.store.claim_next([self.device.id]) if self._may_run() else None
+            ready = self._may_run() and self.device.state in (DeviceState.ONLINE, DeviceState.BUSY)
+            job = self.store.claim_next([self.device.id]) if ready else None
             if job is None:
                 with self._wake:
                     self._wake.wait(timeout=0.5)

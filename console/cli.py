@@ -132,8 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def devices_command(args: argparse.Namespace) -> int:
-    _config(args.config)
-    devices = [device for device, _ in discover_devices(default_backends()).values()]
+    config = _config(args.config)
+    devices = [device for device, _ in discover_devices(_backends(config)).values()]
     out = Console()
     if args.json:
         print(json.dumps([device.to_dict() for device in devices], indent=2))
@@ -152,7 +152,7 @@ def devices_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace, err: Console) -> int:
     config = _config(args.config)
     settings = _settings(args, config)
-    backends = default_backends()
+    backends = _backends(config)
     device_ids = _device_ids(args, config, discover_devices(backends))
     out_dir = Path(args.out or "results")
     try:
@@ -250,6 +250,13 @@ def _run(
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _backends(config: Config) -> list:
+    try:
+        return default_backends(config)
+    except ValueError as error:  # a bad [android] table
+        raise UsageError(f"config: {error}") from None
 
 
 def _config(path: str | None) -> Config:

@@ -7,7 +7,7 @@ from pathlib import Path
 import platformdirs
 
 from backends.config import Config
-from backends.lab import Lab
+from backends.lab import Lab, default_backends
 from backends.store import STORE_FILE, Store
 from console.app import DevLabApp
 
@@ -20,7 +20,7 @@ def default_lab_folder() -> Path:
 def run_tui(out: str | None, config: Config) -> int:
     folder = Path(out) if out else default_lab_folder()
     store = Store(folder / STORE_FILE)
-    lab = Lab(store)
+    lab = Lab(store, default_backends(config))
     keymap = config.raw.get("keymap", {})
     app = DevLabApp(
         lab,

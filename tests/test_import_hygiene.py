@@ -73,10 +73,13 @@ def test_backends_and_headless_run_never_import_textual(tmp_path: Path) -> None:
     result = run_python(code, tmp_path)
 
     # every module of the package was imported (the walk found them all)
+    root = REPO_ROOT / "backends"
     expected = sorted(
-        f"backends.{path.stem}"
-        for path in (REPO_ROOT / "backends").glob("*.py")
-        if path.stem != "__init__"
+        ".".join(("backends", *path.relative_to(root).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        for path in root.rglob("*.py")
+        if path.relative_to(root) != Path("__init__.py")
     )
     assert sorted(result["modules"]) == expected
     assert result["after_imports"] == []
