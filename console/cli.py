@@ -10,6 +10,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ examples:
   devlab --run assets/models --out results
   devlab --run model.onnx --input-shape input=1x3x224x224 --runs 200 --per-layer
   devlab devices --json
+  devlab virtual phone            (an emulated phone on 127.0.0.1 for demos and tests)
 """
 
 
@@ -112,12 +114,28 @@ def build_devices_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_virtual_phone_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="devlab virtual phone",
+        description="Start an emulated phone (adbd on 127.0.0.1) and attach it to the running "
+        "adb server; Ctrl-C detaches it.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    parser.add_argument("--name", help="the phone's model name")
+    parser.add_argument("--profile", metavar="FILE", help="phone profile (JSON or TOML)")
+    parser.add_argument("--sandbox", metavar="DIR", help="the phone's storage (default: temp)")
+    parser.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     err = Console(stderr=True, soft_wrap=True)
     try:
         if args[:1] == ["devices"]:
             return devices_command(build_devices_parser().parse_args(args[1:]))
+        if args[:2] == ["virtual", "phone"]:
+            return virtual_phone_command(build_virtual_phone_parser().parse_args(args[2:]), err)
         parsed = build_parser().parse_args(args)
         if not parsed.run:
             from console.tui import run_tui  # the only path that loads textual
@@ -146,6 +164,36 @@ def devices_command(args: argparse.Namespace) -> int:
         )
         for key, value in device.properties.items():
             out.print(f"    {key}: {value}", markup=False, highlight=False)
+    return ExitCode.OK
+
+
+def virtual_phone_command(args: argparse.Namespace, err: Console) -> int:
+    from backends.android import AndroidConfig
+    from backends.virtual.attach import AttachError, attach_virtual_phone
+    from backends.virtual.profile import ProfileError
+
+    config = _config(args.config)
+    try:
+        android = AndroidConfig.from_raw(config.raw.get("android", {}))
+        attached = attach_virtual_phone(android, args.port, args.name, args.profile, args.sandbox)
+    except (AttachError, ProfileError, ValueError, OSError) as error:
+        raise UsageError(str(error)) from None
+    print(f"adb:{attached.serial}", flush=True)
+    err.print(
+        f"virtual phone attached as adb:{attached.serial}; Ctrl-C detaches it", highlight=False
+    )
+    stop = threading.Event()
+    # our own handlers: a background job may have inherited SIGINT as ignored
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        attached.detach()
     return ExitCode.OK
 
 
