@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import adbutils
-from adbutils import AdbClient, AdbDevice, AdbError
+from adbutils import AdbClient, AdbConnection, AdbDevice, AdbError
 
 from backends.android_props import (
     GOVERNOR_COMMAND,
@@ -57,6 +57,28 @@ ADB_STATES = {
 }
 TOOL_NAMES = {"ort": "onnxruntime_perf_test", "tflite": "benchmark_model"}
 VANISHED = (AdbError, OSError)  # adbutils raises BrokenPipeError (an OSError) mid-transfer
+
+
+class _NoAutostartConnection(AdbConnection):
+    """adbutils runs ``adb start-server`` when it cannot connect; devlab never starts a server
+    the operator did not, so a missing server is an error here."""
+
+    def _safe_connect(self):  # noqa: ANN202 - adbutils' own socket type
+        return self._create_socket()
+
+
+class DevlabAdbClient(AdbClient):
+    """An AdbClient whose connections fail instead of starting an adb server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host=host, port=port)
+        self._address = (host, port)
+
+    def make_connection(self, timeout: float | None = None) -> AdbConnection:
+        connection = _NoAutostartConnection(*self._address)
+        if timeout:
+            connection.conn.settimeout(timeout)
+        return connection
 
 
 @dataclass
@@ -100,7 +122,7 @@ class AndroidBackend(DeviceBackend):
 
     def __init__(self, config: AndroidConfig | None = None) -> None:
         self.config = config or AndroidConfig.from_raw({})
-        self.client = AdbClient(host=self.config.adb_host, port=self.config.adb_port)
+        self.client = DevlabAdbClient(self.config.adb_host, self.config.adb_port)
         self._described: dict[str, Device] = {}
         self._pushed: set[tuple[str, str]] = set()
         self._stop = threading.Event()

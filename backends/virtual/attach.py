@@ -8,7 +8,7 @@ from pathlib import Path
 
 from adbutils import AdbClient
 
-from backends.android import AndroidBackend, AndroidConfig
+from backends.android import AndroidBackend, AndroidConfig, DevlabAdbClient
 from backends.virtual.adbd import VirtualPhone
 from backends.virtual.profile import PhoneProfile
 
@@ -58,7 +58,7 @@ def attach_virtual_phone(
         profile = dataclasses.replace(profile, model=name)
     folder = Path(sandbox) if sandbox else Path(tempfile.mkdtemp(prefix="devlab-phone-"))
     phone = VirtualPhone(folder, profile, host="127.0.0.1", port=port).start()
-    client = AdbClient(host=config.adb_host, port=config.adb_port)
+    client = DevlabAdbClient(config.adb_host, config.adb_port)
     answer = client.connect(phone.serial, timeout=10)
     if "connected" not in answer:
         phone.stop()
