@@ -86,6 +86,7 @@ class DevLabApp(App[None]):
         self._stale: set[str] = set()
         self.bindings_keymap = keymap or {}
         self._announced: dict[str, JobState] = {}  # the last state posted per job
+        self._status_text = ""
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -135,6 +136,8 @@ class DevLabApp(App[None]):
 
     def pump_events(self) -> None:
         """Apply everything the Lab said since the last tick, then redraw what changed."""
+        if not self.is_running:  # the timer can fire once more while the app shuts down
+            return
         events = self.inbox.drain()
         if not events:
             return
@@ -173,7 +176,8 @@ class DevLabApp(App[None]):
             else:
                 self._stale.add(view)  # hidden views do not render; they catch up when shown
         self._update_status()
-        self.refresh_bindings()
+        if changes.jobs:  # what check_action depends on; the footer is costly to rebuild
+            self.refresh_bindings()
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -182,6 +186,10 @@ class DevLabApp(App[None]):
             self._stale.discard(view)
             self._view(view).update_from(None)
         self.refresh_bindings()
+
+    @on(DataTable.RowHighlighted)
+    def _selection_moved(self) -> None:
+        self.refresh_bindings()  # cancel/retry/priority apply to the selected job
 
     def _update_status(self) -> None:
         counts = self.state.counts()
@@ -194,8 +202,11 @@ class DevLabApp(App[None]):
         ]
         if self.lab.paused:
             parts.append("dispatch PAUSED (space resumes)")
+        text = "  ·  ".join(parts)
         status = self.query_one("#status-line", Static)
-        status.update("  ·  ".join(parts))
+        if text != self._status_text:
+            self._status_text = text
+            status.update(text, layout=False)
         status.set_class(self.lab.paused, "-paused")
 
     # -- background work -------------------------------------------------------------------

@@ -65,6 +65,8 @@ class AddRequest:
 class AddModelsScreen(ModalScreen[AddRequest | None]):
     """Choose model files or folders, devices, runtime and the measurement options."""
 
+    AUTO_FOCUS = "#add-path"
+
     BINDINGS = [Binding("escape", "dismiss_dialog", "Close", id="dialog.close")]
 
     def __init__(

@@ -34,6 +34,7 @@ class JobPanel(Vertical):
     def __init__(self, job: Job, **kwargs: object) -> None:
         super().__init__(classes="job-panel", **kwargs)  # type: ignore[arg-type]
         self.job = job
+        self._log_lines: list[str] = []
 
     def compose(self) -> ComposeResult:
         job = self.job
@@ -48,9 +49,11 @@ class JobPanel(Vertical):
 
     def show(self, live: LiveJob, log_lines: list[str]) -> None:
         self.query_one(ProgressBar).update(progress=live.fraction * 100)
-        self.query_one(".job-numbers", Static).update(live_numbers(self.job, live))
+        self.query_one(".job-numbers", Static).update(live_numbers(self.job, live), layout=False)
         self.query_one(Sparkline).data = list(live.latencies)
-        self.query_one(".job-log", Static).update(Text("\n".join(log_lines), style="dim"))
+        if log_lines != self._log_lines:  # the log changes far less often than the numbers
+            self._log_lines = log_lines
+            self.query_one(".job-log", Static).update(Text("\n".join(log_lines), style="dim"))
 
 
 class LiveView(VerticalScroll):

@@ -51,7 +51,7 @@ class MonitorPanel(Vertical):
 
     def show(self, trace: PowerTrace) -> None:
         self.query_one(Sparkline).data = trace.series
-        self.query_one(".power-numbers", Static).update(power_numbers(trace))
+        self.query_one(".power-numbers", Static).update(power_numbers(trace), layout=False)
 
 
 class PowerView(VerticalScroll):
