@@ -370,7 +370,9 @@ class PhoneSession(BenchSession):
             warmup_runs=warmup,
             num_threads=threads,
             op_profiling=profile is not None,
-            min_secs=min_seconds,
+            # a fixed count means exactly that many runs: benchmark_model's own default
+            # (--min_secs=1) would otherwise add runs until a second has passed
+            min_secs=min_seconds if min_seconds else 0,
         )
 
     def _run_tool(self, argv: list[str]) -> ToolRun:
@@ -427,7 +429,8 @@ class PhoneSession(BenchSession):
             return LayerProfile(layers=run.layers, forward_stats=None, layers_stats=layers_stats)
         prefix = f"{WORKDIR}/profiles/{self.job.id}"
         self.adb.shell(shlex.join(["mkdir", "-p", f"{WORKDIR}/profiles"]), timeout=30)
-        self._run_tool(self._argv(iterations + 1, profile=prefix))
+        # the tool's own first (warm-up) inference is profiled too: skip_runs=1 drops it
+        self._run_tool(self._argv(iterations, profile=prefix))
         listing = self.adb.shell(shlex.join(["ls", f"{WORKDIR}/profiles"]), timeout=30)
         names = [n for n in listing.split() if n.startswith(self.job.id) and n.endswith(".json")]
         if not names:

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 _GETPROP_LINE = re.compile(r"^\[(?P<key>[^\]]+)\]: \[(?P<value>.*)\]$")
+_GETPROP_OPEN = re.compile(r"^\[(?P<key>[^\]]+)\]: \[(?P<value>.*)$")  # a multi-line value
 _BATTERY_LINE = re.compile(r"^\s*(?P<key>[A-Za-z ]+):\s*(?P<value>.*)$")
 
 PROPERTY_KEYS = {
@@ -25,10 +26,18 @@ SOC_KEYS = ("ro.soc.model", "ro.hardware.chipname", "ro.board.platform", "ro.har
 def parse_getprop(text: str) -> dict[str, str]:
     """``[key]: [value]`` lines into a dict (multi-line values keep their first line)."""
     props = {}
+    continued = False  # inside the continuation lines of a multi-line value
     for line in text.splitlines():
-        match = _GETPROP_LINE.match(line.strip())
+        line = line.strip()
+        match = _GETPROP_LINE.match(line)
         if match:
             props[match["key"]] = match["value"]
+            continued = False
+        elif continued:
+            continued = not line.endswith("]")
+        elif match := _GETPROP_OPEN.match(line):
+            props[match["key"]] = match["value"]
+            continued = True
     return props
 
 

@@ -50,6 +50,14 @@ BENCH_OPTIONS: tuple[Option, ...] = (
         1,
     ),
     Option(
+        "settle_c",
+        "--settle",
+        float,
+        "before timing, wait until the battery is within C degrees C of its idle temperature",
+        "C",
+        0.0,
+    ),
+    Option(
         "per_layer", "--per-layer", bool, "also measure per-layer times in a separate profiled pass"
     ),
 )

@@ -101,6 +101,8 @@ class JobSettings:
     rounds: int = 1
     per_layer: bool = False
     profile_runs: int = 20
+    settle_c: float | None = None  # wait until the battery is within this of its idle temp
+    settle_timeout_s: float = 300.0
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

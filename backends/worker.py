@@ -34,6 +34,7 @@ from backends.store import Store
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.2
+SETTLE_POLL_S = 2.0
 RECENT_CAP = 200  # latencies carried by one progress event, for live plots
 
 
@@ -145,6 +146,8 @@ class DeviceWorker(threading.Thread):
             session = self.backend.open_session(self.device, job, job.model)
             self._progress(job, "warmup", 0, job.settings.warmup, 0.0)
             session.warmup(job.settings.warmup)
+            if job.settings.settle_c is not None:
+                conditions_start.update(self._settle(job))
             rounds = self._run_rounds(job, session)
             profile = None
             if job.settings.per_layer:
@@ -194,6 +197,38 @@ class DeviceWorker(threading.Thread):
 
     def _fail(self, job: Job, error: str) -> None:
         self.events.publish(JobFailed(self.store.fail(job.id, error), error))
+
+    def _settle(self, job: Job) -> dict[str, object]:
+        """Wait until the battery is within ``settle_c`` of its idle temperature (the value
+        read when the device was first described), or the timeout; say what happened."""
+        idle = self.device.properties.get("battery_temperature_c")
+        if not isinstance(idle, int | float):
+            return {"settle": "skipped: the device reports no battery temperature"}
+        limit = idle + (job.settings.settle_c or 0.0)
+        started = time.monotonic()
+        deadline = started + job.settings.settle_timeout_s
+        while True:
+            now_c = self.backend.conditions(self.device).get("battery_temperature_c")
+            waited = time.monotonic() - started
+            if isinstance(now_c, int | float) and now_c <= limit:
+                return {
+                    "settle": "reached",
+                    "settle_wait_s": round(waited, 1),
+                    "settle_limit_c": limit,
+                    "settle_temperature_c": now_c,
+                }
+            if time.monotonic() >= deadline:
+                return {
+                    "settle": "timed out",
+                    "settle_wait_s": round(waited, 1),
+                    "settle_limit_c": limit,
+                    "settle_temperature_c": now_c,
+                }
+            self._progress(job, "settle", 0, None, 0.0)  # also honours cancel and shutdown
+            self.events.publish(
+                LogLine(f"settling: battery {now_c} C, waiting for <= {limit:.1f} C", job.id)
+            )
+            self._stopping.wait(SETTLE_POLL_S)
 
     def _run_rounds(self, job: Job, session: BenchSession) -> Rounds:
         """Run the job's rounds back to back (interleaving them across jobs comes later)."""

@@ -189,7 +189,8 @@ class DevLabApp(App[None]):
 
     @on(DataTable.RowHighlighted)
     def _selection_moved(self) -> None:
-        self.refresh_bindings()  # cancel/retry/priority apply to the selected job
+        if self.is_running and self.screen_stack:  # not while the app is tearing down
+            self.refresh_bindings()  # cancel/retry/priority apply to the selected job
 
     def _update_status(self) -> None:
         counts = self.state.counts()

@@ -527,3 +527,67 @@ def test_submit_to_unknown_device_or_runtime_raises_lab_error(make_lab: LabFacto
     assert "rt" in message and "rt2" in message
 
     assert lab.jobs() == []
+
+
+# -- settle gate -----------------------------------------------------------------------------
+
+
+class WarmPhoneBackend(ScriptedBackend):
+    """A phone whose battery was 30 C when described and cools down while devlab waits."""
+
+    def __init__(self, readings: list[float]) -> None:
+        super().__init__()
+        self.readings = list(readings)
+        self.polls = 0
+
+    def discover(self) -> list[Device]:
+        devices = super().discover()
+        for device in devices:
+            device.properties["battery_temperature_c"] = 30.0
+        return devices
+
+    def conditions(self, device: Device) -> dict:
+        self.polls += 1
+        reading = self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
+        return {"battery_temperature_c": reading}
+
+
+def test_settle_waits_for_the_battery_to_cool(
+    make_lab: LabFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("backends.worker.SETTLE_POLL_S", 0.01)
+    # conditions(): job start, then the settle polls 36, 33, 30.8 (<= 30 + 1), then job end
+    backend = WarmPhoneBackend([36.0, 36.0, 33.0, 30.8, 30.5])
+    lab, _ = make_lab(backend)
+    settings = JobSettings(warmup=0, runs=3, settle_c=1.0)
+    job = lab.submit(fake_model("good"), "fake:a", settings=settings)
+
+    assert lab.wait_until_idle(timeout=WAIT_S)
+    start = lab.store.result(job.id).conditions_start
+    assert start["settle"] == "reached"
+    assert start["settle_limit_c"] == 31.0 and start["settle_temperature_c"] == 30.8
+    assert backend.polls == 5
+
+
+def test_settle_gives_up_at_the_timeout_and_still_measures(
+    make_lab: LabFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("backends.worker.SETTLE_POLL_S", 0.01)
+    lab, _ = make_lab(WarmPhoneBackend([40.0]))
+    settings = JobSettings(warmup=0, runs=3, settle_c=1.0, settle_timeout_s=0.05)
+    job = lab.submit(fake_model("good"), "fake:a", settings=settings)
+
+    assert lab.wait_until_idle(timeout=WAIT_S)
+    result = lab.store.result(job.id)
+    assert result.conditions_start["settle"] == "timed out"
+    assert result.stats.count == 3
+
+
+def test_settle_is_skipped_where_there_is_no_battery(make_lab: LabFactory) -> None:
+    lab, _ = make_lab(ScriptedBackend())
+    job = lab.submit(
+        fake_model("good"), "fake:a", settings=JobSettings(warmup=0, runs=2, settle_c=1.0)
+    )
+
+    assert lab.wait_until_idle(timeout=WAIT_S)
+    assert lab.store.result(job.id).conditions_start["settle"].startswith("skipped")
