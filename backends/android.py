@@ -124,6 +124,7 @@ class AndroidBackend(DeviceBackend):
         self.config = config or AndroidConfig.from_raw({})
         self.client = DevlabAdbClient(self.config.adb_host, self.config.adb_port)
         self._described: dict[str, Device] = {}
+        self._runtimes_seen: dict[str, list[str]] = {}  # jobs can queue while it is offline
         self._pushed: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -156,6 +157,7 @@ class AndroidBackend(DeviceBackend):
                 name=info.serial,
                 state=state,
                 properties={"adb_state": info.state},
+                runtimes=list(self._runtimes_seen.get(info.serial, [])),
             )
             if state is DeviceState.UNAUTHORIZED:
                 device.properties["hint"] = (
@@ -190,6 +192,7 @@ class AndroidBackend(DeviceBackend):
             properties=properties,
         )
         self._described[serial] = described
+        self._runtimes_seen[serial] = runtimes
         return described
 
     def watch(self, on_change: Callable[[], None]) -> None:

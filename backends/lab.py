@@ -368,10 +368,14 @@ class Lab:
 
     def _track_busy(self, event: Event) -> None:
         """A device is busy while its worker runs a job; other jobs' events do not count."""
-        if isinstance(event, JobStarted):
+        entry = self._devices.get(event.job.device_id) if hasattr(event, "job") else None
+        if entry is None:
+            return
+        if isinstance(event, JobStarted) and entry[0].state is DeviceState.ONLINE:
             self.mark_device(event.job.device_id, DeviceState.BUSY)
         elif (
             isinstance(event, JobFinished | JobFailed | JobCancelled)
+            and entry[0].state is DeviceState.BUSY  # never revive a device that went offline
             and self._running_job(event.job.device_id) == event.job.id
         ):
             self.mark_device(event.job.device_id, DeviceState.ONLINE)
