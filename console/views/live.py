@@ -48,6 +48,8 @@ class JobPanel(Vertical):
         yield Static(classes="job-log")
 
     def show(self, live: LiveJob, log_lines: list[str]) -> None:
+        if not self.query(ProgressBar):  # mounted but not composed yet: the next tick draws
+            return
         self.query_one(ProgressBar).update(progress=live.fraction * 100)
         self.query_one(".job-numbers", Static).update(live_numbers(self.job, live), layout=False)
         self.query_one(Sparkline).data = list(live.latencies)

@@ -50,6 +50,8 @@ class MonitorPanel(Vertical):
         yield Static(classes="power-numbers")
 
     def show(self, trace: PowerTrace) -> None:
+        if not self.query(Sparkline):  # mounted but not composed yet: the next tick draws
+            return
         self.query_one(Sparkline).data = trace.series
         self.query_one(".power-numbers", Static).update(power_numbers(trace), layout=False)
 
