@@ -172,20 +172,10 @@ class Lab:
         """Queue ``model`` on a device. Submitting the same job again does not duplicate it:
         a done job keeps its result; a failed or cancelled one is queued again.
         """
-        device = self.device(device_id)
-        runtime = self._runtime_for(device, runtime)
-        settings = settings or JobSettings()
-        job = Job(
-            id=uuid.uuid4().hex[:12],
-            model=model,
-            device_id=device_id,
-            runtime=runtime,
-            settings=settings,
-            priority=priority,
-        )
+        job = self._new_job(model, device_id, runtime, settings, priority)
         self.store.forget_failed(intake_key(model.path, device_id))  # the item is fine now
         stored, inserted = self.store.add_job(
-            job, job_key(model.sha256, device_id, runtime, settings)
+            job, job_key(model.sha256, device_id, job.runtime, job.settings)
         )
         if not inserted and stored.state in (JobState.FAILED, JobState.CANCELLED):
             stored = self.store.requeue(stored.id)
@@ -208,20 +198,8 @@ class Lab:
         """Record an input item that cannot run (a bad model file) as a failed job, so it shows
         in the tables with its reason next to what was measured. It is keyed by path and
         device, and forgotten once the same path is submitted successfully."""
-        device = self.device(device_id)
-        runtime = self._runtime_for(device, runtime)
-        settings = settings or JobSettings()
-        job = Job(
-            id=uuid.uuid4().hex[:12],
-            model=model,
-            device_id=device_id,
-            runtime=runtime,
-            settings=settings,
-            priority=priority,
-            state=JobState.FAILED,
-            error=error,
-            finished_at=time.time(),
-        )
+        job = self._new_job(model, device_id, runtime, settings, priority)
+        job.state, job.error, job.finished_at = JobState.FAILED, error, time.time()
         stored, inserted = self.store.add_job(job, intake_key(model.path, device_id))
         if not inserted:
             stored = self.store.fail(stored.id, error)
@@ -253,6 +231,25 @@ class Lab:
 
     def rows(self) -> list[tuple[Job, Result | None]]:
         return self.store.rows()
+
+    def _new_job(
+        self,
+        model: Model,
+        device_id: str,
+        runtime: str | None,
+        settings: JobSettings | None,
+        priority: int,
+    ) -> Job:
+        """A new Job record for a known device and one of its runtimes (LabError otherwise)."""
+        device = self.device(device_id)
+        return Job(
+            id=uuid.uuid4().hex[:12],
+            model=model,
+            device_id=device_id,
+            runtime=self._runtime_for(device, runtime),
+            settings=settings or JobSettings(),
+            priority=priority,
+        )
 
     def _runtime_for(self, device: Device, runtime: str | None) -> str:
         if runtime is None:
