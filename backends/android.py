@@ -10,6 +10,7 @@ the phone's shell unquoted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -46,6 +47,7 @@ from backends.host import parse_ort_profile
 from backends.records import Device, DeviceState, Job, Model, Stats
 from backends.runtimes import ort_perf, tflite
 from backends.runtimes.common import ToolOutputError, ToolRun
+from backends.snpe_session import SNPE_RUNTIMES, SnpeConfig, SnpeSession, snpe_runtimes
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +122,9 @@ class AndroidBackend(DeviceBackend):
 
     kind = "android"
 
-    def __init__(self, config: AndroidConfig | None = None) -> None:
+    def __init__(self, config: AndroidConfig | None = None, snpe: SnpeConfig | None = None) -> None:
         self.config = config or AndroidConfig.from_raw({})
+        self.snpe = snpe
         self.client = DevlabAdbClient(self.config.adb_host, self.config.adb_port)
         self._described: dict[str, Device] = {}
         self._runtimes_seen: dict[str, list[str]] = {}  # jobs can queue while it is offline
@@ -179,6 +182,7 @@ class AndroidBackend(DeviceBackend):
             props = parse_getprop(adb.shell("getprop", timeout=30))
             properties = {**device_properties(props), **self.conditions_of(adb)}
             runtimes = [rt for rt in TOOL_NAMES if self._tool_available(adb, rt)]
+            runtimes += snpe_runtimes(self.snpe)
         except VANISHED as error:
             log.warning("describing %s failed: %s", device.id, error)
             return device
@@ -247,6 +251,23 @@ class AndroidBackend(DeviceBackend):
     # -- sessions --------------------------------------------------------------------------
 
     def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
+        if job.runtime in SNPE_RUNTIMES:
+            adb = self.client.device(device.id.removeprefix("adb:"))
+            try:
+                return SnpeSession(
+                    adb,
+                    device.id,
+                    job,
+                    model,
+                    self.snpe,
+                    functools.partial(self._push_once, adb),
+                    WORKDIR,
+                )
+            except VANISHED as error:
+                raise BenchError(
+                    f"{device.id} vanished while preparing the job: {error}; "
+                    "reconnect it and retry the job"
+                ) from error
         if job.runtime not in TOOL_NAMES:
             raise BenchError(
                 f"{device.id}: unknown phone runtime {job.runtime!r} "

@@ -47,9 +47,11 @@ def default_backends(config: Config | None = None) -> list[DeviceBackend]:
     appear when an adb server is running."""
     from backends.android import AndroidBackend, AndroidConfig
     from backends.host import HostBackend
+    from backends.snpe_session import load_snpe_config
 
-    raw = config.raw.get("android", {}) if config is not None else {}
-    return [HostBackend(), AndroidBackend(AndroidConfig.from_raw(raw))]
+    raw = config.raw if config is not None else {}
+    android = AndroidConfig.from_raw(raw.get("android", {}))
+    return [HostBackend(), AndroidBackend(android, load_snpe_config(raw))]
 
 
 def discover_devices(

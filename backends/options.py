@@ -58,6 +58,20 @@ BENCH_OPTIONS: tuple[Option, ...] = (
         0.0,
     ),
     Option(
+        "perf_profile",
+        "--perf-profile",
+        str,
+        "SNPE performance profile (burst, high_performance, sustained_high_performance...)",
+        "NAME",
+    ),
+    Option(
+        "clip_ranges",
+        "--quantization-overrides",
+        str,
+        "SNPE: an MQBench/SNPE clip-range JSON for quantized (DSP) runs",
+        "FILE",
+    ),
+    Option(
         "per_layer", "--per-layer", bool, "also measure per-layer times in a separate profiled pass"
     ),
 )
@@ -75,7 +89,7 @@ def build_settings(values: Mapping[str, Any], defaults: JobSettings | None = Non
         if value is None:
             continue
         _check_type(option, value)
-        if option.minimum is not None and value < option.minimum:
+        if option.minimum is not None and option.kind is not str and value < option.minimum:
             raise ValueError(f"{option.flag} must be at least {option.minimum:g}, got {value}")
         setattr(settings, option.field, option.kind(value))
     if values.get("min_seconds") is not None:
@@ -91,6 +105,8 @@ def _check_type(option: Option, value: Any) -> None:
     """Reject values of the wrong type (a config file's ``per_layer = "no"`` is not True)."""
     if option.kind is bool:
         ok = isinstance(value, bool)
+    elif option.kind is str:
+        ok = isinstance(value, str)
     elif option.kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     else:

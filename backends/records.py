@@ -103,6 +103,8 @@ class JobSettings:
     profile_runs: int = 20
     settle_c: float | None = None  # wait until the battery is within this of its idle temp
     settle_timeout_s: float = 300.0
+    perf_profile: str | None = None  # SNPE --perf_profile (burst, high_performance...)
+    clip_ranges: str | None = None  # MQBench/SNPE clip-range JSON: --quantization_overrides
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -107,19 +107,23 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
             )
             with Horizontal(classes="options"):
                 for option in BENCH_OPTIONS:
-                    if option.kind is bool:
-                        continue
-                    default = getattr(self.defaults, option.field)
-                    with Vertical(classes="option"):
-                        yield Label(option.flag.lstrip("-"))
-                        yield Input(
-                            "" if default is None else str(default),
-                            type="integer" if option.kind is int else "number",
-                            id=f"add-{option.field}",
-                        )
+                    if option.kind in (int, float):
+                        default = getattr(self.defaults, option.field)
+                        with Vertical(classes="option"):
+                            yield Label(option.flag.lstrip("-"))
+                            yield Input(
+                                "" if default is None else str(default),
+                                type="integer" if option.kind is int else "number",
+                                id=f"add-{option.field}",
+                            )
                 with Vertical(classes="option"):
                     yield Label("priority")
                     yield Input("0", type="integer", id="add-priority")
+            for option in BENCH_OPTIONS:
+                if option.kind is str:  # a whole row each: names and paths are long
+                    default = getattr(self.defaults, option.field)
+                    yield Label(option.flag.lstrip("-"))
+                    yield Input(default or "", placeholder=option.help, id=f"add-{option.field}")
             for option in BENCH_OPTIONS:
                 if option.kind is bool:
                     yield Checkbox(

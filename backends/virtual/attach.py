@@ -9,6 +9,7 @@ from pathlib import Path
 from adbutils import AdbClient
 
 from backends.android import AndroidBackend, AndroidConfig, DevlabAdbClient
+from backends.virtual import registry
 from backends.virtual.adbd import VirtualPhone
 from backends.virtual.profile import PhoneProfile
 
@@ -36,6 +37,7 @@ class AttachedPhone:
             if AndroidBackend(self.config).server_reachable():
                 self.client.disconnect(self.phone.serial)
         finally:
+            registry.unregister(self.phone.serial)
             self.phone.stop()
 
 
@@ -63,4 +65,5 @@ def attach_virtual_phone(
     if "connected" not in answer:
         phone.stop()
         raise AttachError(f"adb connect {phone.serial} said: {answer}")
+    registry.register(phone.serial, folder)
     return AttachedPhone(phone, client, config)

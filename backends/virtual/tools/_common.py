@@ -163,6 +163,9 @@ def fmt_g(value: float) -> str:
     return f"{value:g}"
 
 
+LOAD_DIR = "sys/devlab/load.d"
+
+
 class Heater:
     """While a benchmark runs, warm the virtual phone's thermal zones and battery a little.
 
@@ -185,6 +188,7 @@ class Heater:
 
     def __enter__(self) -> Heater:
         if self.root is not None and self.root.is_dir():
+            self._mark_load(True)
             self._thread = threading.Thread(target=self._run, name="heater", daemon=True)
             self._thread.start()
         return self
@@ -193,6 +197,19 @@ class Heater:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2)
+            self._mark_load(False)
+
+    def _mark_load(self, running: bool) -> None:
+        """One file per running tool under /sys/devlab/load.d: a virtual Monsoon powering
+        this phone draws more while any is there (see backends.virtual.registry)."""
+        assert self.root is not None
+        marker = self.root / LOAD_DIR / str(os.getpid())
+        with contextlib.suppress(OSError):
+            if running:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text("1\n")
+            else:
+                marker.unlink(missing_ok=True)
 
     def _run(self) -> None:
         last = time.monotonic()
