@@ -31,6 +31,7 @@ from backends.events import (
     JobQueued,
     JobStarted,
 )
+from backends.power import MonitorLink, PowerManager
 from backends.records import Device, DeviceState, Job, JobSettings, JobState, Model, Result
 from backends.store import Store
 from backends.worker import DeviceWorker
@@ -88,6 +89,7 @@ class Lab:
         store: Store,
         backends: Sequence[DeviceBackend] | None = None,
         log_dir: str | Path | None = None,
+        power_links: Sequence[MonitorLink] = (),
     ) -> None:
         self.store = store
         self.events = EventBus()
@@ -99,6 +101,7 @@ class Lab:
         self._paused = False
         self._started = False
         self.events.subscribe(self._track_busy)
+        self.power = PowerManager(list(power_links), self.events.publish)
         self._discovering = threading.Lock()
 
     # -- events ----------------------------------------------------------------------------
@@ -333,6 +336,7 @@ class Lab:
                 backend.close()
             except Exception:
                 log.exception("closing the %s backend failed", backend.kind)
+        self.power.close()
 
     def _start_worker(self, device_id: str) -> None:
         device, backend = self._devices[device_id]
@@ -344,6 +348,7 @@ class Lab:
             self.log_dir,
             may_run=self._may_run,
             wake=self._wake,
+            power=self.power,
         )
         self._workers[device_id] = worker
         worker.start()

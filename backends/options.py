@@ -72,6 +72,12 @@ BENCH_OPTIONS: tuple[Option, ...] = (
         "FILE",
     ),
     Option(
+        "power",
+        "--power",
+        bool,
+        "capture power with the monitor that powers the device (energy per inference)",
+    ),
+    Option(
         "per_layer", "--per-layer", bool, "also measure per-layer times in a separate profiled pass"
     ),
 )

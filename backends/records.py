@@ -103,6 +103,8 @@ class JobSettings:
     profile_runs: int = 20
     settle_c: float | None = None  # wait until the battery is within this of its idle temp
     settle_timeout_s: float = 300.0
+    power: bool = False  # capture power with the monitor that powers the device
+    power_baseline_s: float = 2.0  # idle baseline recorded right before the timed window
     perf_profile: str | None = None  # SNPE --perf_profile (burst, high_performance...)
     clip_ranges: str | None = None  # MQBench/SNPE clip-range JSON: --quantization_overrides
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
@@ -206,6 +208,7 @@ class Result:
     conditions_start: dict[str, Any] = field(default_factory=dict)
     conditions_end: dict[str, Any] = field(default_factory=dict)
     raw_log_path: str | None = None
+    power: dict[str, Any] | None = None  # mean_w, baseline_w, energy_per_inference_mj, trace
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)

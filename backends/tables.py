@@ -221,6 +221,12 @@ def _record(job: Job, result: Result | None, device: Device | None) -> dict[str,
     record["layers_median_us"] = _median(result.layers_stats if result else None)
     record["tool"] = result.tool if result is not None else None
     record["tool_version"] = result.tool_version if result is not None else None
+    record["stats_source"] = result.stats_source if result is not None else None
+    power = (result.power or {}) if result is not None else {}
+    record["power_mean_w"] = power.get("mean_w")
+    record["power_baseline_w"] = power.get("baseline_w")
+    record["energy_per_inference_mj"] = power.get("energy_per_inference_mj")
+    record["power_trace"] = power.get("trace_path")
     record["started_at"] = _iso_utc(job.started_at)
     record["finished_at"] = _iso_utc(job.finished_at)
     record["device_properties"] = _device_properties(device, result)

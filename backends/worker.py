@@ -27,6 +27,7 @@ from backends.events import (
     JobStarted,
     LogLine,
 )
+from backends.power import EnergyWindows, PowerManager, measure_energy
 from backends.records import Device, DeviceState, Job, Result, Stats
 from backends.stats import live_median_p90, merge_summaries, summarize
 from backends.store import Store
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.2
 SETTLE_POLL_S = 2.0
+POWER_TAIL_S = 0.3
 RECENT_CAP = 200  # latencies carried by one progress event, for live plots
 
 
@@ -87,8 +89,10 @@ class DeviceWorker(threading.Thread):
         log_dir: Path,
         may_run: Callable[[], bool],
         wake: threading.Condition,
+        power: PowerManager | None = None,
     ) -> None:
         super().__init__(name=f"devlab-worker-{device.id}", daemon=True)
+        self.power = power
         self.device = device
         self.backend = backend
         self.store = store
@@ -148,7 +152,7 @@ class DeviceWorker(threading.Thread):
             session.warmup(job.settings.warmup)
             if job.settings.settle_c is not None:
                 conditions_start.update(self._settle(job))
-            rounds = self._run_rounds(job, session)
+            rounds, power = self._timed(job, session)
             profile = None
             if job.settings.per_layer:
                 done = sum(rounds.sizes)
@@ -174,6 +178,7 @@ class DeviceWorker(threading.Thread):
                 conditions_start=conditions_start,
                 conditions_end=self.backend.conditions(self.device),
                 raw_log_path=profile.raw_log_path if profile else None,
+                power=power,
             )
             finished = self.store.finish(job.id, result)
             self.events.publish(JobFinished(finished, result))
@@ -229,6 +234,38 @@ class DeviceWorker(threading.Thread):
                 LogLine(f"settling: battery {now_c} C, waiting for <= {limit:.1f} C", job.id)
             )
             self._stopping.wait(SETTLE_POLL_S)
+
+    def _timed(self, job: Job, session: BenchSession) -> tuple[Rounds, dict | None]:
+        """The timed rounds; with power capture, an idle baseline first and both recorded."""
+        if not job.settings.power:
+            return self._run_rounds(job, session), None
+        if self.power is None:
+            raise BenchError(
+                f"{self.device.id}: power capture asked, but this lab has no "
+                "power monitors configured ([[power.monitors]])"
+            )
+        channel = self.power.channel_for(self.device.id)
+        trace = self.log_dir / job.id / "power.csv"
+        dropped_before = channel.monsoon.counts.dropped
+        with channel.capture(trace):
+            baseline_start = time.time()
+            self._pause(job, job.settings.power_baseline_s, "power baseline")
+            timed_start = time.time()
+            rounds = self._run_rounds(job, session)
+            timed_end = time.time()
+            self._pause(job, POWER_TAIL_S, "power")  # the window's last samples arrive
+        windows = EnergyWindows(
+            (baseline_start, timed_start), (timed_start, timed_end), sum(rounds.sizes)
+        )
+        dropped = channel.monsoon.counts.dropped - dropped_before
+        return rounds, measure_energy(trace, windows, dropped)
+
+    def _pause(self, job: Job, seconds: float, phase: str) -> None:
+        """Wait, reporting progress and honouring cancel and shutdown."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._progress(job, phase, 0, None, 0.0)
+            time.sleep(min(left, 0.1))
 
     def _run_rounds(self, job: Job, session: BenchSession) -> Rounds:
         """Run the job's rounds back to back (interleaving them across jobs comes later)."""

@@ -281,11 +281,7 @@ class DevLabApp(App[None]):
             tables.first().focus()
 
     def action_add_models(self) -> None:
-        power = [
-            d.id
-            for d in self.lab.devices
-            if self.lab.backend_for(d.id).capabilities(d).power_capture
-        ]
+        power = [d.id for d in self.lab.devices if self.lab.power.powers(d.id)]
         screen = AddModelsScreen(self.lab.devices, self.defaults, power)
         self.push_screen(screen, self._added)
 

@@ -201,6 +201,7 @@ def run_command(args: argparse.Namespace, err: Console) -> int:
     config = _config(args.config)
     settings = _settings(args, config)
     backends = _backends(config)
+    power_links = _power_links(config)
     device_ids = _device_ids(args, config, discover_devices(backends))
     out_dir = Path(args.out or "results")
     try:
@@ -209,7 +210,7 @@ def run_command(args: argparse.Namespace, err: Console) -> int:
         raise UsageError(str(error)) from None
     except OSError as error:
         raise UsageError(f"cannot use --out {out_dir}: {error.strerror or error}") from None
-    lab = Lab(store, backends)
+    lab = Lab(store, backends, power_links=power_links)
     try:
         return _run(lab, args, device_ids, settings, out_dir, err)
     finally:
@@ -304,6 +305,15 @@ def _backends(config: Config) -> list:
     try:
         return default_backends(config)
     except ValueError as error:  # a bad [android] table
+        raise UsageError(f"config: {error}") from None
+
+
+def _power_links(config: Config) -> list:
+    from backends.power import links_from_config
+
+    try:
+        return links_from_config(config.raw)
+    except ValueError as error:
         raise UsageError(f"config: {error}") from None
 
 

@@ -58,7 +58,6 @@ class AddRequest:
     runtime: str | None
     values: dict[str, Any]
     priority: int = 0
-    power: bool = False
     errors: list[str] = field(default_factory=list)
 
 
@@ -126,16 +125,14 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
                     yield Input(default or "", placeholder=option.help, id=f"add-{option.field}")
             for option in BENCH_OPTIONS:
                 if option.kind is bool:
-                    yield Checkbox(
+                    box = Checkbox(
                         option.help,
                         bool(getattr(self.defaults, option.field)),
                         id=f"add-{option.field}",
                     )
-            power = Checkbox(
-                "capture power (a configured monitor powers the device)", id="add-power"
-            )
-            power.display = bool(self.power_devices)
-            yield power
+                    if option.field == "power":  # offered only where a monitor powers a device
+                        box.display = bool(self.power_devices)
+                    yield box
             yield Static(id="add-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Queue", variant="primary", id="add-queue")
@@ -203,7 +200,6 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
             runtime=None if runtime_select.is_blank() else str(runtime_select.value),
             values=values,
             priority=priority,
-            power=self.query_one("#add-power", Checkbox).value,
             errors=errors,
         )
 

@@ -8,6 +8,7 @@ import platformdirs
 
 from backends.config import Config
 from backends.lab import Lab, default_backends
+from backends.power import links_from_config
 from backends.store import STORE_FILE, Store
 from console.app import DevLabApp
 
@@ -20,7 +21,7 @@ def default_lab_folder() -> Path:
 def run_tui(out: str | None, config: Config) -> int:
     folder = Path(out) if out else default_lab_folder()
     store = Store(folder / STORE_FILE)
-    lab = Lab(store, default_backends(config))
+    lab = Lab(store, default_backends(config), power_links=links_from_config(config.raw))
     keymap = config.raw.get("keymap", {})
     app = DevLabApp(
         lab,
