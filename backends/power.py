@@ -180,6 +180,8 @@ def measure_energy(trace: Path, windows: EnergyWindows, dropped: int = 0) -> dic
         "net_energy_j": net_j,
         "energy_per_inference_mj": net_j / max(windows.iterations, 1) * 1000.0,
         "window_s": duration,
+        "baseline_window": list(windows.baseline),
+        "timed_window": list(windows.timed),
         "samples": samples,
         "dropped": dropped,
         "trace_path": str(trace),

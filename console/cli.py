@@ -128,6 +128,24 @@ def build_virtual_phone_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_virtual_monsoon_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="devlab virtual monsoon",
+        description="Serve an emulated Monsoon power monitor on a pseudo-terminal; with "
+        "--powers, it draws more while that virtual phone runs a benchmark.",
+    )
+    parser.add_argument(
+        "--powers",
+        metavar="DEVICE",
+        help="the virtual phone it powers (adb:127.0.0.1:PORT, attached with devlab virtual phone)",
+    )
+    parser.add_argument("--serial", type=int, default=12345, help="serial number")
+    parser.add_argument("--baseline-w", type=float, default=0.5, help="idle power in W")
+    parser.add_argument("--active-w", type=float, default=2.5, help="power under load in W")
+    parser.add_argument("--voltage", type=float, default=3.7, help="output voltage in V")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     err = Console(stderr=True, soft_wrap=True)
@@ -136,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return devices_command(build_devices_parser().parse_args(args[1:]))
         if args[:2] == ["virtual", "phone"]:
             return virtual_phone_command(build_virtual_phone_parser().parse_args(args[2:]), err)
+        if args[:2] == ["virtual", "monsoon"]:
+            parsed = build_virtual_monsoon_parser().parse_args(args[2:])
+            return virtual_monsoon_command(parsed, err)
         parsed = build_parser().parse_args(args)
         if not parsed.run:
             from console.tui import run_tui  # the only path that loads textual
@@ -182,8 +203,55 @@ def virtual_phone_command(args: argparse.Namespace, err: Console) -> int:
     err.print(
         f"virtual phone attached as adb:{attached.serial}; Ctrl-C detaches it", highlight=False
     )
+    try:
+        _wait_for_stop_signal()
+    finally:
+        attached.detach()
+    return ExitCode.OK
+
+
+def virtual_monsoon_command(args: argparse.Namespace, err: Console) -> int:
+    from backends.virtual import registry
+    from backends.virtual.monsoon import VirtualMonsoon
+
+    load = None
+    if args.powers:
+        sandbox = registry.lookup(args.powers)
+        if sandbox is None:
+            raise UsageError(
+                f"{args.powers} is not a virtual phone attached on this machine; "
+                "start one with: devlab virtual phone"
+            )
+        load = registry.phone_load(sandbox)
+    try:
+        monsoon = VirtualMonsoon(
+            serial_number=args.serial,
+            load=load,
+            baseline_w=args.baseline_w,
+            active_w=args.active_w,
+            voltage=args.voltage,
+        ).start()
+    except (ValueError, OSError) as error:
+        raise UsageError(str(error)) from None
+    print(monsoon.port, flush=True)
+    if args.powers:
+        err.print(
+            f"virtual Monsoon {args.serial} on {monsoon.port} powers {args.powers}; "
+            "add to your config:\n"
+            f'[[power.monitors]]\npowers = "{args.powers}"\nport = "{monsoon.port}"',
+            highlight=False,
+            markup=False,
+        )
+    try:
+        _wait_for_stop_signal()
+    finally:
+        monsoon.stop()
+    return ExitCode.OK
+
+
+def _wait_for_stop_signal() -> None:
+    """Block until Ctrl-C or SIGTERM (our own handlers: a background job may ignore SIGINT)."""
     stop = threading.Event()
-    # our own handlers: a background job may have inherited SIGINT as ignored
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
@@ -193,8 +261,6 @@ def virtual_phone_command(args: argparse.Namespace, err: Console) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        attached.detach()
-    return ExitCode.OK
 
 
 def run_command(args: argparse.Namespace, err: Console) -> int:
