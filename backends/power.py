@@ -23,7 +23,14 @@ from typing import Any
 
 from backends.device import BenchError
 from backends.events import Event
-from backends.monsoon import Monsoon, MonsoonError, SampleBatch, as_power_samples, find_monitor
+from backends.monsoon import (
+    Monsoon,
+    MonsoonError,
+    SampleBatch,
+    SampleCounts,
+    as_power_samples,
+    find_monitor,
+)
 from backends.power_trace import TraceWriter, window_stats
 
 log = logging.getLogger(__name__)
@@ -186,3 +193,32 @@ def measure_energy(trace: Path, windows: EnergyWindows, dropped: int = 0) -> dic
         "dropped": dropped,
         "trace_path": str(trace),
     }
+
+
+def record_trace(
+    port: str,
+    out: Path,
+    stop: threading.Event,
+    seconds: float | None = None,
+    voltage: float | None = None,
+    on_batch: Callable[[SampleBatch], None] | None = None,
+    opener: Callable[[str], Monsoon] = Monsoon,
+) -> SampleCounts:
+    """Record a monitor into ``out`` until ``seconds`` pass or ``stop`` is set (``devlab
+    power``); ``on_batch`` sees every batch too (a live readout). Returns the run's counts."""
+    monsoon = opener(port)
+    try:
+        if voltage is not None:
+            monsoon.set_voltage(voltage)
+        with TraceWriter(out) as writer:
+
+            def handle(batch: SampleBatch) -> None:
+                writer.write(batch)
+                if on_batch is not None:
+                    on_batch(batch)
+
+            monsoon.start_sampling(handle)
+            stop.wait(seconds)
+            return monsoon.stop_sampling()
+    finally:
+        monsoon.close()

@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -128,6 +129,18 @@ def build_virtual_phone_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_power_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="devlab power",
+        description="Record a Monsoon power monitor into a trace file, with a live readout.",
+    )
+    parser.add_argument("--port", required=True, help="the monitor's serial port")
+    parser.add_argument("--seconds", type=float, help="stop after S seconds (default: Ctrl-C)")
+    parser.add_argument("--voltage", type=float, help="set the output voltage first (V)")
+    parser.add_argument("--out", help="trace file, .csv or .parquet (default: power-<time>.csv)")
+    return parser
+
+
 def build_virtual_monsoon_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="devlab virtual monsoon",
@@ -143,6 +156,19 @@ def build_virtual_monsoon_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline-w", type=float, default=0.5, help="idle power in W")
     parser.add_argument("--active-w", type=float, default=2.5, help="power under load in W")
     parser.add_argument("--voltage", type=float, default=3.7, help="output voltage in V")
+    parser.add_argument(
+        "--faults",
+        default="",
+        metavar="LIST",
+        help="inject faults in turn: any of garbage,drop,stall (comma-separated)",
+    )
+    parser.add_argument(
+        "--fault-every",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between injected faults (default 5)",
+    )
     return parser
 
 
@@ -154,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return devices_command(build_devices_parser().parse_args(args[1:]))
         if args[:2] == ["virtual", "phone"]:
             return virtual_phone_command(build_virtual_phone_parser().parse_args(args[2:]), err)
+        if args[:1] == ["power"]:
+            return power_command(build_power_parser().parse_args(args[1:]), err)
         if args[:2] == ["virtual", "monsoon"]:
             parsed = build_virtual_monsoon_parser().parse_args(args[2:])
             return virtual_monsoon_command(parsed, err)
@@ -210,6 +238,61 @@ def virtual_phone_command(args: argparse.Namespace, err: Console) -> int:
     return ExitCode.OK
 
 
+def power_command(args: argparse.Namespace, err: Console) -> int:
+    from rich.live import Live
+
+    from backends.monsoon import MonsoonError
+    from backends.power import record_trace
+    from backends.power_trace import RollingPower, window_stats
+
+    out = Path(args.out or time.strftime("power-%Y%m%d-%H%M%S.csv"))
+    rolling = RollingPower(bucket_s=0.1, window_s=60.0)
+    dropped = [0]
+    started = time.monotonic()
+
+    def readout() -> str:
+        peaks = rolling.series()[3]
+        return (
+            f"{time.monotonic() - started:6.1f} s   now {rolling.mean_w(0.5):.3f} W   "
+            f"mean(60 s) {rolling.mean_w():.3f} W   "
+            f"peak {peaks.max() if peaks.size else float('nan'):.3f} W   "
+            f"samples {rolling.samples}   dropped {dropped[0]}"
+        )
+
+    def on_batch(batch) -> None:  # noqa: ANN001 - a SampleBatch
+        rolling.add_batch(batch)
+        dropped[0] += batch.dropped
+
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with Live(readout(), console=err, refresh_per_second=4) as live:
+
+            def tick() -> None:
+                while not stop.wait(0.25):
+                    live.update(readout())
+
+            ticker = threading.Thread(target=tick, daemon=True)
+            ticker.start()
+            counts = record_trace(args.port, out, stop, args.seconds, args.voltage, on_batch)
+            stop.set()
+            live.update(readout())
+    except MonsoonError as error:
+        raise UsageError(str(error)) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    mean_w, energy_j, samples = window_stats(out, 0.0, float("inf"))
+    err.print(
+        f"{samples} samples ({counts.dropped} dropped) written to {out}: "
+        f"mean {mean_w:.4f} W, energy {energy_j:.4f} J",
+        highlight=False,
+    )
+    return ExitCode.OK
+
+
 def virtual_monsoon_command(args: argparse.Namespace, err: Console) -> int:
     from backends.virtual import registry
     from backends.virtual.monsoon import VirtualMonsoon
@@ -234,6 +317,15 @@ def virtual_monsoon_command(args: argparse.Namespace, err: Console) -> int:
     except (ValueError, OSError) as error:
         raise UsageError(str(error)) from None
     print(monsoon.port, flush=True)
+    faults = [f.strip() for f in args.faults.split(",") if f.strip()]
+    unknown = sorted(set(faults) - set(FAULTS))
+    if unknown:
+        monsoon.stop()
+        raise UsageError(f"unknown fault(s) {unknown}; choose from {', '.join(FAULTS)}")
+    if faults:
+        threading.Thread(
+            target=_inject_faults, args=(monsoon, faults, args.fault_every), daemon=True
+        ).start()
     if args.powers:
         err.print(
             f"virtual Monsoon {args.serial} on {monsoon.port} powers {args.powers}; "
@@ -247,6 +339,24 @@ def virtual_monsoon_command(args: argparse.Namespace, err: Console) -> int:
     finally:
         monsoon.stop()
     return ExitCode.OK
+
+
+FAULTS = {
+    "garbage": lambda monsoon: monsoon.inject_garbage(97),
+    "drop": lambda monsoon: monsoon.drop_packets(3),
+    "stall": lambda monsoon: monsoon.stall(0.5),
+}
+
+
+def _inject_faults(monsoon, faults: list[str], every_s: float) -> None:  # noqa: ANN001
+    """Inject the chosen faults in turn, one every ``every_s`` seconds while it samples (a
+    daemon thread: it ends with the command)."""
+    index = 0
+    while True:
+        time.sleep(every_s)
+        if monsoon.sampling:
+            FAULTS[faults[index % len(faults)]](monsoon)
+            index += 1
 
 
 def _wait_for_stop_signal() -> None:

@@ -9,6 +9,7 @@ the UI never handles one event per sample or per iteration.
 from __future__ import annotations
 
 import collections
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from backends.events import (
     LogLine,
     PowerSamples,
 )
+from backends.power_trace import RollingPower
 from backends.records import Device, Job, JobState, Result, Stats
 
 RECENT_LATENCIES = 600  # per-iteration latencies kept per job for the live plot
@@ -68,42 +70,31 @@ class LiveJob:
 
 
 class PowerTrace:
-    """One monitor's recent power: 100 ms buckets over a rolling window, bounded memory."""
+    """One monitor's recent power for the Power view: ``RollingPower`` buckets (the same
+    module the recorder uses) plus the running job's energy. Memory is bounded."""
 
     def __init__(self, monitor_id: str, window_s: float = POWER_WINDOW_S) -> None:
         self.monitor_id = monitor_id
-        size = int(window_s / POWER_BUCKET_S)
-        self.buckets: collections.deque[list[float]] = collections.deque(
-            maxlen=size
-        )  # [bucket start, sum of W, sample count, peak W]
+        self.rolling = RollingPower(bucket_s=POWER_BUCKET_S, window_s=window_s)
         self.current_w: float | None = None
         self.dropped = 0
-        self.samples = 0
         self._energy_j = 0.0
         self._energy_from: float | None = None  # wall time the running job started
+
+    @property
+    def samples(self) -> int:
+        return self.rolling.samples
 
     def add(self, batch: PowerSamples) -> None:
         watts = np.asarray(batch.watts, dtype=np.float64)
         if watts.size == 0:
             return
-        self.samples += int(watts.size)
         self.dropped += batch.dropped
         self.current_w = float(watts[-5:].mean())
         times = batch.t0 + np.arange(watts.size) * batch.interval_s
         if self._energy_from is not None:  # V x I per sample x period, from the job's start
             self._energy_j += float(watts[times >= self._energy_from].sum()) * batch.interval_s
-        starts = np.floor(times / POWER_BUCKET_S) * POWER_BUCKET_S
-        for start in np.unique(starts):
-            chunk = watts[starts == start]
-            if self.buckets and self.buckets[-1][0] == start:
-                bucket = self.buckets[-1]
-                bucket[1] += float(chunk.sum())
-                bucket[2] += chunk.size
-                bucket[3] = max(bucket[3], float(chunk.max()))
-            else:
-                self.buckets.append(
-                    [float(start), float(chunk.sum()), chunk.size, float(chunk.max())]
-                )
+        self.rolling.add(times, watts)
 
     def start_energy(self, since: float) -> None:
         """Count energy from wall time ``since`` (the running job's start) on."""
@@ -119,16 +110,17 @@ class PowerTrace:
     @property
     def series(self) -> list[float]:
         """Mean watts of each 100 ms bucket in the window, oldest first."""
-        return [total / count for _, total, count, _ in self.buckets]
+        return self.rolling.series()[1].tolist()
 
     @property
     def mean_w(self) -> float | None:
-        count = sum(bucket[2] for bucket in self.buckets)
-        return sum(bucket[1] for bucket in self.buckets) / count if count else None
+        mean = self.rolling.mean_w()
+        return None if math.isnan(mean) else mean
 
     @property
     def peak_w(self) -> float | None:
-        return max(bucket[3] for bucket in self.buckets) if self.buckets else None
+        peaks = self.rolling.series()[3]
+        return float(peaks.max()) if peaks.size else None
 
 
 @dataclass
