@@ -528,6 +528,8 @@ class LvpmStreamParser:
 
     def _bulk(self, buf: bytearray, pos: int, n: int, parts: list) -> int:
         """Consume the run of full measurement frames at ``pos``; returns how many."""
+        if buf[pos] != MEAS_L:
+            return 0
         k = min((n - pos) // MEAS_FRAME, 4096)
         arr = np.frombuffer(bytes(buf[pos : pos + k * MEAS_FRAME]), dtype=np.uint8)
         arr = arr.reshape(k, MEAS_FRAME)
@@ -986,7 +988,7 @@ class Monsoon:
         last = SampleCounts()
         stop_deadline: float | None = None
 
-        def emit() -> None:
+        def emit(final: bool = False) -> None:
             nonlocal pending, pending_n, last
             now_counts = self.counts
             t = np.concatenate([p[0] for p in pending]) if pending else np.empty(0)
@@ -1004,14 +1006,14 @@ class Monsoon:
                 counts=now_counts,
             )
             pending, pending_n = [], 0
-            try:
-                batches.put_nowait(batch)
+            try:  # the last batch (the run's final counts) may wait for the consumer a bit
+                batches.put(batch, timeout=self.timeout) if final else batches.put_nowait(batch)
                 last = now_counts
             except queue.Full:
+                # the consumer is too slow: these samples are lost. ``last`` stays, so the next
+                # delivered batch reports them in ``dropped`` (counts.dropped includes them)
                 with self._counts_lock:
                     self._undelivered += len(batch)
-                # the lost samples are reported (as dropped) with the next delivered batch
-                last = replace(now_counts, dropped=now_counts.dropped - len(batch))
 
         try:
             while not self._abort.is_set():
@@ -1040,7 +1042,7 @@ class Monsoon:
             log.warning("%s", self._error)
         finally:
             if pending_n or self._error is None:
-                emit()  # the last samples (and final counts) of the run
+                emit(final=True)  # the last samples (and final counts) of the run
             self._reader_cpu_s = time.thread_time() - cpu0
             batches.put(None)
             if self._error is not None and on_error is not None:

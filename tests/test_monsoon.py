@@ -110,7 +110,7 @@ def run_capture(
     return capture, counts
 
 
-def assert_matches_truth(capture: Capture, sim: VirtualMonsoon, counts) -> None:
+def assert_matches_truth(capture: Capture, sim: VirtualMonsoon, counts: SampleCounts) -> None:
     """Every decoded sample is the simulator's sample at the same position, within the
     encoding and calibration-noise error of spec 8.2 item 7."""
     _, amps, volts = capture.arrays()
@@ -242,6 +242,34 @@ def test_status_probe_and_serial_number(mon: Monsoon) -> None:
     status = mon.status()
     assert mon.serial_number == status.serial_number == 12345
     assert status.firmware_version == 20 and status.sample_rate_hz == 5000
+
+
+def test_opening_a_unit_left_streaming(sim: VirtualMonsoon) -> None:
+    with serial.Serial(sim.port, timeout=0.05) as port:  # a capture whose host went away
+        port.write(frame(start_payload()))
+        wait_until(lambda: sim.counters()["samples_sent"] > 1000)
+    with Monsoon(sim.port) as mon:  # STOP, skip the stream, then a fresh status
+        assert mon.serial_number == 12345 and not sim.sampling
+        _, counts = run_capture(mon)
+        assert counts.dropped == counts.garbage_bytes == 0
+
+
+def test_slow_consumer_loses_batches_not_the_port(mon: Monsoon, sim: VirtualMonsoon) -> None:
+    delivered: list[SampleBatch] = []
+    release = threading.Event()
+
+    def slow(batch: SampleBatch) -> None:
+        release.wait()
+        delivered.append(batch)
+
+    mon.start_sampling(slow, batch_samples=100, queue_batches=5)
+    wait_until(lambda: mon.counts.undelivered > 1000)
+    release.set()
+    counts = mon.stop_sampling()
+    assert counts.lost_packets == counts.device_dropped == counts.garbage_bytes == 0
+    assert counts.dropped == counts.undelivered
+    assert sum(b.dropped for b in delivered) == counts.dropped
+    assert sum(len(b) for b in delivered) == counts.received - counts.undelivered
 
 
 def test_set_voltage_rounds_and_off_keeps_setpoint(mon: Monsoon) -> None:
@@ -578,13 +606,16 @@ def test_window_energy_exact(tmp_path) -> None:
     assert energy == pytest.approx(20.0, rel=1e-9) and mean_w == pytest.approx(2.0, rel=1e-9)
 
 
-def test_window_energy_skips_long_gaps() -> None:
+def test_window_energy_gaps_are_not_measured_time() -> None:
     df = pd.concat([synthetic(5000), synthetic(5000, t0=1100.0)], ignore_index=True)
     t0 = df["t_s"].iloc[0]
     mean_w, energy, samples = window_stats(df, t0, t0 + 200)
     assert samples == 10_000
     assert energy == pytest.approx(2 * (2500 * 1 + 2500 * 3) * 0.0002, rel=1e-9)
     assert mean_w == pytest.approx(2.0, rel=1e-9)
+    slewed = synthetic(10_000)
+    slewed.loc[100:, "t_s"] -= 0.0001  # the driver's clock slewed back by half a period
+    assert window_stats(slewed, 0, 5000)[1] == pytest.approx(4.0, rel=1e-9)
 
 
 def test_rolling_power_is_bounded() -> None:

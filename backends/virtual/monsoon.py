@@ -43,6 +43,7 @@ import argparse
 import contextlib
 import os
 import select
+import signal
 import struct
 import sys
 import threading
@@ -726,6 +727,10 @@ class VirtualMonsoon:
                 self._truth_n += amps.size
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m backends.virtual.monsoon",
@@ -758,6 +763,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly on SIGTERM as on Ctrl-C
     sim.start()
     print(sim.port, flush=True)
     print(
