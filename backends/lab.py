@@ -48,11 +48,18 @@ def default_backends(config: Config | None = None) -> list[DeviceBackend]:
     appear when an adb server is running."""
     from backends.android import AndroidBackend, AndroidConfig
     from backends.host import HostBackend
+    from backends.ncs import NcsBackend, NcsConfig
+    from backends.openvino_dev import OpenVinoBackend
     from backends.snpe_session import load_snpe_config
 
     raw = config.raw if config is not None else {}
     android = AndroidConfig.from_raw(raw.get("android", {}))
-    return [HostBackend(), AndroidBackend(android, load_snpe_config(raw))]
+    return [
+        HostBackend(),
+        AndroidBackend(android, load_snpe_config(raw)),
+        NcsBackend(NcsConfig.from_raw(raw.get("ncs", {}))),
+        OpenVinoBackend(),
+    ]
 
 
 def discover_devices(

@@ -16,24 +16,23 @@ the layer times (stand-in values: nothing ran on a DSP).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from backends.virtual.tools.snpe_standin import StandinError, read_log, record_call
+from backends.virtual.tools.snpe_standin import (
+    StandinArgumentParser,
+    StandinError,
+    read_log,
+    record_call,
+)
 
 TOOL = "snpe-diagview"
 DSP_CYCLES_PER_US = 1000
 HEADER_RULE = "-" * 60
 SECTION_RULE = "-" * 40
 TABLE_RULE = "-" * 30
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise StandinError(f"argument error: {message}")
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -116,7 +115,7 @@ def render(record: dict[str, Any]) -> str:
 
 
 def run(argv: Sequence[str], out=sys.stdout) -> int:
-    parser = _Parser(
+    parser = StandinArgumentParser(
         prog=TOOL,
         description="devlab STAND-IN for snpe-diagview: reads stand-in SNPEDiag logs only.",
     )

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from backends.virtual.tools.snpe_standin import (
     STANDIN_VERSION,
+    StandinArgumentParser,
     StandinError,
     element_count,
     onnx_inputs,
@@ -40,13 +41,8 @@ from backends.virtual.tools.snpe_standin import (
 TOOL = "snpe-dlc-quantize"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise StandinError(f"argument error: {message}")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = StandinArgumentParser(
         prog=TOOL,
         description="devlab STAND-IN for snpe-dlc-quantize: records the options, quantizes "
         "nothing.",

@@ -34,8 +34,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from backends.runtimes.snpe import PERF_PROFILES, PROFILING_LEVELS
 from backends.virtual.tools.snpe_standin import (
     STANDIN_VERSION,
+    StandinArgumentParser,
     StandinError,
     element_count,
     host_path,
@@ -45,31 +47,12 @@ from backends.virtual.tools.snpe_standin import (
 )
 
 TOOL = "snpe-net-run"
-PERF_PROFILES = (
-    "balanced",
-    "default",
-    "high_performance",
-    "sustained_high_performance",
-    "burst",
-    "power_saver",
-    "low_power_saver",
-    "high_power_saver",
-    "low_balanced",
-    "extreme_power_saver",
-    "system_settings",
-)
-PROFILING_LEVELS = ("off", "basic", "moderate", "detailed", "linting", "qhas")
 LAYER_LEVELS = ("detailed", "linting", "qhas")
 RULE = "-" * 79
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise StandinError(f"argument error: {message}")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = StandinArgumentParser(
         prog=TOOL,
         description="devlab STAND-IN for snpe-net-run: runs a stand-in DLC with ONNX Runtime.",
     )

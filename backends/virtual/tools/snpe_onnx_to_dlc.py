@@ -24,6 +24,7 @@ from pathlib import Path
 
 from backends.virtual.tools.snpe_standin import (
     STANDIN_VERSION,
+    StandinArgumentParser,
     StandinError,
     record_call,
     write_container,
@@ -32,13 +33,8 @@ from backends.virtual.tools.snpe_standin import (
 TOOL = "snpe-onnx-to-dlc"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise StandinError(f"argument error: {message}")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = StandinArgumentParser(
         prog=TOOL,
         description="devlab STAND-IN for snpe-onnx-to-dlc: wraps the ONNX model in a stand-in "
         "container (not a real DLC).",

@@ -17,6 +17,7 @@ float32, as ``snpe-net-run`` reads them by default.
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import io
 import json
@@ -210,3 +211,10 @@ def record_call(calls_log: str | None, tool: str, argv: Sequence[str]) -> None:
             handle.write(f"{stamp} {tool} {shlex.join(argv)}\n")
     except OSError:
         pass
+
+
+class StandinArgumentParser(argparse.ArgumentParser):
+    """argparse that raises StandinError (the tools print it their own way) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise StandinError(f"argument error: {message}")
