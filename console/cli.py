@@ -295,7 +295,7 @@ def power_command(args: argparse.Namespace, err: Console) -> int:
 
 def virtual_monsoon_command(args: argparse.Namespace, err: Console) -> int:
     from backends.virtual import registry
-    from backends.virtual.monsoon import VirtualMonsoon
+    from backends.virtual.monsoon import VirtualMonsoon, start_fault_schedule
 
     load = None
     if args.powers:
@@ -318,14 +318,11 @@ def virtual_monsoon_command(args: argparse.Namespace, err: Console) -> int:
         raise UsageError(str(error)) from None
     print(monsoon.port, flush=True)
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
-    unknown = sorted(set(faults) - set(FAULTS))
-    if unknown:
+    try:
+        start_fault_schedule(monsoon, faults, args.fault_every)
+    except ValueError as error:
         monsoon.stop()
-        raise UsageError(f"unknown fault(s) {unknown}; choose from {', '.join(FAULTS)}")
-    if faults:
-        threading.Thread(
-            target=_inject_faults, args=(monsoon, faults, args.fault_every), daemon=True
-        ).start()
+        raise UsageError(str(error)) from None
     if args.powers:
         err.print(
             f"virtual Monsoon {args.serial} on {monsoon.port} powers {args.powers}; "
@@ -339,24 +336,6 @@ def virtual_monsoon_command(args: argparse.Namespace, err: Console) -> int:
     finally:
         monsoon.stop()
     return ExitCode.OK
-
-
-FAULTS = {
-    "garbage": lambda monsoon: monsoon.inject_garbage(97),
-    "drop": lambda monsoon: monsoon.drop_packets(3),
-    "stall": lambda monsoon: monsoon.stall(0.5),
-}
-
-
-def _inject_faults(monsoon, faults: list[str], every_s: float) -> None:  # noqa: ANN001
-    """Inject the chosen faults in turn, one every ``every_s`` seconds while it samples (a
-    daemon thread: it ends with the command)."""
-    index = 0
-    while True:
-        time.sleep(every_s)
-        if monsoon.sampling:
-            FAULTS[faults[index % len(faults)]](monsoon)
-            index += 1
 
 
 def _wait_for_stop_signal() -> None:

@@ -731,6 +731,37 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+FAULTS: dict[str, Callable[[VirtualMonsoon], None]] = {
+    "garbage": lambda monsoon: monsoon.inject_garbage(97),
+    "drop": lambda monsoon: monsoon.drop_packets(3),
+    "stall": lambda monsoon: monsoon.stall(0.5),
+}
+
+
+def start_fault_schedule(
+    monsoon: VirtualMonsoon, faults: list[str], every_s: float
+) -> threading.Thread | None:
+    """Inject ``faults`` in turn, one every ``every_s`` seconds while it samples, from a daemon
+    thread (it ends with the process); ValueError names an unknown fault."""
+    unknown = sorted(set(faults) - set(FAULTS))
+    if unknown:
+        raise ValueError(f"unknown fault(s) {unknown}; choose from {', '.join(FAULTS)}")
+    if not faults:
+        return None
+
+    def inject() -> None:
+        index = 0
+        while True:
+            time.sleep(every_s)
+            if monsoon.sampling:
+                FAULTS[faults[index % len(faults)]](monsoon)
+                index += 1
+
+    thread = threading.Thread(target=inject, name="virtual-monsoon-faults", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m backends.virtual.monsoon",
