@@ -10,8 +10,6 @@ import argparse
 import json
 import signal
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from backends.lab import Lab, LabError, default_backends, discover_devices
 from backends.options import BENCH_OPTIONS, build_settings
 from backends.records import JobSettings, JobState
 from backends.store import STORE_FILE, Store, StoreLocked
-from console.exit_codes import ExitCode
+from console.exit_codes import ExitCode, UsageError
 
 EPILOG = """\
 exit codes: 0 all jobs done, 1 some jobs or inputs failed, 2 usage error or no valid input,
@@ -33,10 +31,6 @@ examples:
   devlab devices --json
   devlab virtual phone            (an emulated phone on 127.0.0.1 for demos and tests)
 """
-
-
-class UsageError(Exception):
-    """Bad arguments or configuration: exit code 2 with the message."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,76 +109,16 @@ def build_devices_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_virtual_phone_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="devlab virtual phone",
-        description="Start an emulated phone (adbd on 127.0.0.1) and attach it to the running "
-        "adb server; Ctrl-C detaches it.",
-    )
-    parser.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
-    parser.add_argument("--name", help="the phone's model name")
-    parser.add_argument("--profile", metavar="FILE", help="phone profile (JSON or TOML)")
-    parser.add_argument("--sandbox", metavar="DIR", help="the phone's storage (default: temp)")
-    parser.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
-    return parser
-
-
-def build_power_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="devlab power",
-        description="Record a Monsoon power monitor into a trace file, with a live readout.",
-    )
-    parser.add_argument("--port", required=True, help="the monitor's serial port")
-    parser.add_argument("--seconds", type=float, help="stop after S seconds (default: Ctrl-C)")
-    parser.add_argument("--voltage", type=float, help="set the output voltage first (V)")
-    parser.add_argument("--out", help="trace file, .csv or .parquet (default: power-<time>.csv)")
-    return parser
-
-
-def build_virtual_monsoon_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="devlab virtual monsoon",
-        description="Serve an emulated Monsoon power monitor on a pseudo-terminal; with "
-        "--powers, it draws more while that virtual phone runs a benchmark.",
-    )
-    parser.add_argument(
-        "--powers",
-        metavar="DEVICE",
-        help="the virtual phone it powers (adb:127.0.0.1:PORT, attached with devlab virtual phone)",
-    )
-    parser.add_argument("--serial", type=int, default=12345, help="serial number")
-    parser.add_argument("--baseline-w", type=float, default=0.5, help="idle power in W")
-    parser.add_argument("--active-w", type=float, default=2.5, help="power under load in W")
-    parser.add_argument("--voltage", type=float, default=3.7, help="output voltage in V")
-    parser.add_argument(
-        "--faults",
-        default="",
-        metavar="LIST",
-        help="inject faults in turn: any of garbage,drop,stall (comma-separated)",
-    )
-    parser.add_argument(
-        "--fault-every",
-        type=float,
-        default=5.0,
-        metavar="S",
-        help="seconds between injected faults (default 5)",
-    )
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     err = Console(stderr=True, soft_wrap=True)
     try:
         if args[:1] == ["devices"]:
             return devices_command(build_devices_parser().parse_args(args[1:]))
-        if args[:2] == ["virtual", "phone"]:
-            return virtual_phone_command(build_virtual_phone_parser().parse_args(args[2:]), err)
-        if args[:1] == ["power"]:
-            return power_command(build_power_parser().parse_args(args[1:]), err)
-        if args[:2] == ["virtual", "monsoon"]:
-            parsed = build_virtual_monsoon_parser().parse_args(args[2:])
-            return virtual_monsoon_command(parsed, err)
+        if args[:1] == ["power"] or args[:1] == ["virtual"]:
+            from console.device_tools import run_device_tool
+
+            return run_device_tool(args, err)
         parsed = build_parser().parse_args(args)
         if not parsed.run:
             from console.tui import run_tui  # the only path that loads textual
@@ -214,142 +148,6 @@ def devices_command(args: argparse.Namespace) -> int:
         for key, value in device.properties.items():
             out.print(f"    {key}: {value}", markup=False, highlight=False)
     return ExitCode.OK
-
-
-def virtual_phone_command(args: argparse.Namespace, err: Console) -> int:
-    from backends.android import AndroidConfig
-    from backends.virtual.attach import AttachError, attach_virtual_phone
-    from backends.virtual.profile import ProfileError
-
-    config = _config(args.config)
-    try:
-        android = AndroidConfig.from_raw(config.raw.get("android", {}))
-        attached = attach_virtual_phone(android, args.port, args.name, args.profile, args.sandbox)
-    except (AttachError, ProfileError, ValueError, OSError) as error:
-        raise UsageError(str(error)) from None
-    print(f"adb:{attached.serial}", flush=True)
-    err.print(
-        f"virtual phone attached as adb:{attached.serial}; Ctrl-C detaches it", highlight=False
-    )
-    try:
-        _wait_for_stop_signal()
-    finally:
-        attached.detach()
-    return ExitCode.OK
-
-
-def power_command(args: argparse.Namespace, err: Console) -> int:
-    from rich.live import Live
-
-    from backends.monsoon import MonsoonError
-    from backends.power import record_trace
-    from backends.power_trace import RollingPower, window_stats
-
-    out = Path(args.out or time.strftime("power-%Y%m%d-%H%M%S.csv"))
-    rolling = RollingPower(bucket_s=0.1, window_s=60.0)
-    dropped = [0]
-    started = time.monotonic()
-
-    def readout() -> str:
-        peaks = rolling.series()[3]
-        return (
-            f"{time.monotonic() - started:6.1f} s   now {rolling.mean_w(0.5):.3f} W   "
-            f"mean(60 s) {rolling.mean_w():.3f} W   "
-            f"peak {peaks.max() if peaks.size else float('nan'):.3f} W   "
-            f"samples {rolling.samples}   dropped {dropped[0]}"
-        )
-
-    def on_batch(batch) -> None:  # noqa: ANN001 - a SampleBatch
-        rolling.add_batch(batch)
-        dropped[0] += batch.dropped
-
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        with Live(readout(), console=err, refresh_per_second=4) as live:
-
-            def tick() -> None:
-                while not stop.wait(0.25):
-                    live.update(readout())
-
-            ticker = threading.Thread(target=tick, daemon=True)
-            ticker.start()
-            counts = record_trace(args.port, out, stop, args.seconds, args.voltage, on_batch)
-            stop.set()
-            live.update(readout())
-    except MonsoonError as error:
-        raise UsageError(str(error)) from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    mean_w, energy_j, samples = window_stats(out, 0.0, float("inf"))
-    err.print(
-        f"{samples} samples ({counts.dropped} dropped) written to {out}: "
-        f"mean {mean_w:.4f} W, energy {energy_j:.4f} J",
-        highlight=False,
-    )
-    return ExitCode.OK
-
-
-def virtual_monsoon_command(args: argparse.Namespace, err: Console) -> int:
-    from backends.virtual import registry
-    from backends.virtual.monsoon import VirtualMonsoon, start_fault_schedule
-
-    load = None
-    if args.powers:
-        sandbox = registry.lookup(args.powers)
-        if sandbox is None:
-            raise UsageError(
-                f"{args.powers} is not a virtual phone attached on this machine; "
-                "start one with: devlab virtual phone"
-            )
-        load = registry.phone_load(sandbox)
-    try:
-        monsoon = VirtualMonsoon(
-            serial_number=args.serial,
-            load=load,
-            baseline_w=args.baseline_w,
-            active_w=args.active_w,
-            voltage=args.voltage,
-        ).start()
-    except (ValueError, OSError) as error:
-        raise UsageError(str(error)) from None
-    print(monsoon.port, flush=True)
-    faults = [f.strip() for f in args.faults.split(",") if f.strip()]
-    try:
-        start_fault_schedule(monsoon, faults, args.fault_every)
-    except ValueError as error:
-        monsoon.stop()
-        raise UsageError(str(error)) from None
-    if args.powers:
-        err.print(
-            f"virtual Monsoon {args.serial} on {monsoon.port} powers {args.powers}; "
-            "add to your config:\n"
-            f'[[power.monitors]]\npowers = "{args.powers}"\nport = "{monsoon.port}"',
-            highlight=False,
-            markup=False,
-        )
-    try:
-        _wait_for_stop_signal()
-    finally:
-        monsoon.stop()
-    return ExitCode.OK
-
-
-def _wait_for_stop_signal() -> None:
-    """Block until Ctrl-C or SIGTERM (our own handlers: a background job may ignore SIGINT)."""
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def run_command(args: argparse.Namespace, err: Console) -> int:

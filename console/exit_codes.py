@@ -5,6 +5,10 @@ from __future__ import annotations
 import enum
 
 
+class UsageError(Exception):
+    """Bad arguments or configuration: exit code 2 (USAGE) with the message."""
+
+
 class ExitCode(enum.IntEnum):
     OK = 0  # every job done
     JOBS_FAILED = 1  # some jobs (or input items) failed; the rest were measured

@@ -86,3 +86,16 @@ def test_virtual_monsoon_command_injects_faults_the_driver_survives(tmp_path: Pa
 def test_virtual_monsoon_command_refuses_unknown_faults() -> None:
     run = devlab("virtual", "monsoon", "--faults", "lightning", timeout=30)
     assert run.returncode == 2 and "lightning" in run.stderr
+
+
+def test_devlab_virtual_needs_a_device_name() -> None:
+    run = devlab("virtual", timeout=30)
+    assert run.returncode == 2 and "phone or monsoon" in run.stderr
+
+
+def test_virtual_phone_without_an_adb_server_says_what_to_start(tmp_path: Path) -> None:
+    config = tmp_path / "devlab.toml"
+    config.write_text('[android]\nadb_server = "127.0.0.1:9"\n')
+    run = devlab("virtual", "phone", "--config", str(config), timeout=30)
+    assert run.returncode == 2
+    assert "no adb server at 127.0.0.1:9" in run.stderr and "start-server" in run.stderr
