@@ -209,6 +209,7 @@ class Result:
     conditions_end: dict[str, Any] = field(default_factory=dict)
     raw_log_path: str | None = None
     power: dict[str, Any] | None = None  # mean_w, baseline_w, energy_per_inference_mj, trace
+    warnings: list[str] = field(default_factory=list)  # later steps that failed; kept numbers
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)

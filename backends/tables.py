@@ -222,6 +222,7 @@ def _record(job: Job, result: Result | None, device: Device | None) -> dict[str,
     record["tool"] = result.tool if result is not None else None
     record["tool_version"] = result.tool_version if result is not None else None
     record["stats_source"] = result.stats_source if result is not None else None
+    record["warnings"] = "; ".join(result.warnings) if result is not None else None
     power = (result.power or {}) if result is not None else {}
     record["power_mean_w"] = power.get("mean_w")
     record["power_baseline_w"] = power.get("baseline_w")

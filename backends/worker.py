@@ -152,14 +152,18 @@ class DeviceWorker(threading.Thread):
             session.warmup(job.settings.warmup)
             if job.settings.settle_c is not None:
                 conditions_start.update(self._settle(job))
-            rounds, power = self._timed(job, session)
+            warnings: list[str] = []
+            rounds, power = self._timed(job, session, warnings)
             profile = None
             if job.settings.per_layer:
                 done = sum(rounds.sizes)
                 self._progress(job, "profile", done, done, 1.0)
-                profile = session.profile_layers(
-                    job.settings.profile_runs, str(self.log_dir / job.id)
-                )
+                try:  # the timed runs are measured: a failing profiled pass must not lose them
+                    profile = session.profile_layers(
+                        job.settings.profile_runs, str(self.log_dir / job.id)
+                    )
+                except BenchError as error:
+                    warnings.append(f"per-layer profiling failed: {error}")
             result = Result(
                 job_id=job.id,
                 latencies_us=rounds.latencies,
@@ -179,7 +183,10 @@ class DeviceWorker(threading.Thread):
                 conditions_end=self.backend.conditions(self.device),
                 raw_log_path=profile.raw_log_path if profile else None,
                 power=power,
+                warnings=warnings,
             )
+            for warning in warnings:
+                self.events.publish(LogLine(warning, job.id, level="warning"))
             finished = self.store.finish(job.id, result)
             self.events.publish(JobFinished(finished, result))
         except JobInterrupted:
@@ -235,7 +242,9 @@ class DeviceWorker(threading.Thread):
             )
             self._stopping.wait(SETTLE_POLL_S)
 
-    def _timed(self, job: Job, session: BenchSession) -> tuple[Rounds, dict | None]:
+    def _timed(
+        self, job: Job, session: BenchSession, warnings: list[str]
+    ) -> tuple[Rounds, dict | None]:
         """The timed rounds; with power capture, an idle baseline first and both recorded."""
         if not job.settings.power:
             return self._run_rounds(job, session), None
@@ -258,7 +267,11 @@ class DeviceWorker(threading.Thread):
             (baseline_start, timed_start), (timed_start, timed_end), sum(rounds.sizes)
         )
         dropped = channel.monsoon.counts.dropped - dropped_before
-        return rounds, measure_energy(trace, windows, dropped)
+        try:
+            return rounds, measure_energy(trace, windows, dropped)
+        except BenchError as error:  # the latencies stand even when the trace is unusable
+            warnings.append(f"energy not measured: {error}")
+            return rounds, {"trace_path": str(trace), "dropped": dropped}
 
     def _pause(self, job: Job, seconds: float, phase: str) -> None:
         """Wait, reporting progress and honouring cancel and shutdown."""

@@ -40,6 +40,7 @@ from backends.events import (
 from backends.lab import Lab, LabError
 from backends.records import Device, DeviceState, Job, JobSettings, JobState, Model, Stats
 from backends.store import Store
+from backends.tables import results_records
 
 WAIT_S = 15.0
 FAIL_TEXT = "fake:a ran out of memory; try a smaller input shape"
@@ -130,6 +131,11 @@ class ScriptedSession(BenchSession):
             latencies.append(100.0 + index)
             on_iteration(len(latencies), latencies)
         return Timed(latencies)
+
+    def profile_layers(self, iterations: int, log_dir: str) -> None:
+        if self.model.name.startswith("badprofile"):
+            raise BenchError("the profiler crashed")
+        return None
 
     def close(self) -> None:
         self.backend.session_closed(self.device_id)
@@ -591,3 +597,17 @@ def test_settle_is_skipped_where_there_is_no_battery(make_lab: LabFactory) -> No
 
     assert lab.wait_until_idle(timeout=WAIT_S)
     assert lab.store.result(job.id).conditions_start["settle"].startswith("skipped")
+
+
+def test_a_failing_profiled_pass_keeps_the_timed_runs(make_lab: LabFactory) -> None:
+    lab, _ = make_lab(ScriptedBackend())
+    settings = JobSettings(warmup=0, runs=4, per_layer=True)
+    job = lab.submit(fake_model("badprofile"), "fake:a", settings=settings)
+
+    assert lab.wait_until_idle(timeout=WAIT_S)
+    assert lab.store.job(job.id).state is JobState.DONE
+    result = lab.store.result(job.id)
+    assert result.stats.count == 4 and result.layers_stats is None
+    assert result.warnings == ["per-layer profiling failed: the profiler crashed"]
+    (record,) = results_records(lab.rows(), {})
+    assert record["status"] == "done" and "profiler crashed" in record["warnings"]
