@@ -26,7 +26,7 @@ from backends.virtual.tools.snpe_standin import (
     STANDIN_VERSION,
     StandinArgumentParser,
     StandinError,
-    record_call,
+    standin_main,
     write_container,
 )
 
@@ -116,13 +116,7 @@ def run(argv: Sequence[str], out=sys.stdout) -> int:
 
 
 def main(argv: Sequence[str] | None = None, calls_log: str | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    record_call(calls_log, TOOL, args)
-    try:
-        return run(args)
-    except StandinError as error:
-        print(f"ERROR - {error}", file=sys.stderr)
-        return 1
+    return standin_main(TOOL, run, argv, calls_log, error_prefix="ERROR - ")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ import io
 import json
 import os
 import shlex
+import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,21 @@ class StandinArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise StandinError(f"argument error: {message}")
+
+
+def standin_main(
+    tool: str,
+    run: Callable[[list[str]], int],
+    argv: Sequence[str] | None,
+    calls_log: str | None,
+    error_prefix: str,
+) -> int:
+    """The shared entry point of the host-side stand-in tools: record the call, run it, and
+    print an error the way the real tool does (``error_prefix``) with exit code 1."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    record_call(calls_log, tool, args)
+    try:
+        return run(args)
+    except StandinError as error:
+        print(f"{error_prefix}{error}", file=sys.stderr)
+        return 1
