@@ -94,6 +94,10 @@ class BenchSession(ABC):
         """Per-layer times from a separate profiled pass; ``None`` where the tool has none."""
         return None
 
+    def cancel(self) -> None:  # noqa: B027 - optional hook, most sessions need nothing
+        """The operator cancelled the job: stop work the device does on its own (a remote
+        agent's job). Not called when the lab shuts down, so such work can be re-attached."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most sessions need nothing
         """Release the model and the device."""
 
@@ -112,6 +116,14 @@ class DeviceBackend(ABC):
     """One kind of device (host CPU, Android phones, NCS sticks, DPU boards)."""
 
     kind: str
+    #: Seconds a device of this kind may stay offline before its queued jobs fail with the
+    #: reason; None lets them wait for it indefinitely.
+    offline_timeout_s: float | None = None
+    #: Whether the jobs waiting for one device may share it round by round (their sessions
+    #: loaded at once). False where a session's rounds cannot be split (a remote agent job).
+    interleave_rounds: bool = True
+    #: Whether the reference canary can be measured before each round.
+    supports_canary: bool = True
 
     @abstractmethod
     def discover(self) -> list[Device]:

@@ -45,6 +45,9 @@ def session_options(threads: int | None, profile_prefix: str | None = None) -> o
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
+    # Sessions stay alive across interleaved rounds: spinning idle threads of the waiting
+    # sessions would steal the CPU from the one that runs (2 threads then lose to 1).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     if profile_prefix:
@@ -105,6 +108,13 @@ class HostSession(BenchSession):
             if deadline is not None and end >= deadline:
                 break
         return Timed(latencies)
+
+    def outputs(self, feeds: dict[str, Any]) -> list[Any]:
+        """The model's outputs for ``feeds`` (output parity against the host reference)."""
+        try:
+            return list(self.session.run(None, feeds))
+        except Exception as error:  # ORT raises its own exception types
+            raise BenchError(f"{self.model.path}: inference failed: {error}") from error
 
     def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile:
         Path(log_dir).mkdir(parents=True, exist_ok=True)

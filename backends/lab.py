@@ -47,6 +47,7 @@ def default_backends(config: Config | None = None) -> list[DeviceBackend]:
     """The device backends of a plain installation: the host CPU is always one; phones
     appear when an adb server is running."""
     from backends.android import AndroidBackend, AndroidConfig
+    from backends.dpu import DpuBackend, DpuConfig
     from backends.host import HostBackend
     from backends.ncs import NcsBackend, NcsConfig
     from backends.openvino_dev import OpenVinoBackend
@@ -59,7 +60,13 @@ def default_backends(config: Config | None = None) -> list[DeviceBackend]:
         AndroidBackend(android, load_snpe_config(raw)),
         NcsBackend(NcsConfig.from_raw(raw.get("ncs", {}))),
         OpenVinoBackend(),
+        DpuBackend(DpuConfig.from_raw(raw.get("dpu", {}), _config_dir(config))),
     ]
+
+
+def _config_dir(config: Config | None) -> Path | None:
+    """Relative file names in the config (token files) are relative to the config file."""
+    return config.path.parent if config is not None and config.path is not None else None
 
 
 def discover_devices(
@@ -108,6 +115,7 @@ class Lab:
         self._paused = False
         self._started = False
         self.events.subscribe(self._track_busy)
+        self._drift: dict[str, dict] = {}  # device id -> its canary's drift, while drifting
         self.power = PowerManager(list(power_links), self.events.publish)
         self._discovering = threading.Lock()
 
@@ -132,7 +140,7 @@ class Lab:
             if device_id not in seen:
                 self._remove_device(device_id)
         for device, backend in seen.values():
-            if device.state is DeviceState.ONLINE and self._running_job(device.id):
+            if device.state is DeviceState.ONLINE and self._running_jobs(device.id):
                 device = dataclasses.replace(device, state=DeviceState.BUSY)
             self._put_device(device, backend)
         return self.devices
@@ -153,6 +161,9 @@ class Lab:
         return self._devices[device_id][1]
 
     def _put_device(self, device: Device, backend: DeviceBackend) -> None:
+        drift = self._drift.get(device.id)
+        if drift is not None and device.properties.get("drift") != drift:
+            device = dataclasses.replace(device, properties={**device.properties, "drift": drift})
         previous = self._devices.get(device.id)
         self._devices[device.id] = (device, backend)
         if previous is None:
@@ -264,6 +275,13 @@ class Lab:
         )
 
     def _runtime_for(self, device: Device, runtime: str | None) -> str:
+        if not device.runtimes and device.state is not DeviceState.ONLINE:
+            if runtime is None:  # never seen online: the job may wait, but must name one
+                raise LabError(
+                    f"device {device.id} is {device.state} and has not told its runtimes "
+                    "yet; name one with --runtime"
+                )
+            return runtime
         if runtime is None:
             if not device.runtimes:
                 raise LabError(f"device {device.id} offers no runtime")
@@ -356,6 +374,7 @@ class Lab:
             may_run=self._may_run,
             wake=self._wake,
             power=self.power,
+            on_drift=self._device_drift,
         )
         self._workers[device_id] = worker
         worker.start()
@@ -373,9 +392,24 @@ class Lab:
         if entry is not None and entry[0].state is not state:
             self._put_device(dataclasses.replace(entry[0], state=state), entry[1])
 
-    def _running_job(self, device_id: str) -> str | None:
+    def _running_jobs(self, device_id: str) -> set[str]:
         worker = self._workers.get(device_id)
-        return worker.current_job_id if worker is not None else None
+        return set(worker.running_job_ids) if worker is not None else set()
+
+    def _device_drift(self, device_id: str, drift: dict | None) -> None:
+        """A worker judged its device's canary: flag (or clear) drift on the device."""
+        if drift is None:
+            self._drift.pop(device_id, None)
+        else:
+            self._drift[device_id] = drift
+        entry = self._devices.get(device_id)
+        if entry is None:
+            return
+        properties = {k: v for k, v in entry[0].properties.items() if k != "drift"}
+        if drift is not None:
+            properties["drift"] = drift
+        if properties != entry[0].properties:
+            self._put_device(dataclasses.replace(entry[0], properties=properties), entry[1])
 
     def _track_busy(self, event: Event) -> None:
         """A device is busy while its worker runs a job; other jobs' events do not count."""
@@ -387,6 +421,6 @@ class Lab:
         elif (
             isinstance(event, JobFinished | JobFailed | JobCancelled)
             and entry[0].state is DeviceState.BUSY  # never revive a device that went offline
-            and self._running_job(event.job.device_id) == event.job.id
+            and not self._running_jobs(event.job.device_id)  # the last of its batch ended
         ):
             self.mark_device(event.job.device_id, DeviceState.ONLINE)

@@ -71,7 +71,15 @@ def load_model(path: str | Path, input_shapes: dict[str, list[int]] | None = Non
         parameters=_count_parameters(proto.graph),
         macs=_count_macs(fixed.graph),
         size_bytes=len(data),
+        uid=_metadata(proto).get(MODULE_UID_KEY) or None,
     )
+
+
+MODULE_UID_KEY = "devlab.module_uid"  # set by `devlab space modules` on each module model
+
+
+def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
+    return {entry.key: entry.value for entry in proto.metadata_props}
 
 
 def collect_models(

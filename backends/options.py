@@ -20,6 +20,8 @@ class Option:
     help: str
     metavar: str | None = None
     minimum: float | None = None
+    choices: tuple[str, ...] = ()
+    dialog: bool = True  # offered in the TUI's add dialog (advanced ones stay CLI/config)
 
 
 BENCH_OPTIONS: tuple[Option, ...] = (
@@ -48,6 +50,57 @@ BENCH_OPTIONS: tuple[Option, ...] = (
         "split the timed runs into R rounds (default %(default)s)",
         "R",
         1,
+    ),
+    Option(
+        "round_stat",
+        "--round-stat",
+        str,
+        "headline from the round medians: median (default) or min",
+        "STAT",
+        choices=("median", "min"),
+        dialog=False,
+    ),
+    Option(
+        "precision_pct",
+        "--precision",
+        float,
+        "run more rounds until the 95%% bootstrap interval of the median is within +-P%% "
+        "(default %(default)s; 0 turns the gate off)",
+        "P",
+        0.0,
+        dialog=False,
+    ),
+    Option(
+        "max_rounds",
+        "--max-rounds",
+        int,
+        "the precision gate's cap on rounds in all (default %(default)s)",
+        "R",
+        1,
+        dialog=False,
+    ),
+    Option(
+        "precision_time_cap_s",
+        "--precision-time-cap",
+        float,
+        "the precision gate's cap on seconds of extra rounds (default %(default)s)",
+        "S",
+        0.0,
+        dialog=False,
+    ),
+    Option(
+        "skip_canary",
+        "--no-canary",
+        bool,
+        "do not measure the reference canary before each round (no drift normalisation)",
+        dialog=False,
+    ),
+    Option(
+        "skip_parity",
+        "--no-parity",
+        bool,
+        "do not compare one output with host ONNX Runtime",
+        dialog=False,
     ),
     Option(
         "settle_c",
@@ -97,6 +150,9 @@ def build_settings(values: Mapping[str, Any], defaults: JobSettings | None = Non
         _check_type(option, value)
         if option.minimum is not None and option.kind is not str and value < option.minimum:
             raise ValueError(f"{option.flag} must be at least {option.minimum:g}, got {value}")
+        if option.choices and value not in option.choices:
+            allowed = ", ".join(option.choices)
+            raise ValueError(f"{option.flag} must be one of {allowed}, got {value!r}")
         setattr(settings, option.field, option.kind(value))
     if values.get("min_seconds") is not None:
         if values.get("runs") is not None:

@@ -70,10 +70,13 @@ class Model:
     parameters: int | None = None
     macs: int | None = None
     size_bytes: int | None = None
+    uid: str | None = None  # a ModuleUID the model file declares (search-space modules)
 
     @property
     def module_uid(self) -> str:
-        """nnabla-nas ModuleUID of a whole model: ``name[[1,3,32,32],...]`` without spaces."""
+        """nnabla-nas ModuleUID: the one the file declares, else ``name[[1,3,32,32],...]``."""
+        if self.uid:
+            return self.uid
         shapes = ",".join("[" + ",".join(str(d) for d in i.shape) + "]" for i in self.inputs)
         return f"{self.name}[{shapes}]"
 
@@ -90,15 +93,25 @@ class Model:
 class JobSettings:
     """How to measure. Timed runs are ``runs`` iterations, or as many as fit ``min_seconds``.
 
-    ``rounds`` splits the timed runs into rounds: a device worker schedules rounds, not whole
-    jobs, so rounds of several jobs can later be interleaved without changing this shape.
+    ``rounds`` splits the timed runs into rounds: a device worker interleaves the rounds of
+    the jobs waiting for it, so a slow phase of the machine spreads over all of them. The
+    headline median is the median (or, with ``round_stat = "min"``, the minimum) of the round
+    medians; the precision gate adds rounds until its bootstrap interval is within
+    ``precision_pct`` or a cap is hit; a reference canary measured before each round gives a
+    drift-normalised figure; parity compares one output with host ONNX Runtime's.
     """
 
     warmup: int = 10
     runs: int | None = 100
     min_seconds: float | None = None
     threads: int | None = 1
-    rounds: int = 1
+    rounds: int = 5
+    round_stat: str = "median"  # or "min": the headline from the round medians
+    precision_pct: float = 2.0  # 0 turns the precision gate off
+    max_rounds: int = 15  # the gate never runs more rounds than this in all
+    precision_time_cap_s: float = 60.0  # nor spends longer than this on extra rounds
+    skip_canary: bool = False
+    skip_parity: bool = False
     per_layer: bool = False
     profile_runs: int = 20
     settle_c: float | None = None  # wait until the battery is within this of its idle temp
@@ -210,6 +223,19 @@ class Result:
     raw_log_path: str | None = None
     power: dict[str, Any] | None = None  # mean_w, baseline_w, energy_per_inference_mj, trace
     warnings: list[str] = field(default_factory=list)  # later steps that failed; kept numbers
+    # Trustworthy numbers: the reference canary measured just before each round, its long-run
+    # median on this device, the drift-normalised headline, the precision gate's bootstrap
+    # interval of the headline, and output parity against host ONNX Runtime.
+    round_canary_us: list[float | None] = field(default_factory=list)
+    canary_reference_us: float | None = None
+    normalised_median_us: float | None = None
+    ci_low_us: float | None = None
+    ci_high_us: float | None = None
+    ci_half_width_pct: float | None = None
+    converged: bool | None = None
+    extra_rounds: int = 0
+    parity: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from backends.records import Job, JobState, Result
@@ -39,6 +39,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_dispatch ON jobs (device_id, state, priority, seq);
+CREATE TABLE IF NOT EXISTS canary (
+    device_id TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    at REAL NOT NULL,
+    latency_us REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS canary_by_device ON canary (device_id, runtime, at);
 CREATE TABLE IF NOT EXISTS results (
     job_id TEXT PRIMARY KEY REFERENCES jobs (id),
     created_at REAL NOT NULL,
@@ -135,6 +142,56 @@ class Store:
                 (now, row[0]),
             )
             return self._get(row[0])
+
+    def claim_batch(
+        self, device_id: str, limit: int, together: Callable[[Job], bool]
+    ) -> list[Job]:
+        """Claim the next queued job of a device and up to ``limit - 1`` more that may share its
+        rounds: same priority, and ``together(job)`` true for all of them (the first included).
+        Order as in :meth:`claim_next`."""
+        with self._mutex, self._transaction():
+            rows = self._db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' AND device_id = ? "
+                "ORDER BY priority, seq LIMIT ?",
+                (device_id, max(limit, 1) * 4),
+            ).fetchall()
+            if not rows:
+                return []
+            chosen = [_job_from_row(rows[0])]
+            if together(chosen[0]):
+                for row in rows[1:]:
+                    if len(chosen) >= limit:
+                        break
+                    job = _job_from_row(row)
+                    if job.priority == chosen[0].priority and together(job):
+                        chosen.append(job)
+            now = time.time()
+            for job in chosen:
+                self._db.execute(
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, "
+                    "started_at = ?, finished_at = NULL, error = NULL WHERE id = ?",
+                    (now, job.id),
+                )
+            return [self._get(job.id) for job in chosen]
+
+    def add_canary(self, device_id: str, runtime: str, latencies_us: Iterable[float]) -> None:
+        """Record reference-model latencies measured on a device (its drift history)."""
+        now = time.time()
+        with self._mutex, self._transaction():
+            self._db.executemany(
+                "INSERT INTO canary (device_id, runtime, at, latency_us) VALUES (?, ?, ?, ?)",
+                [(device_id, runtime, now, float(v)) for v in latencies_us],
+            )
+
+    def canary_history(self, device_id: str, runtime: str, limit: int = 500) -> list[float]:
+        """The latest reference-model latencies of a device and runtime, oldest first."""
+        with self._mutex:
+            rows = self._db.execute(
+                "SELECT latency_us FROM canary WHERE device_id = ? AND runtime = ? "
+                "ORDER BY at DESC, rowid DESC LIMIT ?",
+                (device_id, runtime, limit),
+            ).fetchall()
+        return [row[0] for row in reversed(rows)]
 
     def finish(self, job_id: str, result: Result) -> Job:
         """Write the result and mark the job done, atomically."""

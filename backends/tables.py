@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import statistics
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ LATENCY_STATS: tuple[tuple[str, str], ...] = (
     ("Min_Time", "min"),
     ("Avg_Time", "mean"),
     ("Max_Time", "max"),
+    ("Median_Time", "median"),  # the headline (median of round medians); not in nnabla-nas
 )
 LATENCY_FORMAT = "<ModuleUID>,<Runtime>,<LatencyKey>,<Stats>,<Value>"
 
@@ -137,7 +139,9 @@ def latency_table_rows(rows: Sequence[Row], devices: Mapping[str, Device]) -> li
     for (uid, runtime), (_job, result) in latest.items():
         for key, stats in _latency_stats(result):
             for stat_name, attr in LATENCY_STATS:
-                table.append((uid, runtime, key, stat_name, round(float(getattr(stats, attr)), 1)))
+                value = getattr(stats, attr)
+                if value is not None:  # a tool that prints no median has no Median_Time row
+                    table.append((uid, runtime, key, stat_name, round(float(value), 1)))
     return table
 
 
@@ -228,12 +232,40 @@ def _record(job: Job, result: Result | None, device: Device | None) -> dict[str,
     record["power_baseline_w"] = power.get("baseline_w")
     record["energy_per_inference_mj"] = power.get("energy_per_inference_mj")
     record["power_trace"] = power.get("trace_path")
+    record.update(_trust_fields(result))
     record["started_at"] = _iso_utc(job.started_at)
     record["finished_at"] = _iso_utc(job.finished_at)
     record["device_properties"] = _device_properties(device, result)
     record["model_parameters"] = job.model.parameters
     record["model_macs"] = job.model.macs
     return record
+
+
+def _trust_fields(result: Result | None) -> dict[str, Any]:
+    """Rounds, the canary, the precision gate's interval, parity, drift and conditions."""
+    if result is None:
+        return {}
+    canaries = [c for c in result.round_canary_us if c is not None]
+    parity = result.parity or {}
+    return {
+        "rounds": len(result.round_sizes),
+        "extra_rounds": result.extra_rounds,
+        "round_medians_us": json.dumps([round(m, 3) for m in result.round_medians_us]),
+        "ci_low_us": result.ci_low_us,
+        "ci_high_us": result.ci_high_us,
+        "ci_half_width_pct": result.ci_half_width_pct,
+        "converged": result.converged,
+        "canary_median_us": statistics.median(canaries) if canaries else None,
+        "canary_reference_us": result.canary_reference_us,
+        "normalised_median_us": result.normalised_median_us,
+        "drifting": (result.drift or {}).get("drifting") if result.drift else None,
+        "parity_ok": parity.get("ok"),
+        "parity_max_abs_diff": parity.get("max_abs_diff"),
+        "parity_cosine": parity.get("cosine"),
+        "parity_top1_agree": parity.get("top1_agree"),
+        "conditions_start": _json_ready(result.conditions_start),
+        "conditions_end": _json_ready(result.conditions_end),
+    }
 
 
 def _median(stats: Stats | None) -> float | None:

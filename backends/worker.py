@@ -1,21 +1,29 @@
-"""One device's worker: claims its next job from the store and drives it round by round.
+"""One device's worker: claims jobs from the store and drives them round by round.
 
-The worker, not the job, owns the device: it opens a bench session, warms it up, runs the
-timed iterations in rounds, optionally profiles layers in a separate pass, and writes the
-result. This version runs one job's rounds back to back; interleaving rounds of the jobs that
-wait for the same device only changes ``_run_rounds``.
+The worker, not the job, owns the device. It claims the next job together with the others
+waiting for the same device (same priority, no power capture), opens a session for each
+(models stay loaded), warms them up, then runs their rounds interleaved in a shuffled order,
+each round preceded by the reference canary. A slow phase of the machine then spreads over
+every job instead of ruining one, and the canary measures it. After the planned rounds the
+precision gate adds rounds to the jobs whose bootstrap interval is still too wide (within its
+caps). Each job then gets its optional per-layer pass, its output parity check and its result.
+Only one round runs on a device at any moment.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import statistics
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from backends.canary import drift_status, normalise_rounds
 from backends.device import BenchError, BenchSession, DeviceBackend, JobInterrupted, Timed
 from backends.events import (
     EventBus,
@@ -28,7 +36,9 @@ from backends.events import (
     LogLine,
 )
 from backends.power import EnergyWindows, PowerManager, measure_energy
-from backends.records import Device, DeviceState, Job, Result, Stats
+from backends.precision import PrecisionGate
+from backends.records import Device, DeviceState, Job, JobState, Result, Stats
+from backends.reference import CanaryProbe
 from backends.stats import live_median_p90, merge_summaries, summarize
 from backends.store import Store
 
@@ -38,6 +48,10 @@ PROGRESS_INTERVAL_S = 0.2
 SETTLE_POLL_S = 2.0
 POWER_TAIL_S = 0.3
 RECENT_CAP = 200  # latencies carried by one progress event, for live plots
+MAX_INTERLEAVED = 16  # jobs whose sessions one device keeps loaded at once
+DRIFT_BAND_PCT = 10.0
+
+DriftCallback = Callable[[str, dict[str, Any] | None], None]
 
 
 def split_runs(total: int | None, rounds: int) -> list[int | None]:
@@ -50,6 +64,11 @@ def split_runs(total: int | None, rounds: int) -> list[int | None]:
     return [base + (1 if index < extra else 0) for index in range(rounds)]
 
 
+def headline(round_medians: list[float], round_stat: str) -> float:
+    """The reported latency: the median of the round medians, or their minimum on request."""
+    return min(round_medians) if round_stat == "min" else statistics.median(round_medians)
+
+
 @dataclass
 class Rounds:
     """The timed rounds of one job: every latency where the tool gives them, else summaries."""
@@ -58,11 +77,13 @@ class Rounds:
     sizes: list[int] = field(default_factory=list)
     medians: list[float] = field(default_factory=list)
     summaries: list[Stats] = field(default_factory=list)
+    per_round: list[list[float]] = field(default_factory=list)
 
     def add(self, timed: Timed) -> None:
         summary = summarize(timed.latencies_us) if timed.latencies_us else timed.summary
         assert summary is not None  # Timed.count > 0 guarantees one of the two
         self.latencies.extend(timed.latencies_us)
+        self.per_round.append(list(timed.latencies_us))
         self.sizes.append(timed.count)
         self.medians.append(summary.median if summary.median is not None else summary.mean)
         self.summaries.append(summary)
@@ -71,14 +92,49 @@ class Rounds:
     def source(self) -> str:
         return "iterations" if len(self.latencies) == sum(self.sizes) else "tool summary"
 
-    def stats(self) -> Stats:
-        if self.source == "iterations":
-            return summarize(self.latencies)
-        return merge_summaries(self.summaries)
+    def stats(self, round_stat: str = "median") -> Stats:
+        """Summary of every timed run; its median is the headline from the round medians."""
+        stats = summarize(self.latencies) if self.source == "iterations" else None
+        stats = stats or merge_summaries(self.summaries)
+        if len(self.medians) > 1 or round_stat == "min":
+            stats.median = headline(self.medians, round_stat)
+        return stats
+
+
+@dataclass
+class JobRun:
+    """A claimed job while its batch runs: its session, rounds, canaries and outcome."""
+
+    job: Job
+    plan: list[int | None]
+    session: BenchSession | None = None
+    conditions_start: dict[str, Any] = field(default_factory=dict)
+    rounds: Rounds = field(default_factory=Rounds)
+    canaries: list[float | None] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    extra_rounds: int = 0
+    gate_started: float | None = None
+    gate: dict[str, Any] = field(default_factory=dict)
+    power: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None  # the device's canary against its history
+    ended: bool = False  # done, failed or cancelled
+
+    def gate_medians(self) -> list[float]:
+        """The round medians the precision gate judges: drift-normalised when every round has
+        its canary (a slow phase of the machine then does not count as imprecision), else raw."""
+        medians = self.rounds.medians
+        if self.canaries and all(c is not None for c in self.canaries):
+            return normalise_rounds(medians, self.canaries)  # type: ignore[arg-type]
+        return list(medians)
+
+    @property
+    def seconds_per_round(self) -> float | None:
+        settings = self.job.settings
+        return settings.min_seconds / len(self.plan) if settings.min_seconds else None
 
 
 class DeviceWorker(threading.Thread):
-    """A thread that runs the jobs of one device, one at a time."""
+    """A thread that runs the jobs of one device, one round at a time."""
 
     def __init__(
         self,
@@ -90,6 +146,7 @@ class DeviceWorker(threading.Thread):
         may_run: Callable[[], bool],
         wake: threading.Condition,
         power: PowerManager | None = None,
+        on_drift: DriftCallback | None = None,
     ) -> None:
         super().__init__(name=f"devlab-worker-{device.id}", daemon=True)
         self.power = power
@@ -100,15 +157,17 @@ class DeviceWorker(threading.Thread):
         self.log_dir = log_dir
         self._may_run = may_run
         self._wake = wake
+        self._on_drift = on_drift
         self._stopping = threading.Event()
         self._interrupting = threading.Event()
         self._cancelled: set[str] = set()
-        self.current_job_id: str | None = None
+        self.running_job_ids: set[str] = set()
+        self._rng = random.Random()
 
     # -- control from the Lab --------------------------------------------------------------
 
     def stop(self, interrupt: bool) -> None:
-        """Stop after the current job, or (``interrupt``) stop it now and re-queue it."""
+        """Stop after the current batch, or (``interrupt``) stop it now and re-queue its jobs."""
         self._stopping.set()
         if interrupt:
             self._interrupting.set()
@@ -116,8 +175,8 @@ class DeviceWorker(threading.Thread):
             self._wake.notify_all()
 
     def cancel(self, job_id: str) -> bool:
-        """Ask the running job to stop; True when ``job_id`` is the one running here."""
-        if self.current_job_id == job_id:
+        """Ask a running job to stop; True when ``job_id`` is one running here."""
+        if job_id in self.running_job_ids:
             self._cancelled.add(job_id)
             return True
         return False
@@ -125,90 +184,341 @@ class DeviceWorker(threading.Thread):
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> None:
+        offline_since: float | None = None
         while not self._stopping.is_set():
-            ready = self._may_run() and self.device.state in (DeviceState.ONLINE, DeviceState.BUSY)
-            job = self.store.claim_next([self.device.id]) if ready else None
-            if job is None:
+            online = self.device.state in (DeviceState.ONLINE, DeviceState.BUSY)
+            if online:
+                offline_since = None
+            else:
+                offline_since = offline_since or time.monotonic()
+                self._expire_waiting_jobs(time.monotonic() - offline_since)
+            batch = self._claim() if online and self._may_run() else []
+            if not batch:
                 with self._wake:
                     self._wake.wait(timeout=0.5)
                 continue
-            self.current_job_id = job.id
+            self.running_job_ids = {job.id for job in batch}
             try:
-                self._run_job(job)
+                self._run_batch(batch)
             finally:
-                self.current_job_id = None
-                self._cancelled.discard(job.id)
+                self.running_job_ids = set()
+                self._cancelled.clear()
                 with self._wake:
                     self._wake.notify_all()
 
-    def _run_job(self, job: Job) -> None:
-        self.events.publish(JobStarted(job))
-        session: BenchSession | None = None
-        try:
-            conditions_start = self.backend.conditions(self.device)
-            self._progress(job, "load", 0, None, 0.0)
-            session = self.backend.open_session(self.device, job, job.model)
-            self._progress(job, "warmup", 0, job.settings.warmup, 0.0)
-            session.warmup(job.settings.warmup)
-            if job.settings.settle_c is not None:
-                conditions_start.update(self._settle(job))
-            warnings: list[str] = []
-            rounds, power = self._timed(job, session, warnings)
-            profile = None
-            if job.settings.per_layer:
-                done = sum(rounds.sizes)
-                self._progress(job, "profile", done, done, 1.0)
-                try:  # the timed runs are measured: a failing profiled pass must not lose them
-                    profile = session.profile_layers(
-                        job.settings.profile_runs, str(self.log_dir / job.id)
+    def _claim(self) -> list[Job]:
+        """The next job, with the others that may share its rounds (no power capture: its
+        energy window must hold one job's runs only)."""
+        limit = MAX_INTERLEAVED if self.backend.interleave_rounds else 1
+        return self.store.claim_batch(self.device.id, limit, lambda job: not job.settings.power)
+
+    def _expire_waiting_jobs(self, offline_for_s: float) -> None:
+        """Fail the queued jobs of a device gone longer than its backend's offline timeout."""
+        timeout = self.backend.offline_timeout_s
+        if timeout is None or offline_for_s < timeout:
+            return
+        reason = self.device.properties.get("offline_reason") or "no answer"
+        for job in self.store.jobs([JobState.QUEUED]):
+            if job.device_id == self.device.id:
+                self.events.publish(
+                    JobFailed(
+                        self.store.fail(
+                            job.id,
+                            f"{self.device.id} has been {self.device.state} for "
+                            f"{offline_for_s:.0f} s ({reason}); the job did not run. "
+                            "Retry it when the device is back",
+                        ),
+                        "device offline",
                     )
-                except BenchError as error:
-                    warnings.append(f"per-layer profiling failed: {error}")
-            result = Result(
-                job_id=job.id,
-                latencies_us=rounds.latencies,
-                stats=rounds.stats(),
-                stats_source=rounds.source,
-                round_sizes=rounds.sizes,
-                round_medians_us=rounds.medians,
-                forward_stats=profile.forward_stats if profile else None,
-                layers_stats=profile.layers_stats if profile else None,
-                layers=profile.layers if profile else [],
-                load_us=session.info.load_us,
-                first_inference_us=session.info.first_inference_us,
-                tool=session.info.tool,
-                tool_version=session.info.tool_version,
-                device_properties=dict(self.device.properties),
-                conditions_start=conditions_start,
-                conditions_end=self.backend.conditions(self.device),
-                raw_log_path=profile.raw_log_path if profile else None,
-                power=power,
-                warnings=warnings,
-            )
-            for warning in warnings:
-                self.events.publish(LogLine(warning, job.id, level="warning"))
-            finished = self.store.finish(job.id, result)
-            self.events.publish(JobFinished(finished, result))
+                )
+
+    # -- a batch ---------------------------------------------------------------------------
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        runs = [JobRun(job, split_runs(job.settings.runs, job.settings.rounds)) for job in jobs]
+        for run in runs:
+            self.events.publish(JobStarted(run.job))
+        probe = CanaryProbe(self.backend, self.device)
+        try:
+            for run in runs:
+                self._guard(run, self._open, run)
+            live = [run for run in runs if not run.ended]
+            if len(live) == 1 and live[0].job.settings.power:
+                self._guard(live[0], self._with_power, live[0], probe)
+            else:
+                self._interleave(live, probe)
+            self._record_canaries([run for run in runs if not run.ended])
+            for run in runs:
+                if not run.ended:
+                    self._guard(run, self._finish, run, probe)
+        except JobInterrupted:  # the lab is shutting down or the device left: run them again
+            for run in runs:
+                if not run.ended:
+                    run.ended = True
+                    self.events.publish(JobQueued(self.store.requeue(run.job.id)))
+                    self.events.publish(LogLine(f"{run.job.id} interrupted; re-queued", run.job.id))
+        finally:
+            for run in runs:
+                self._close(run)
+            probe.close()
+
+    def _guard(self, run: JobRun, step: Callable[..., None], *args: Any) -> None:
+        """Run one step of one job; its failure or cancel ends that job only. A shutdown
+        (JobInterrupted not caused by a cancel) propagates to the whole batch."""
+        if run.ended:
+            return
+        job = run.job
+        try:
+            step(*args)
         except JobInterrupted:
-            if job.id in self._cancelled:
-                self.events.publish(JobCancelled(self.store.cancel(job.id)))
-            else:  # the lab is shutting down or the device left: this job must run again
-                self.events.publish(JobQueued(self.store.requeue(job.id)))
-                self.events.publish(LogLine(f"{job.id} interrupted; re-queued", job.id))
+            if job.id not in self._cancelled:
+                raise
+            run.ended = True
+            if run.session is not None:
+                run.session.cancel()
+            self.events.publish(JobCancelled(self._end(job, self.store.cancel)))
         except BenchError as error:
-            self._fail(job, str(error))
+            self._fail(run, str(error))
         except Exception as error:  # a backend bug must not kill the worker or lose the job
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
-            self._fail(job, f"{type(error).__name__}: {error}")
-        finally:
-            if session is not None:
-                try:
-                    session.close()
-                except Exception:
-                    log.exception("closing the session of job %s failed", job.id)
+            self._fail(run, f"{type(error).__name__}: {error}")
 
-    def _fail(self, job: Job, error: str) -> None:
-        self.events.publish(JobFailed(self.store.fail(job.id, error), error))
+    def _end(self, job: Job, transition: Callable[[str], Job]) -> Job:
+        """Apply a final transition; the job leaves the running set before anyone hears."""
+        self.running_job_ids = self.running_job_ids - {job.id}
+        return transition(job.id)
+
+    def _fail(self, run: JobRun, error: str) -> None:
+        run.ended = True
+        failed = self._end(run.job, lambda job_id: self.store.fail(job_id, error))
+        self.events.publish(JobFailed(failed, error))
+
+    def _close(self, run: JobRun) -> None:
+        if run.session is None:
+            return
+        try:
+            run.session.close()
+        except Exception:
+            log.exception("closing the session of job %s failed", run.job.id)
+        run.session = None
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _open(self, run: JobRun) -> None:
+        job = run.job
+        run.conditions_start = self.backend.conditions(self.device)
+        self._progress(job, "load", 0, None, 0.0)
+        run.session = self.backend.open_session(self.device, job, job.model)
+        self._progress(job, "warmup", 0, job.settings.warmup, 0.0)
+        run.session.warmup(job.settings.warmup)
+        if job.settings.settle_c is not None:
+            run.conditions_start.update(self._settle(job))
+
+    def _interleave(self, runs: list[JobRun], probe: CanaryProbe) -> None:
+        """Every job's planned rounds in shuffled order, then the precision gate's extras."""
+        for index in range(max((len(run.plan) for run in runs), default=0)):
+            order = [run for run in runs if index < len(run.plan)]
+            self._rng.shuffle(order)
+            for run in order:
+                self._guard(run, self._round, run, run.plan[index], probe)
+        while True:
+            wanting = [run for run in runs if not run.ended and self._wants_more(run)]
+            if not wanting:
+                return
+            self._rng.shuffle(wanting)
+            for run in wanting:
+                run.extra_rounds += 1
+                self._guard(run, self._round, run, run.plan[0], probe)
+
+    def _round(self, run: JobRun, iterations: int | None, probe: CanaryProbe) -> None:
+        job = run.job
+        assert run.session is not None
+        canary = None if job.settings.skip_canary else probe.measure(job)
+        number = len(run.rounds.sizes) + 1
+        planned = len(run.plan)
+        phase = f"round {number}/{planned}" if number <= planned else f"extra round {number}"
+        callback = self._iteration_callback(
+            job, phase, len(run.rounds.latencies), run.rounds.latencies, job.settings.runs,
+            time.monotonic(),
+        )
+        timed = run.session.run(iterations, run.seconds_per_round, callback)
+        if timed.count == 0:
+            raise BenchError(f"{job.model.path}: the runtime returned no timed runs")
+        run.rounds.add(timed)
+        run.canaries.append(canary)
+
+    def _wants_more(self, run: JobRun) -> bool:
+        """Ask the precision gate whether this job needs another round."""
+        settings = run.job.settings
+        if settings.precision_pct <= 0 or not run.rounds.medians:
+            return False
+        if run.gate_started is None:
+            run.gate_started = time.monotonic()
+        gate = PrecisionGate(
+            precision_pct=settings.precision_pct,
+            max_extra_rounds=max(0, settings.max_rounds - len(run.plan)),
+            time_cap_s=settings.precision_time_cap_s,
+            min_rounds=min(3, len(run.plan)),
+        )
+        per_round = run.rounds.per_round if run.rounds.source == "iterations" else None
+        decision = gate.decide(
+            run.gate_medians(), per_round, time.monotonic() - run.gate_started, run.extra_rounds
+        )
+        run.gate = {
+            "converged": decision.converged,
+            "interval": decision.interval,
+            "reason": decision.reason,
+        }
+        return decision.run_more
+
+    def _with_power(self, run: JobRun, probe: CanaryProbe) -> None:
+        """A power job runs alone, its rounds inside one energy window with a baseline."""
+        job = run.job
+        if self.power is None:
+            raise BenchError(
+                f"{self.device.id}: power capture asked, but this lab has no "
+                "power monitors configured ([[power.monitors]])"
+            )
+        channel = self.power.channel_for(self.device.id)
+        trace = self.log_dir / job.id / "power.csv"
+        dropped_before = channel.monsoon.counts.dropped
+        with channel.capture(trace):
+            baseline_start = time.time()
+            self._pause(job, job.settings.power_baseline_s, "power baseline")
+            timed_start = time.time()
+            self._interleave([run], probe)
+            timed_end = time.time()
+            self._pause(job, POWER_TAIL_S, "power")  # the window's last samples arrive
+        if run.ended:
+            return
+        windows = EnergyWindows(
+            (baseline_start, timed_start), (timed_start, timed_end), sum(run.rounds.sizes)
+        )
+        dropped = channel.monsoon.counts.dropped - dropped_before
+        try:
+            run.power = measure_energy(trace, windows, dropped)
+        except BenchError as error:  # the latencies stand even when the trace is unusable
+            run.warnings.append(f"energy not measured: {error}")
+            run.power = {"trace_path": str(trace), "dropped": dropped}
+
+    def _record_canaries(self, runs: list[JobRun]) -> None:
+        """Add this batch's canaries to each runtime's history; flag a drifting device."""
+        by_key: dict[str, list[float]] = {}
+        for run in runs:
+            values = [c for c in run.canaries if c is not None]
+            if values:
+                by_key.setdefault(_canary_key(run.job), []).extend(values)
+        for key, values in by_key.items():
+            history = self.store.canary_history(self.device.id, key)
+            status = drift_status(history, values, DRIFT_BAND_PCT)
+            for run in runs:
+                if _canary_key(run.job) == key:
+                    run.drift = status.to_dict()
+            if self._on_drift is not None:
+                self._on_drift(self.device.id, status.to_dict() if status.drifting else None)
+            if status.drifting:
+                self.events.publish(LogLine(f"{self.device.id}: {status.reason}", level="warning"))
+            self.store.add_canary(self.device.id, key, values)
+
+    def _finish(self, run: JobRun, probe: CanaryProbe) -> None:
+        job = run.job
+        assert run.session is not None
+        profile = None
+        if job.settings.per_layer:
+            done = sum(run.rounds.sizes)
+            self._progress(job, "profile", done, done, 1.0)
+            try:  # the timed runs are measured: a failing profiled pass must not lose them
+                profile = run.session.profile_layers(
+                    job.settings.profile_runs, str(self.log_dir / job.id)
+                )
+            except BenchError as error:
+                run.warnings.append(f"per-layer profiling failed: {error}")
+        parity = None if job.settings.skip_parity else self._parity(run)
+        if probe.unavailable and not job.settings.skip_canary and probe.supported:
+            reason = probe.unavailable.get((job.runtime, job.settings.threads))
+            if reason:
+                run.warnings.append(f"no reference canary: {reason}")
+        result = Result(
+            job_id=job.id,
+            latencies_us=run.rounds.latencies,
+            stats=run.rounds.stats(job.settings.round_stat),
+            stats_source=run.rounds.source,
+            round_sizes=run.rounds.sizes,
+            round_medians_us=run.rounds.medians,
+            forward_stats=profile.forward_stats if profile else None,
+            layers_stats=profile.layers_stats if profile else None,
+            layers=profile.layers if profile else [],
+            load_us=run.session.info.load_us,
+            first_inference_us=run.session.info.first_inference_us,
+            tool=run.session.info.tool,
+            tool_version=run.session.info.tool_version,
+            device_properties=dict(self.device.properties),
+            conditions_start=run.conditions_start,
+            conditions_end=self.backend.conditions(self.device),
+            raw_log_path=profile.raw_log_path if profile else None,
+            power=run.power,
+            warnings=run.warnings,
+            round_canary_us=list(run.canaries),
+            extra_rounds=run.extra_rounds,
+            parity=parity,
+            drift=run.drift,
+        )
+        self._add_trust_figures(run, result)
+        for warning in run.warnings:
+            self.events.publish(LogLine(warning, job.id, level="warning"))
+        run.ended = True
+        finished = self._end(job, lambda job_id: self.store.finish(job_id, result))
+        self.events.publish(JobFinished(finished, result))
+
+    def _add_trust_figures(self, run: JobRun, result: Result) -> None:
+        """The canary-normalised headline and the precision gate's interval."""
+        canaries = run.canaries
+        if canaries and all(c is not None for c in canaries):
+            history = self.store.canary_history(self.device.id, _canary_key(run.job))
+            long_run = statistics.median(history) if history else None
+            normalised = normalise_rounds(run.rounds.medians, canaries, long_run)  # type: ignore[arg-type]
+            result.canary_reference_us = long_run or statistics.median(canaries)  # type: ignore[type-var]
+            result.normalised_median_us = headline(normalised, run.job.settings.round_stat)
+        interval = run.gate.get("interval")
+        if interval is None and len(run.rounds.medians) > 1:
+            from backends.precision import median_ci
+
+            per_round = run.rounds.per_round if run.rounds.source == "iterations" else None
+            interval = median_ci(run.gate_medians(), per_round)
+        if interval is not None and interval.finite:
+            # The interval is relative to what the gate judged; expressed around the headline
+            # it is reported with (the normalised one when the canary ran).
+            centre = result.normalised_median_us or result.stats.median or result.stats.mean
+            scale = centre / interval.estimate if interval.estimate else 1.0
+            result.ci_low_us = interval.low * scale if interval.low is not None else None
+            result.ci_high_us = interval.high * scale if interval.high is not None else None
+            result.ci_half_width_pct = interval.half_width_pct
+        if run.gate:
+            result.converged = bool(run.gate["converged"])
+            if not result.converged:
+                run.warnings.append(f"precision gate: {run.gate['reason']}")
+
+    def _parity(self, run: JobRun) -> dict[str, Any] | None:
+        """One fixed input through the device and through host ONNX Runtime, compared."""
+        outputs = getattr(run.session, "outputs", None)
+        if outputs is None:
+            return None
+        from backends.parity import ParityError, compare_outputs, parity_inputs, reference_outputs
+
+        try:
+            feeds = parity_inputs(run.job.model)
+            candidate = outputs(feeds)
+            if candidate is None:
+                return None
+            report = compare_outputs(reference_outputs(run.job.model.path, feeds), candidate)
+        except (ParityError, BenchError) as error:
+            run.warnings.append(f"output parity not checked: {error}")
+            return None
+        if not report.ok:
+            run.warnings.append(f"outputs differ from host ONNX Runtime: {report.reason}")
+        return report.to_dict()
+
+    # -- waiting ---------------------------------------------------------------------------
 
     def _settle(self, job: Job) -> dict[str, object]:
         """Wait until the battery is within ``settle_c`` of its idle temperature (the value
@@ -242,37 +552,6 @@ class DeviceWorker(threading.Thread):
             )
             self._stopping.wait(SETTLE_POLL_S)
 
-    def _timed(
-        self, job: Job, session: BenchSession, warnings: list[str]
-    ) -> tuple[Rounds, dict | None]:
-        """The timed rounds; with power capture, an idle baseline first and both recorded."""
-        if not job.settings.power:
-            return self._run_rounds(job, session), None
-        if self.power is None:
-            raise BenchError(
-                f"{self.device.id}: power capture asked, but this lab has no "
-                "power monitors configured ([[power.monitors]])"
-            )
-        channel = self.power.channel_for(self.device.id)
-        trace = self.log_dir / job.id / "power.csv"
-        dropped_before = channel.monsoon.counts.dropped
-        with channel.capture(trace):
-            baseline_start = time.time()
-            self._pause(job, job.settings.power_baseline_s, "power baseline")
-            timed_start = time.time()
-            rounds = self._run_rounds(job, session)
-            timed_end = time.time()
-            self._pause(job, POWER_TAIL_S, "power")  # the window's last samples arrive
-        windows = EnergyWindows(
-            (baseline_start, timed_start), (timed_start, timed_end), sum(rounds.sizes)
-        )
-        dropped = channel.monsoon.counts.dropped - dropped_before
-        try:
-            return rounds, measure_energy(trace, windows, dropped)
-        except BenchError as error:  # the latencies stand even when the trace is unusable
-            warnings.append(f"energy not measured: {error}")
-            return rounds, {"trace_path": str(trace), "dropped": dropped}
-
     def _pause(self, job: Job, seconds: float, phase: str) -> None:
         """Wait, reporting progress and honouring cancel and shutdown."""
         deadline = time.monotonic() + seconds
@@ -280,27 +559,7 @@ class DeviceWorker(threading.Thread):
             self._progress(job, phase, 0, None, 0.0)
             time.sleep(min(left, 0.1))
 
-    def _run_rounds(self, job: Job, session: BenchSession) -> Rounds:
-        """Run the job's rounds back to back (interleaving them across jobs comes later)."""
-        settings = job.settings
-        per_round = split_runs(settings.runs, settings.rounds)
-        seconds = settings.min_seconds / len(per_round) if settings.min_seconds else None
-        rounds = Rounds()
-        started = time.monotonic()
-        for index, iterations in enumerate(per_round):
-            callback = self._iteration_callback(
-                job,
-                f"round {index + 1}/{len(per_round)}",
-                len(rounds.latencies),
-                rounds.latencies,
-                settings.runs,
-                started,
-            )
-            timed = session.run(iterations, seconds, callback)
-            if timed.count == 0:
-                raise BenchError(f"{job.model.path}: the runtime returned no timed runs")
-            rounds.add(timed)
-        return rounds
+    # -- progress --------------------------------------------------------------------------
 
     def _iteration_callback(
         self,
@@ -326,7 +585,7 @@ class DeviceWorker(threading.Thread):
                 raise JobInterrupted(job.id)
             count = offset + done
             if total:
-                fraction = count / total
+                fraction = min(1.0, count / total)
             elif min_seconds:
                 fraction = min(1.0, (now - started) / min_seconds)
             else:
@@ -346,3 +605,8 @@ class DeviceWorker(threading.Thread):
         if self._interrupting.is_set() or job.id in self._cancelled:
             raise JobInterrupted(job.id)
         self.events.publish(JobProgress(job.id, phase, done, total, fraction))
+
+
+def _canary_key(job: Job) -> str:
+    """Canary histories are per runtime and thread count (both change the canary's speed)."""
+    return f"{job.runtime}/t{job.settings.threads or 0}"

@@ -30,6 +30,8 @@ examples:
   devlab --run model.onnx --input-shape input=1x3x224x224 --runs 200 --per-layer
   devlab devices --json
   devlab virtual phone            (an emulated phone on 127.0.0.1 for demos and tests)
+  devlab agent --token-file F --runner onnxruntime   (serve this machine to other consoles)
+  devlab --run assets/models --device dpu:http://board:8055   (a configured agent)
 """
 
 
@@ -119,6 +121,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from console.device_tools import run_device_tool
 
             return run_device_tool(args, err)
+        if args[:1] == ["agent"]:
+            from console.agent_cli import run_agent_tool
+
+            return run_agent_tool(args[1:], err)
+        if args[:1] in (["space"], ["estimator"]):
+            from console.space_cli import run_space_tool
+
+            return run_space_tool(args, err)
+        if args[:1] == ["compare"]:
+            from console.compare_cli import run_compare_tool
+
+            return run_compare_tool(args, err)
         parsed = build_parser().parse_args(args)
         if not parsed.run:
             from console.tui import run_tui  # the only path that loads textual
@@ -177,7 +191,13 @@ def _device_ids(args: argparse.Namespace, config: Config, found: dict) -> list[s
     for device_id in device_ids:
         if device_id not in found:
             known = ", ".join(sorted(found)) or "none"
-            raise UsageError(f"unknown device {device_id!r} (devices: {known})")
+            hint = ""
+            if device_id.startswith("dpu:"):
+                hint = (
+                    "; add the agent to the config: [[dpu.endpoints]] with "
+                    f'url = "{device_id[4:]}" and token_file = "..."'
+                )
+            raise UsageError(f"unknown device {device_id!r} (devices: {known}){hint}")
     return device_ids
 
 

@@ -106,7 +106,7 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
             )
             with Horizontal(classes="options"):
                 for option in BENCH_OPTIONS:
-                    if option.kind in (int, float):
+                    if option.kind in (int, float) and option.dialog:
                         default = getattr(self.defaults, option.field)
                         with Vertical(classes="option"):
                             yield Label(option.flag.lstrip("-"))
@@ -119,12 +119,12 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
                     yield Label("priority")
                     yield Input("0", type="integer", id="add-priority")
             for option in BENCH_OPTIONS:
-                if option.kind is str:  # a whole row each: names and paths are long
+                if option.kind is str and option.dialog:  # a row each: names and paths are long
                     default = getattr(self.defaults, option.field)
                     yield Label(option.flag.lstrip("-"))
                     yield Input(default or "", placeholder=option.help, id=f"add-{option.field}")
             for option in BENCH_OPTIONS:
-                if option.kind is bool:
+                if option.kind is bool and option.dialog:
                     box = Checkbox(
                         option.help,
                         bool(getattr(self.defaults, option.field)),
@@ -178,6 +178,8 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
                     )
         values: dict[str, Any] = {}
         for option in BENCH_OPTIONS:
+            if not option.dialog:
+                continue  # left to the defaults (config file or CLI)
             widget = self.query_one(f"#add-{option.field}")
             if option.kind is bool:
                 values[option.field] = bool(widget.value)  # type: ignore[attr-defined]

@@ -24,9 +24,9 @@ from helpers import (
 )
 
 LATENCY_KEYS = {"Total Inference Time", "Forward Propagate", "Layers Time"}
-STAT_NAMES = ["Min_Time", "Avg_Time", "Max_Time"]
+STAT_NAMES = ["Min_Time", "Avg_Time", "Max_Time", "Median_Time"]
 NUMERIC_COLUMNS = ("min_us", "mean_us", "median_us", "p90_us", "p99_us", "max_us", "std_us")
-FAST = ("--runs", "5", "--warmup", "1")
+FAST = ("--runs", "5", "--warmup", "1", "--precision", "0")  # exact counts: no extra rounds
 
 
 @pytest.fixture
@@ -67,7 +67,8 @@ def test_run_writes_results_and_latency_table(tmp_path: Path, mlp: Path) -> None
     out = tmp_path / "out"
 
     run = run_devlab(
-        "--run", mlp, cifar, "--out", out, "--runs", "20", "--warmup", "2", home=tmp_path
+        "--run", mlp, cifar, "--out", out, "--runs", "20", "--warmup", "2", "--precision", "0",
+        home=tmp_path
     )
 
     assert run.returncode == 0, run.describe()
@@ -117,8 +118,8 @@ def test_run_writes_results_and_latency_table(tmp_path: Path, mlp: Path) -> None
         assert stat in STAT_NAMES
         assert math.isfinite(float(value)) and float(value) > 0, line
     assert {line[0] for line in table} == set(uids.values())
-    # no --per-layer: only the total time, all three stats per model
-    assert len(table) == 2 * 3
+    # no --per-layer: only the total time, all four stats per model
+    assert len(table) == 2 * len(STAT_NAMES)
     assert {line[2] for line in table} == {"Total Inference Time"}
 
     nested = read_json(out / "latency_table.json")
@@ -428,6 +429,8 @@ def test_explicit_runs_overrides_config_min_seconds(tmp_path: Path, mlp: Path) -
         "20000",
         "--warmup",
         "1",
+        "--precision",
+        "0",
         "--json",
         home=tmp_path,
     )

@@ -75,7 +75,9 @@ def test_discover_gives_host_cpu_with_properties() -> None:
 
 def test_lab_measures_mlp_in_rounds(host_lab: Lab) -> None:
     model = load_model(MODELS_DIR / "mlp.onnx")
-    job = host_lab.submit(model, HOST_DEVICE_ID, settings=JobSettings(warmup=2, runs=20, rounds=2))
+    job = host_lab.submit(
+        model, HOST_DEVICE_ID, settings=JobSettings(warmup=2, runs=20, rounds=2, precision_pct=0)
+    )
 
     assert host_lab.wait_until_idle(timeout=WAIT_S)
     stored = host_lab.store.job(job.id)
@@ -103,7 +105,7 @@ def test_lab_measures_mlp_in_rounds(host_lab: Lab) -> None:
 
 def test_lab_measures_for_min_seconds(host_lab: Lab) -> None:
     model = load_model(MODELS_DIR / "mlp.onnx")
-    settings = JobSettings(warmup=1, runs=None, min_seconds=0.3)
+    settings = JobSettings(warmup=1, runs=None, min_seconds=0.3, rounds=1, precision_pct=0)
     job = host_lab.submit(model, HOST_DEVICE_ID, settings=settings)
 
     assert host_lab.wait_until_idle(timeout=WAIT_S)
@@ -143,7 +145,9 @@ def test_host_session_runs_exactly_the_iterations_asked() -> None:
 
 def test_per_layer_profile_of_mnv2_cifar32(host_lab: Lab, tmp_path: Path) -> None:
     model = load_model(MODELS_DIR / "mnv2_cifar32.onnx")
-    settings = JobSettings(warmup=1, runs=6, rounds=2, per_layer=True, profile_runs=3)
+    settings = JobSettings(
+        warmup=1, runs=6, rounds=2, per_layer=True, profile_runs=3, precision_pct=0
+    )
     job = host_lab.submit(model, HOST_DEVICE_ID, settings=settings)
 
     assert host_lab.wait_until_idle(timeout=WAIT_S)
@@ -170,7 +174,7 @@ def test_unloadable_model_fails_the_job_with_the_path(host_lab: Lab, tmp_path: P
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"this is not a protobuf")
     model = Model(path=str(garbage), name="garbage", sha256="0" * 64)
-    job = host_lab.submit(model, HOST_DEVICE_ID, settings=JobSettings(warmup=0, runs=2))
+    job = host_lab.submit(model, HOST_DEVICE_ID, settings=JobSettings(warmup=0, runs=2, precision_pct=0))
 
     assert host_lab.wait_until_idle(timeout=WAIT_S)
     stored = host_lab.store.job(job.id)

@@ -49,6 +49,7 @@ FAST = JobSettings(warmup=1, runs=4, rounds=2)
 
 class ScriptedBackend(DeviceBackend):
     kind = "scripted"
+    supports_canary = False  # the canary has its own tests (test_interleave.py)
 
     def __init__(self, device_ids: tuple[str, ...] = ("fake:a",), runtimes=("rt", "rt2")) -> None:
         self.device_ids = device_ids
@@ -63,6 +64,9 @@ class ScriptedBackend(DeviceBackend):
         self.release_endless = threading.Event()
         self.meeting = threading.Barrier(2, timeout=WAIT_S)
         self.summaries: list[float] = []
+        self.running_now: dict[str, int] = defaultdict(int)
+        self.max_running: dict[str, int] = defaultdict(int)
+        self.max_running_total = 0
 
     def discover(self) -> list[Device]:
         return [
@@ -99,6 +103,22 @@ class ScriptedSession(BenchSession):
     def run(
         self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
     ) -> Timed:
+        backend, device_id = self.backend, self.device_id
+        with backend.lock:
+            backend.running_now[device_id] += 1
+            backend.max_running[device_id] = max(
+                backend.max_running[device_id], backend.running_now[device_id]
+            )
+            backend.max_running_total = max(
+                backend.max_running_total, sum(backend.running_now.values())
+            )
+        try:
+            return self._run(iterations, on_iteration)
+        finally:
+            with backend.lock:
+                backend.running_now[device_id] -= 1
+
+    def _run(self, iterations: int | None, on_iteration: IterationCallback) -> Timed:
         name = self.model.name
         if name.startswith("fail"):
             raise BenchError(FAIL_TEXT)
@@ -221,7 +241,9 @@ def test_paused_lab_dispatches_by_priority_then_fifo(make_lab: LabFactory) -> No
     assert {job.state for job in lab.jobs()} == {JobState.DONE}
 
 
-def test_one_job_per_device_while_two_devices_run_in_parallel(make_lab: LabFactory) -> None:
+def test_one_round_per_device_while_two_devices_run_in_parallel(make_lab: LabFactory) -> None:
+    """Jobs waiting for one device share it round by round (their models stay loaded), but
+    only one round ever runs on a device at a time; two devices run at once."""
     backend = ScriptedBackend(device_ids=("fake:a", "fake:b"))
     lab, _ = make_lab(backend)
     lab.pause()
@@ -234,8 +256,9 @@ def test_one_job_per_device_while_two_devices_run_in_parallel(make_lab: LabFacto
     rows = lab.rows()
     assert [job.error for job, _ in rows] == [None] * 6
     assert all(job.state is JobState.DONE and result is not None for job, result in rows)
-    assert dict(backend.max_open) == {"fake:a": 1, "fake:b": 1}
-    assert backend.max_open_total == 2
+    assert dict(backend.max_running) == {"fake:a": 1, "fake:b": 1}
+    assert backend.max_running_total == 2
+    assert dict(backend.max_open) == {"fake:a": 3, "fake:b": 3}  # interleaved: all loaded
     assert backend.closed == 6
 
 
@@ -245,7 +268,8 @@ def test_a_tool_that_reports_only_statistics_gives_a_tool_summary(
     backend = ScriptedBackend()
     lab, _ = make_lab(backend)
     job = lab.submit(
-        fake_model("summary"), "fake:a", settings=JobSettings(warmup=0, runs=6, rounds=2)
+        fake_model("summary"), "fake:a",
+        settings=JobSettings(warmup=0, runs=6, rounds=2, precision_pct=0),
     )
 
     assert lab.wait_until_idle(timeout=WAIT_S)

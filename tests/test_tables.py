@@ -327,7 +327,7 @@ def test_latency_table_csv(tmp_path, rows, devices):
     assert '"mbnet[[1,3,32,32]]",onnxruntime,' in raw
 
     parsed = _read_latency_csv(csv_path)
-    assert len(parsed) == len(raw.splitlines()) == 3 * 3 + 1 * 3
+    assert len(parsed) == len(raw.splitlines()) == 3 * 4 + 1 * 4  # 4 stats per key
     for line in parsed:
         assert len(line) == 5, line
         float(line[4])
@@ -347,6 +347,7 @@ def test_latency_table_csv(tmp_path, rows, devices):
         assert mbnet[(key, "Min_Time")] == round(stats.min, 1)
         assert mbnet[(key, "Avg_Time")] == round(stats.mean, 1)
         assert mbnet[(key, "Max_Time")] == round(stats.max, 1)
+        assert mbnet[(key, "Median_Time")] == round(stats.median, 1)
     assert mbnet[("Total Inference Time", "Avg_Time")] == 57.0  # mean 57.0
     assert mbnet[("Forward Propagate", "Avg_Time")] == 8.4  # mean 8.4 exactly
     assert mbnet[("Layers Time", "Max_Time")] == 7.3  # 7.26 rounded to 0.1
@@ -354,12 +355,14 @@ def test_latency_table_csv(tmp_path, rows, devices):
         ("Total Inference Time", "Min_Time"): 1.0,
         ("Total Inference Time", "Avg_Time"): 3.0,
         ("Total Inference Time", "Max_Time"): 5.0,
+        ("Total Inference Time", "Median_Time"): 3.0,
     }
-    # Key order: Total, Forward, Layers; stats Min, Avg, Max.
-    assert [(k, s) for uid, _, k, s, _ in parsed if uid == "mbnet[[1,3,32,32]]"][:4] == [
+    # Key order: Total, Forward, Layers; stats Min, Avg, Max, then devlab's Median.
+    assert [(k, s) for uid, _, k, s, _ in parsed if uid == "mbnet[[1,3,32,32]]"][:5] == [
         ("Total Inference Time", "Min_Time"),
         ("Total Inference Time", "Avg_Time"),
         ("Total Inference Time", "Max_Time"),
+        ("Total Inference Time", "Median_Time"),
         ("Forward Propagate", "Min_Time"),
     ]
 
@@ -377,7 +380,9 @@ def test_multi_device_runtime_naming(tmp_path, multi_rows, devices):
     keys = [row[:4] for row in table]
     assert len(keys) == len(set(keys))  # no collisions
     phone = {row[3]: row[4] for row in table if row[1] == "onnxruntime@adb:R58M"}
-    assert phone == {"Min_Time": 300.0, "Avg_Time": 310.0, "Max_Time": 320.0}
+    assert {k: v for k, v in phone.items() if k != "Median_Time"} == {
+        "Min_Time": 300.0, "Avg_Time": 310.0, "Max_Time": 320.0
+    }
 
     tables.write_latency_table(tmp_path, multi_rows, devices)
     parsed = _read_latency_csv(tmp_path / "latency_table.csv")
@@ -396,6 +401,7 @@ def test_same_model_measured_twice_keeps_latest(devices):
         ("tiny[]", "onnxruntime", "Total Inference Time", "Min_Time", 7.0),
         ("tiny[]", "onnxruntime", "Total Inference Time", "Avg_Time", 8.0),
         ("tiny[]", "onnxruntime", "Total Inference Time", "Max_Time", 9.0),
+        ("tiny[]", "onnxruntime", "Total Inference Time", "Median_Time", 8.0),
     ]
 
 
@@ -406,7 +412,10 @@ def test_latency_table_nested_json(tmp_path, rows, devices):
     assert text.startswith('{\n  "mbnet[[1,3,32,32]]": {\n    "onnxruntime": {')
     assert nested == tables.latency_table_nested(tables.latency_table_rows(rows, devices))
     mbnet = nested["mbnet[[1,3,32,32]]"]["onnxruntime"]
-    assert mbnet["Total Inference Time"] == {"Min_Time": 10.0, "Avg_Time": 57.0, "Max_Time": 104.0}
+    total = mbnet["Total Inference Time"]
+    assert {k: total[k] for k in ("Min_Time", "Avg_Time", "Max_Time")} == {
+        "Min_Time": 10.0, "Avg_Time": 57.0, "Max_Time": 104.0
+    }
     assert mbnet["Forward Propagate"]["Avg_Time"] == 8.4
     assert set(nested["tiny[]"]["onnxruntime"]) == {"Total Inference Time"}
 
