@@ -171,7 +171,13 @@ def wait_finished(lab: Lab, job: Job) -> Job:
     return stored
 
 
+# One round, no canary, no precision gate: these tests count runs and pushes exactly (the
+# protocol on a phone has its own test below).
+EXACT: dict[str, Any] = {"rounds": 1, "precision_pct": 0, "skip_canary": True}
+
+
 def run_job(lab: Lab, model: Model, device_id: str, runtime: str | None, **settings: Any) -> Job:
+    settings = {**EXACT, **settings}
     return wait_finished(lab, lab.submit(model, device_id, runtime, JobSettings(**settings)))
 
 
@@ -399,6 +405,33 @@ def test_ort_job_end_to_end_pushes_the_model_once(
     assert push_spy == [remote]
 
 
+def test_default_protocol_on_a_phone_interleaves_with_the_canary(
+    phone_lab: tuple[Lab, Recorder],
+    virtual_phone: VirtualPhone,  # noqa: F811
+    mlp: Model,
+    push_spy: list[str],
+) -> None:
+    """The default protocol on a phone: rounds with the reference canary pushed and measured
+    on the phone before each one, the normalised headline and the gate's interval."""
+    lab, _ = phone_lab
+    job = run_job(
+        lab, mlp, phone_id(virtual_phone), "ort", runs=30, warmup=1, rounds=3,
+        precision_pct=50.0, skip_canary=False,
+    )
+    result = result_of(lab, job)
+    assert len(result.round_sizes) >= 3
+    assert len(result.round_canary_us) == len(result.round_sizes)
+    assert all(c is not None and c > 0 for c in result.round_canary_us)
+    assert result.normalised_median_us is not None and result.normalised_median_us > 0
+    assert result.ci_half_width_pct is not None
+    from backends.reference import CANARY_PATH
+
+    canary = load_model(CANARY_PATH)
+    assert sorted(push_spy) == sorted(  # the model and the canary, each pushed once
+        [f"{WORKDIR}/models/{mlp.sha256}.onnx", f"{WORKDIR}/models/{canary.sha256}.onnx"]
+    )
+
+
 def test_ort_per_layer_pulls_the_profile(
     phone_lab: tuple[Lab, Recorder],
     virtual_phone: VirtualPhone,  # noqa: F811
@@ -574,7 +607,8 @@ def test_cli_runs_a_model_on_the_phone(
     assert row["status"] == "done", row
     assert row["device"] == device
     assert row["runtime"] == "ort"
-    assert int(row["count"]) == 10
+    # the default protocol: 5 rounds of 2 runs, more if the precision gate asked for them
+    assert int(row["rounds"]) >= 5 and int(row["count"]) == 2 * int(row["rounds"])
     assert float(row["min_us"]) <= float(row["mean_us"]) <= float(row["max_us"])
 
     listed = devlab("devices", "--json", "--config", config, env=env)
@@ -638,7 +672,7 @@ def test_phone_vanishes_mid_benchmark_then_returns(
     device = phone_id(virtual_phone)
     big = load_model(MODELS / "mnv2_224.onnx")
     # ~4 ms per inference on one core: about 3 s of timed runs, plenty to pull the plug in
-    job = lab.submit(big, device, "ort", JobSettings(runs=750, warmup=0))
+    job = lab.submit(big, device, "ort", JobSettings(runs=750, warmup=0, **EXACT))
     events.wait(JobProgress, lambda e: e.job_id == job.id and e.phase == "warmup")
     assert wait_until(virtual_phone.child_pids, timeout=WAIT_S), "the tool never started"
 
@@ -691,8 +725,8 @@ def test_phone_that_went_offline_stays_offline_after_its_job_fails(
         return real_run(self, *args, **kwargs)
 
     monkeypatch.setattr(PhoneSession, "run", run)
-    first = lab.submit(mlp, device, "ort", JobSettings(runs=5, warmup=0))
-    behind = lab.submit(mlp, device, "ort", JobSettings(runs=6, warmup=0))
+    first = lab.submit(mlp, device, "ort", JobSettings(runs=5, warmup=0, **EXACT))
+    behind = lab.submit(mlp, device, "ort", JobSettings(runs=6, warmup=0, **EXACT))
     failed = events.wait(JobFailed, lambda e: e.job.id == first.id)  # after Lab._track_busy
     assert "vanished" in failed.error
     assert events.find(

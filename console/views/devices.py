@@ -25,11 +25,17 @@ def device_cells(device: Device) -> list[str | Text]:
     props = device.properties
     temperature = props.get("temperature_c")
     battery = props.get("battery_level")
+    state = Text(device.state.value, style=STATE_STYLE.get(device.state, ""))
+    drift = props.get("drift")
+    if isinstance(drift, dict) and drift.get("drifting"):
+        ratio = drift.get("ratio")
+        shown = f" drifting x{ratio:.2f}" if isinstance(ratio, int | float) else " drifting"
+        state.append(shown, style="bold red")
     return [
         device.id,
         device.kind,
         device.name,
-        Text(device.state.value, style=STATE_STYLE.get(device.state, "")),
+        state,
         ", ".join(device.runtimes),
         f"{temperature:.0f} °C" if isinstance(temperature, int | float) else "-",
         f"{battery}%" if battery is not None else "-",
@@ -44,8 +50,11 @@ def device_detail(device: Device | None) -> Table | Text:
     table.add_column()
     table.add_row("id", Text(device.id))
     table.add_row("state", device.state.value)
-    if device.state is DeviceState.UNAUTHORIZED:
+    if device.state is DeviceState.UNAUTHORIZED and device.kind == "adb":
         table.add_row("", "accept the USB debugging prompt on the device")
+    drift = device.properties.get("drift")
+    if isinstance(drift, dict) and drift.get("drifting"):
+        table.add_row(Text("drift", style="bold red"), Text(str(drift.get("reason", ""))))
     table.add_row("runtimes", Text(", ".join(device.runtimes) or "-"))
     for key, value in sorted(device.properties.items()):
         table.add_row(Text(key), Text(str(value)))

@@ -1,0 +1,207 @@
+"""Drift normalisation against a reference canary, and each device's canary history.
+
+A small fixed model (``assets/reference/canary.onnx``) is measured on the same device and
+runtime just before every round. A burst that slows the machine down slows the canary by
+about the same factor, so ``latency / canary`` cancels it; multiplying by the canary's
+long-run median on that device turns the ratio back into microseconds:
+
+    normalised = latency_us / canary_us * canary_long_run_median_us
+
+No device code and no storage here: the worker measures, the store persists
+``CanaryHistory.to_rows()``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+REFERENCE_MODEL = "assets/reference/canary.onnx"  # relative to the repository root
+
+DEFAULT_BAND_PCT = 10.0
+DEFAULT_MIN_HISTORY = 5
+MAD_TO_SIGMA = 1.4826  # MAD x this estimates the standard deviation of normal noise
+NOISE_SIGMAS = 3.0  # the band widens to this many of the history's own robust sigmas
+
+
+def normalise(latency_us: float, canary_us: float, canary_long_run_median_us: float) -> float:
+    """``latency / canary x long-run canary median``: the latency on a machine at its usual pace."""
+    for name, value in (
+        ("latency", latency_us),
+        ("canary latency", canary_us),
+        ("canary long-run median", canary_long_run_median_us),
+    ):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number of microseconds, not {value}")
+    return latency_us / canary_us * canary_long_run_median_us
+
+
+def normalise_rounds(
+    round_medians: Sequence[float],
+    round_canaries: Sequence[float],
+    long_run: float | None = None,
+) -> list[float]:
+    """Each round median normalised by the canary measured just before that round.
+
+    ``long_run`` is the device's long-run canary median (``CanaryHistory.long_run_median``);
+    None (no history yet) uses the median of this job's own canaries, which still removes the
+    drift between rounds.
+    """
+    if len(round_medians) != len(round_canaries):
+        raise ValueError(
+            f"{len(round_canaries)} canary measurements for {len(round_medians)} rounds: "
+            "measure the canary once before every round"
+        )
+    if not round_medians:
+        return []
+    scale = long_run if long_run is not None else statistics.median(round_canaries)
+    return [
+        normalise(latency, canary, scale)
+        for latency, canary in zip(round_medians, round_canaries, strict=True)
+    ]
+
+
+def normalised_median(
+    round_medians: Sequence[float],
+    round_canaries: Sequence[float],
+    long_run: float | None = None,
+) -> float:
+    """The drift-normalised headline: the median of the normalised round medians."""
+    values = normalise_rounds(round_medians, round_canaries, long_run)
+    if not values:
+        raise ValueError("no rounds to normalise")
+    return statistics.median(values)
+
+
+@dataclass
+class CanarySample:
+    timestamp: float  # epoch seconds
+    canary_latency_us: float
+
+
+class CanaryHistory:
+    """Canary latencies per (device id, runtime), oldest first, at most ``max_samples`` each.
+
+    Storage-agnostic: ``to_rows`` / ``from_rows`` give flat dicts the store can persist.
+    """
+
+    def __init__(self, max_samples: int = 1000) -> None:
+        if max_samples < 1:
+            raise ValueError(f"max_samples must be at least 1, not {max_samples}")
+        self.max_samples = max_samples
+        self._samples: dict[tuple[str, str], list[CanarySample]] = {}
+
+    def add(
+        self,
+        device_id: str,
+        runtime: str,
+        canary_latency_us: float,
+        timestamp: float | None = None,
+    ) -> None:
+        """Record one canary measurement (``timestamp`` defaults to now)."""
+        if not (math.isfinite(canary_latency_us) and canary_latency_us > 0):
+            raise ValueError(f"canary latency must be positive, not {canary_latency_us}")
+        when = time.time() if timestamp is None else float(timestamp)
+        samples = self._samples.setdefault((device_id, runtime), [])
+        samples.append(CanarySample(when, float(canary_latency_us)))
+        if len(samples) > 1 and when < samples[-2].timestamp:
+            samples.sort(key=lambda s: s.timestamp)
+        del samples[: max(0, len(samples) - self.max_samples)]
+
+    def values(self, device_id: str, runtime: str, last: int | None = None) -> list[float]:
+        """Canary latencies of one device and runtime, oldest first (the ``last`` N if given)."""
+        samples = self._samples.get((device_id, runtime), [])
+        if last is not None:
+            samples = samples[-last:] if last > 0 else []
+        return [s.canary_latency_us for s in samples]
+
+    def long_run_median(self, device_id: str, runtime: str) -> float | None:
+        """Median canary latency over the whole history; None before the first measurement."""
+        values = self.values(device_id, runtime)
+        return statistics.median(values) if values else None
+
+    def keys(self) -> list[tuple[str, str]]:
+        return sorted(self._samples)
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """Flat rows ``device_id, runtime, timestamp, canary_latency_us`` for any storage."""
+        return [
+            {"device_id": device, "runtime": runtime, **asdict(sample)}
+            for (device, runtime), samples in sorted(self._samples.items())
+            for sample in samples
+        ]
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]], max_samples: int = 1000) -> CanaryHistory:
+        history = cls(max_samples=max_samples)
+        for row in sorted(rows, key=lambda r: float(r["timestamp"])):
+            history.add(
+                str(row["device_id"]),
+                str(row["runtime"]),
+                float(row["canary_latency_us"]),
+                float(row["timestamp"]),
+            )
+        return history
+
+
+@dataclass
+class DriftStatus:
+    """Is a device's canary away from its own history? ``ratio`` = median(recent)/median(history).
+
+    ``band_pct`` is the band actually applied (the asked band, or wider for a noisy history).
+    """
+
+    drifting: bool
+    ratio: float | None
+    band_pct: float
+    reason: str
+    history_count: int = 0
+    recent_count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def drift_status(
+    history_values: Sequence[float],
+    recent_values: Sequence[float],
+    band_pct: float = DEFAULT_BAND_PCT,
+    min_history: int = DEFAULT_MIN_HISTORY,
+) -> DriftStatus:
+    """Flag a device whose recent canary median left a band around its history's median.
+
+    The rule, robust by construction:
+    - medians on both sides, so one burst among the recent values (say 2 of 5 rounds) or a
+      few outliers in the history do not move the verdict;
+    - the band is symmetric in log space: drifting when ratio > 1 + b or ratio < 1 / (1 + b);
+    - b is ``band_pct``, widened to 3 robust sigmas of the history's own scatter
+      (1.4826 x MAD / median) so a device that is always noisy is judged against its noise;
+    - fewer than ``min_history`` history values: never drifting (not enough to know).
+    ``history_values`` should not include ``recent_values``.
+    """
+    if band_pct <= 0:
+        raise ValueError(f"band must be a positive percentage, not {band_pct}")
+    history = [float(v) for v in history_values if math.isfinite(v) and v > 0]
+    recent = [float(v) for v in recent_values if math.isfinite(v) and v > 0]
+    counts = {"history_count": len(history), "recent_count": len(recent)}
+    if not recent:
+        return DriftStatus(False, None, band_pct, "no recent canary measurement", **counts)
+    if len(history) < min_history:
+        reason = f"not enough history ({len(history)} < {min_history} canary measurements)"
+        return DriftStatus(False, None, band_pct, reason, **counts)
+    centre = statistics.median(history)
+    ratio = statistics.median(recent) / centre
+    mad = statistics.median(abs(v - centre) for v in history)
+    noise_pct = 100.0 * NOISE_SIGMAS * MAD_TO_SIGMA * mad / centre
+    band = max(band_pct, noise_pct)
+    limit = 1.0 + band / 100.0
+    change = f"canary {100.0 * (ratio - 1.0):+.1f}% vs its history (band +-{band:.1f}%)"
+    if ratio > limit:
+        return DriftStatus(True, ratio, band, f"drifting: slower, {change}", **counts)
+    if ratio < 1.0 / limit:
+        return DriftStatus(True, ratio, band, f"drifting: faster, {change}", **counts)
+    return DriftStatus(False, ratio, band, f"steady: {change}", **counts)
