@@ -256,6 +256,7 @@ def _run(
         if not stdout.is_terminal:  # logs and pipes: do not squeeze names to 80 columns
             stdout = Console(width=160)
         stdout.print(summary_table(rows))
+    _report_unconverged(rows, err)
     err.print(f"tables written to {out_dir}: {', '.join(p.name for p in written)}", highlight=False)
 
     planned = {job.id for job in report.jobs}
@@ -268,6 +269,28 @@ def _run(
     if view.failures or any(states.get(job_id) is not JobState.DONE for job_id in planned):
         return ExitCode.JOBS_FAILED
     return ExitCode.OK
+
+
+def _report_unconverged(rows: list, err: Console) -> None:
+    """Name the results whose precision gate stopped at a cap (their numbers are less sure)."""
+    unconverged = [
+        (job, result) for job, result in rows if result is not None and result.converged is False
+    ]
+    if not unconverged:
+        return
+    err.print(
+        f"{len(unconverged)} result(s) did not reach the precision target "
+        "(more --runs or --max-rounds, or a quieter machine, would help):",
+        highlight=False,
+    )
+    for job, result in unconverged:
+        width = result.ci_half_width_pct
+        shown = f"+-{width:.1f}%" if width is not None else "no interval"
+        err.print(
+            f"  {job.model.name} on {job.device_id}: {shown} after "
+            f"{len(result.round_sizes)} rounds (target +-{job.settings.precision_pct:g}%)",
+            highlight=False,
+        )
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -456,3 +456,38 @@ def test_config_string_for_a_boolean_option_does_not_enable_it(tmp_path: Path, m
     (record,) = json.loads(run.stdout)
     assert record["settings"]["per_layer"] is False
     assert record["forward_median_us"] is None
+
+
+# --- the default protocol -------------------------------------------------------------------
+
+
+def test_default_protocol_rows_carry_rounds_canary_interval_and_parity(
+    tmp_path: Path, mlp: Path
+) -> None:
+    out = tmp_path / "out"
+    run = run_devlab("--run", mlp, "--out", out, "--runs", "50", home=tmp_path)
+    assert run.returncode == 0, run.describe()
+    (row,) = read_results_csv(out)
+    rounds = int(row["rounds"])
+    assert rounds >= 5 and int(row["count"]) == 10 * rounds  # 5 rounds of 10, plus extras
+    assert len(json.loads(row["round_medians_us"])) == rounds
+    assert float(row["canary_median_us"]) > 0 and float(row["normalised_median_us"]) > 0
+    assert float(row["ci_low_us"]) <= float(row["normalised_median_us"]) <= float(
+        row["ci_high_us"]
+    )
+    assert row["converged"] in ("True", "False")
+    assert row["parity_ok"] == "True"
+    assert float(row["conditions_start.loadavg_1m"]) >= 0
+
+
+def test_unconverged_results_are_listed_at_the_end(tmp_path: Path, mlp: Path) -> None:
+    run = run_devlab(
+        "--run", mlp, "--out", tmp_path / "out", "--runs", "6", "--rounds", "3",
+        "--precision", "0.0001", "--max-rounds", "4", home=tmp_path,
+    )
+    assert run.returncode == 0, run.describe()
+    assert "1 result(s) did not reach the precision target" in run.stderr
+    assert "mlp on host:cpu" in run.stderr and "after 4 rounds" in run.stderr
+    (row,) = read_results_csv(tmp_path / "out")
+    assert row["converged"] == "False" and row["extra_rounds"] == "1"
+    assert "precision gate: not converged" in row["warnings"]

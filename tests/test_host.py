@@ -174,7 +174,8 @@ def test_unloadable_model_fails_the_job_with_the_path(host_lab: Lab, tmp_path: P
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"this is not a protobuf")
     model = Model(path=str(garbage), name="garbage", sha256="0" * 64)
-    job = host_lab.submit(model, HOST_DEVICE_ID, settings=JobSettings(warmup=0, runs=2, precision_pct=0))
+    settings = JobSettings(warmup=0, runs=2, precision_pct=0)
+    job = host_lab.submit(model, HOST_DEVICE_ID, settings=settings)
 
     assert host_lab.wait_until_idle(timeout=WAIT_S)
     stored = host_lab.store.job(job.id)
