@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from backends.canary_store import CanaryStore
 from backends.config import Config
 from backends.device import DeviceBackend
 from backends.events import (
@@ -34,7 +35,7 @@ from backends.events import (
 from backends.power import MonitorLink, PowerManager
 from backends.records import Device, DeviceState, Job, JobSettings, JobState, Model, Result
 from backends.store import Store
-from backends.worker import DeviceWorker
+from backends.worker import CANARY_FILE, DeviceWorker
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,12 @@ class Lab:
         backends: Sequence[DeviceBackend] | None = None,
         log_dir: str | Path | None = None,
         power_links: Sequence[MonitorLink] = (),
+        canaries: CanaryStore | None = None,
     ) -> None:
         self.store = store
+        # The reference canary's history: shared by every run on this machine when given (the
+        # CLI and the TUI pass the user-level one), else a file beside the store.
+        self.canaries = canaries or CanaryStore(store.path.parent / CANARY_FILE)
         self.events = EventBus()
         self.log_dir = Path(log_dir) if log_dir else store.path.parent / "logs"
         self._backends = list(backends) if backends is not None else default_backends()
@@ -375,6 +380,7 @@ class Lab:
             wake=self._wake,
             power=self.power,
             on_drift=self._device_drift,
+            canaries=self.canaries,
         )
         self._workers[device_id] = worker
         worker.start()

@@ -39,13 +39,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_dispatch ON jobs (device_id, state, priority, seq);
-CREATE TABLE IF NOT EXISTS canary (
-    device_id TEXT NOT NULL,
-    runtime TEXT NOT NULL,
-    at REAL NOT NULL,
-    latency_us REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS canary_by_device ON canary (device_id, runtime, at);
 CREATE TABLE IF NOT EXISTS results (
     job_id TEXT PRIMARY KEY REFERENCES jobs (id),
     created_at REAL NOT NULL,
@@ -173,25 +166,6 @@ class Store:
                     (now, job.id),
                 )
             return [self._get(job.id) for job in chosen]
-
-    def add_canary(self, device_id: str, runtime: str, latencies_us: Iterable[float]) -> None:
-        """Record reference-model latencies measured on a device (its drift history)."""
-        now = time.time()
-        with self._mutex, self._transaction():
-            self._db.executemany(
-                "INSERT INTO canary (device_id, runtime, at, latency_us) VALUES (?, ?, ?, ?)",
-                [(device_id, runtime, now, float(v)) for v in latencies_us],
-            )
-
-    def canary_history(self, device_id: str, runtime: str, limit: int = 500) -> list[float]:
-        """The latest reference-model latencies of a device and runtime, oldest first."""
-        with self._mutex:
-            rows = self._db.execute(
-                "SELECT latency_us FROM canary WHERE device_id = ? AND runtime = ? "
-                "ORDER BY at DESC, rowid DESC LIMIT ?",
-                (device_id, runtime, limit),
-            ).fetchall()
-        return [row[0] for row in reversed(rows)]
 
     def finish(self, job_id: str, result: Result) -> Job:
         """Write the result and mark the job done, atomically."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.canary import drift_status, normalise_rounds
+from backends.canary_store import CanaryStore
 from backends.device import BenchError, BenchSession, DeviceBackend, JobInterrupted, Timed
 from backends.events import (
     EventBus,
@@ -50,6 +51,7 @@ POWER_TAIL_S = 0.3
 RECENT_CAP = 200  # latencies carried by one progress event, for live plots
 MAX_INTERLEAVED = 16  # jobs whose sessions one device keeps loaded at once
 DRIFT_BAND_PCT = 10.0
+CANARY_FILE = "canary.sqlite"  # beside the store when the lab names no shared history
 
 DriftCallback = Callable[[str, dict[str, Any] | None], None]
 
@@ -147,6 +149,7 @@ class DeviceWorker(threading.Thread):
         wake: threading.Condition,
         power: PowerManager | None = None,
         on_drift: DriftCallback | None = None,
+        canaries: CanaryStore | None = None,
     ) -> None:
         super().__init__(name=f"devlab-worker-{device.id}", daemon=True)
         self.power = power
@@ -158,6 +161,7 @@ class DeviceWorker(threading.Thread):
         self._may_run = may_run
         self._wake = wake
         self._on_drift = on_drift
+        self.canaries = canaries or CanaryStore(store.path.parent / CANARY_FILE)
         self._stopping = threading.Event()
         self._interrupting = threading.Event()
         self._cancelled: set[str] = set()
@@ -207,10 +211,10 @@ class DeviceWorker(threading.Thread):
                     self._wake.notify_all()
 
     def _claim(self) -> list[Job]:
-        """The next job, with the others that may share its rounds (no power capture: its
-        energy window must hold one job's runs only)."""
+        """The next job, with the others that may share its rounds: jobs of several rounds
+        and no power capture (an energy window must hold one job's runs only)."""
         limit = MAX_INTERLEAVED if self.backend.interleave_rounds else 1
-        return self.store.claim_batch(self.device.id, limit, lambda job: not job.settings.power)
+        return self.store.claim_batch(self.device.id, limit, _interleavable)
 
     def _expire_waiting_jobs(self, offline_for_s: float) -> None:
         """Fail the queued jobs of a device gone longer than its backend's offline timeout."""
@@ -409,7 +413,7 @@ class DeviceWorker(threading.Thread):
             if values:
                 by_key.setdefault(_canary_key(run.job), []).extend(values)
         for key, values in by_key.items():
-            history = self.store.canary_history(self.device.id, key)
+            history = self.canaries.canary_history(self.device.id, key)
             status = drift_status(history, values, DRIFT_BAND_PCT)
             for run in runs:
                 if _canary_key(run.job) == key:
@@ -418,7 +422,7 @@ class DeviceWorker(threading.Thread):
                 self._on_drift(self.device.id, status.to_dict() if status.drifting else None)
             if status.drifting:
                 self.events.publish(LogLine(f"{self.device.id}: {status.reason}", level="warning"))
-            self.store.add_canary(self.device.id, key, values)
+            self.canaries.add_canary(self.device.id, key, values)
 
     def _finish(self, run: JobRun, probe: CanaryProbe) -> None:
         job = run.job
@@ -474,7 +478,7 @@ class DeviceWorker(threading.Thread):
         """The canary-normalised headline and the precision gate's interval."""
         canaries = run.canaries
         if canaries and all(c is not None for c in canaries):
-            history = self.store.canary_history(self.device.id, _canary_key(run.job))
+            history = self.canaries.canary_history(self.device.id, _canary_key(run.job))
             long_run = statistics.median(history) if history else None
             normalised = normalise_rounds(run.rounds.medians, canaries, long_run)  # type: ignore[arg-type]
             result.canary_reference_us = long_run or statistics.median(canaries)  # type: ignore[type-var]
@@ -605,6 +609,10 @@ class DeviceWorker(threading.Thread):
         if self._interrupting.is_set() or job.id in self._cancelled:
             raise JobInterrupted(job.id)
         self.events.publish(JobProgress(job.id, phase, done, total, fraction))
+
+
+def _interleavable(job: Job) -> bool:
+    return job.settings.rounds > 1 and not job.settings.power
 
 
 def _canary_key(job: Job) -> str:

@@ -177,7 +177,9 @@ def run_command(args: argparse.Namespace, err: Console) -> int:
         raise UsageError(str(error)) from None
     except OSError as error:
         raise UsageError(f"cannot use --out {out_dir}: {error.strerror or error}") from None
-    lab = Lab(store, backends, power_links=power_links)
+    from backends.canary_store import CanaryStore
+
+    lab = Lab(store, backends, power_links=power_links, canaries=CanaryStore())
     try:
         return _run(lab, args, device_ids, settings, out_dir, err)
     finally:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import platformdirs
 
+from backends.canary_store import CanaryStore
 from backends.config import Config
 from backends.lab import Lab, default_backends
 from backends.power import links_from_config
@@ -21,7 +22,12 @@ def default_lab_folder() -> Path:
 def run_tui(out: str | None, config: Config) -> int:
     folder = Path(out) if out else default_lab_folder()
     store = Store(folder / STORE_FILE)
-    lab = Lab(store, default_backends(config), power_links=links_from_config(config.raw))
+    lab = Lab(
+        store,
+        default_backends(config),
+        power_links=links_from_config(config.raw),
+        canaries=CanaryStore(),
+    )
     keymap = config.raw.get("keymap", {})
     app = DevLabApp(
         lab,

@@ -55,6 +55,7 @@ def devlab_env(home: Path, columns: str | None = WIDE_COLUMNS) -> dict[str, str]
     """Environment for a devlab subprocess: no user config (XDG dirs inside ``home``)."""
     env = dict(os.environ)
     env["XDG_CONFIG_HOME"] = str(home / "xdg-config")
+    env["XDG_DATA_HOME"] = str(home / "xdg-data")  # the canary history, among others
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PYTHONPATH", None)
     env.pop("COLUMNS", None)

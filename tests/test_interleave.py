@@ -239,7 +239,7 @@ def test_output_parity_flags_a_device_whose_outputs_differ(
 def test_host_rows_carry_canary_interval_and_parity(store: Store) -> None:
     models = [load_model(MODELS_DIR / name) for name in ("mlp.onnx", "mnv2_cifar32.onnx")]
     settings = JobSettings(warmup=2, runs=30, rounds=3, precision_pct=0)
-    _, jobs, _ = run_jobs(store, HostBackend(), models, settings)
+    lab, jobs, _ = run_jobs(store, HostBackend(), models, settings)
 
     for job in jobs:
         assert store.job(job.id).state is JobState.DONE
@@ -250,4 +250,4 @@ def test_host_rows_carry_canary_interval_and_parity(store: Store) -> None:
         assert result.ci_low_us <= result.normalised_median_us <= result.ci_high_us
         assert result.parity["ok"] is True and result.parity["cosine"] > 0.9999
         assert "loadavg_1m" in result.conditions_start
-    assert store.canary_history(HOST_DEVICE_ID, "onnxruntime/t1")
+    assert lab.canaries.canary_history(HOST_DEVICE_ID, "onnxruntime/t1")

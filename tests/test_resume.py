@@ -48,7 +48,12 @@ def model_dir(tmp_path: Path) -> Path:
 
 
 def run_args(model_dir: Path, out: Path) -> tuple[str | Path, ...]:
-    return ("--run", model_dir, "--out", out, "--min-seconds", MIN_SECONDS, "--warmup", "1")
+    # one round each, no extra rounds: jobs run one after the other, so exactly one is running
+    # when the signal lands (interleaved rounds are covered in test_interleave.py)
+    return (
+        "--run", model_dir, "--out", out, "--min-seconds", MIN_SECONDS, "--warmup", "1",
+        "--rounds", "1", "--precision", "0",
+    )
 
 
 def start_devlab(args: tuple[str | Path, ...], home: Path) -> tuple[subprocess.Popen, Path]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import statistics
 import subprocess
@@ -68,14 +69,20 @@ def naive_pass(models: list[Path], warmup: int, runs: int) -> dict[str, float]:
     return medians
 
 
-def devlab_pass(folder: Path, out: Path, extra: list[str]) -> tuple[dict, dict, float]:
-    """``devlab --run`` with its default protocol; (normalised medians, raw medians, seconds)."""
+def devlab_pass(
+    folder: Path, out: Path, extra: list[str], data_home: Path
+) -> tuple[dict, dict, float]:
+    """``devlab --run`` with its default protocol; (normalised medians, raw medians, seconds).
+
+    Both passes share one canary history (``data_home``), as two runs on one machine do.
+    """
     started = time.monotonic()
+    env = {**os.environ, "XDG_DATA_HOME": str(data_home)}
     command = [
         sys.executable, "-m", "console.cli", "--run", str(folder), "--device", "host:cpu",
         "--threads", "1", "--out", str(out), *extra,
     ]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"devlab failed ({done.returncode}):\n{done.stderr[-3000:]}")
     normalised, raw = {}, {}
@@ -118,7 +125,7 @@ def main() -> None:
     naive_1 = naive_pass(models, 10, args.naive_runs)
     timings["naive pass 1"] = time.monotonic() - started
     devlab_1, raw_1, timings["devlab pass 1"] = devlab_pass(
-        work / "models", work / "devlab-1", args.devlab_args
+        work / "models", work / "devlab-1", args.devlab_args, work / "xdg-data"
     )
     print(f"pause {args.gap:.0f} s between the passes", flush=True)
     time.sleep(args.gap)
@@ -126,7 +133,7 @@ def main() -> None:
     naive_2 = naive_pass(models, 10, args.naive_runs)
     timings["naive pass 2"] = time.monotonic() - started
     devlab_2, raw_2, timings["devlab pass 2"] = devlab_pass(
-        work / "models", work / "devlab-2", args.devlab_args
+        work / "models", work / "devlab-2", args.devlab_args, work / "xdg-data"
     )
 
     for name, seconds in timings.items():
