@@ -38,6 +38,7 @@ LATENCY_STATS: tuple[tuple[str, str], ...] = (
     ("Max_Time", "max"),
     ("Median_Time", "median"),  # the headline (median of round medians); not in nnabla-nas
 )
+NORMALISED_STAT = "Normalised_Time"  # the drift-normalised headline, where the canary ran
 LATENCY_FORMAT = "<ModuleUID>,<Runtime>,<LatencyKey>,<Stats>,<Value>"
 
 
@@ -142,6 +143,9 @@ def latency_table_rows(rows: Sequence[Row], devices: Mapping[str, Device]) -> li
                 value = getattr(stats, attr)
                 if value is not None:  # a tool that prints no median has no Median_Time row
                     table.append((uid, runtime, key, stat_name, round(float(value), 1)))
+            if key == TOTAL_KEY and result.normalised_median_us is not None:
+                normalised = round(float(result.normalised_median_us), 1)
+                table.append((uid, runtime, key, NORMALISED_STAT, normalised))
     return table
 
 

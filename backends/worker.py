@@ -337,7 +337,8 @@ class DeviceWorker(threading.Thread):
     def _round(self, run: JobRun, iterations: int | None, probe: CanaryProbe) -> None:
         job = run.job
         assert run.session is not None
-        canary = None if job.settings.skip_canary else probe.measure(job)
+        # no canary inside a power job's energy window: its runs would count as the model's
+        canary = None if job.settings.skip_canary or job.settings.power else probe.measure(job)
         number = len(run.rounds.sizes) + 1
         planned = len(run.plan)
         phase = f"round {number}/{planned}" if number <= planned else f"extra round {number}"

@@ -74,14 +74,29 @@ def start_agent(
     workdir = workdir or home / "agent-work"
     log = home / f"agent-{time.monotonic_ns()}.log"
     args = [
-        "agent", "--host", "127.0.0.1", "--port", str(port), "--token-file", token_file,
-        "--runner", "onnxruntime", "--workdir", workdir, "--board", "test-board",
+        "agent",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--token-file",
+        token_file,
+        "--runner",
+        "onnxruntime",
+        "--workdir",
+        workdir,
+        "--board",
+        "test-board",
         *(extra or []),
     ]
     with open(log, "w") as handle:
         proc = subprocess.Popen(
-            devlab_cmd(*args), cwd=REPO_ROOT, env=devlab_env(home),
-            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            devlab_cmd(*args),
+            cwd=REPO_ROOT,
+            env=devlab_env(home),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + startup_s
     while time.monotonic() < deadline:

@@ -415,8 +415,15 @@ def test_default_protocol_on_a_phone_interleaves_with_the_canary(
     on the phone before each one, the normalised headline and the gate's interval."""
     lab, _ = phone_lab
     job = run_job(
-        lab, mlp, phone_id(virtual_phone), "ort", runs=30, warmup=1, rounds=3,
-        precision_pct=50.0, skip_canary=False,
+        lab,
+        mlp,
+        phone_id(virtual_phone),
+        "ort",
+        runs=30,
+        warmup=1,
+        rounds=3,
+        precision_pct=50.0,
+        skip_canary=False,
     )
     result = result_of(lab, job)
     assert len(result.round_sizes) >= 3

@@ -72,7 +72,7 @@ SIZE = (140, 40)
 WAIT_S = 30.0  # upper bound of every poll; a passing test never waits this long
 STEP_S = 0.1
 ORDER = {JobState.QUEUED: 0, JobState.RUNNING: 1, JobState.DONE: 2}
-FAST = JobSettings(warmup=2, runs=20)
+FAST = JobSettings(warmup=2, runs=20, rounds=1, precision_pct=0)
 
 
 # -- test doubles for device backends -------------------------------------------------------
@@ -88,6 +88,7 @@ class FakeSession(BenchSession):
         self.info = SessionInfo(
             load_us=10.0, first_inference_us=20.0, tool="fake", tool_version="1"
         )
+        self.total = 0  # iterations over every round of this session
 
     def warmup(self, iterations: int) -> None:
         pass
@@ -105,8 +106,9 @@ class FakeSession(BenchSession):
             return Timed(latencies)
         for index in range(iterations or 10):
             latencies.append(200.0 + index)
+            self.total += 1
             on_iteration(len(latencies), latencies)
-            if self.model.name.startswith("explode") and index == 4:
+            if self.model.name.startswith("explode") and self.total == 5:
                 raise BenchError(f"{self.device.id} went offline mid-run; reconnect it and retry")
         return Timed(latencies)
 
@@ -333,7 +335,8 @@ async def test_add_dialog_queues_a_model_that_runs_to_done(make_lab: LabFactory,
         assert len(states) == len(set(states)), f"a state was announced twice: {states}"
         assert lab.store.job(job.id).state is JobState.DONE
         result = lab.store.result(job.id)
-        assert result is not None and result.stats.count == 20
+        assert result is not None and result.round_sizes[:5] == [4, 4, 4, 4, 4]  # default rounds
+        assert result.stats.count == sum(result.round_sizes)  # (more if the gate asked)
 
         await wait_for(
             pilot, lambda: cell(app, "#queue-table", job.id, "state") == "done", "queue row done"

@@ -25,6 +25,7 @@ from helpers import (
 
 LATENCY_KEYS = {"Total Inference Time", "Forward Propagate", "Layers Time"}
 STAT_NAMES = ["Min_Time", "Avg_Time", "Max_Time", "Median_Time"]
+TOTAL_STAT_NAMES = [*STAT_NAMES, "Normalised_Time"]  # the canary ran: the normalised median too
 NUMERIC_COLUMNS = ("min_us", "mean_us", "median_us", "p90_us", "p99_us", "max_us", "std_us")
 FAST = ("--runs", "5", "--warmup", "1", "--precision", "0")  # exact counts: no extra rounds
 
@@ -67,8 +68,18 @@ def test_run_writes_results_and_latency_table(tmp_path: Path, mlp: Path) -> None
     out = tmp_path / "out"
 
     run = run_devlab(
-        "--run", mlp, cifar, "--out", out, "--runs", "20", "--warmup", "2", "--precision", "0",
-        home=tmp_path
+        "--run",
+        mlp,
+        cifar,
+        "--out",
+        out,
+        "--runs",
+        "20",
+        "--warmup",
+        "2",
+        "--precision",
+        "0",
+        home=tmp_path,
     )
 
     assert run.returncode == 0, run.describe()
@@ -115,11 +126,11 @@ def test_run_writes_results_and_latency_table(tmp_path: Path, mlp: Path) -> None
         assert " " not in uid
         assert runtime == "onnxruntime"
         assert key in LATENCY_KEYS
-        assert stat in STAT_NAMES
+        assert stat in TOTAL_STAT_NAMES
         assert math.isfinite(float(value)) and float(value) > 0, line
     assert {line[0] for line in table} == set(uids.values())
-    # no --per-layer: only the total time, all four stats per model
-    assert len(table) == 2 * len(STAT_NAMES)
+    # no --per-layer: only the total time, all five stats per model
+    assert len(table) == 2 * len(TOTAL_STAT_NAMES)
     assert {line[2] for line in table} == {"Total Inference Time"}
 
     nested = read_json(out / "latency_table.json")
@@ -128,7 +139,7 @@ def test_run_writes_results_and_latency_table(tmp_path: Path, mlp: Path) -> None
         assert nested[uid][runtime][key][stat] == pytest.approx(float(value))
     for uid in uids.values():
         stats = nested[uid]["onnxruntime"]["Total Inference Time"]
-        assert list(stats) == STAT_NAMES
+        assert list(stats) == TOTAL_STAT_NAMES
         assert stats["Min_Time"] <= stats["Avg_Time"] <= stats["Max_Time"]
     # the table's Min_Time is the results table's min, in µs to 0.1
     mlp_min = nested[uids["mlp"]]["onnxruntime"]["Total Inference Time"]["Min_Time"]
@@ -156,6 +167,7 @@ def test_per_layer_adds_forward_and_layers_rows(tmp_path: Path, mlp: Path) -> No
         keys.setdefault(line[2], []).append(line[3])
         assert float(line[4]) > 0, line
     assert set(keys) == LATENCY_KEYS
+    assert keys.pop("Total Inference Time") == TOTAL_STAT_NAMES
     assert all(stats == STAT_NAMES for stats in keys.values()), keys
     (row,) = read_results_csv(out)
     assert_measured(row, runs=5)
@@ -472,9 +484,7 @@ def test_default_protocol_rows_carry_rounds_canary_interval_and_parity(
     assert rounds >= 5 and int(row["count"]) == 10 * rounds  # 5 rounds of 10, plus extras
     assert len(json.loads(row["round_medians_us"])) == rounds
     assert float(row["canary_median_us"]) > 0 and float(row["normalised_median_us"]) > 0
-    assert float(row["ci_low_us"]) <= float(row["normalised_median_us"]) <= float(
-        row["ci_high_us"]
-    )
+    assert float(row["ci_low_us"]) <= float(row["normalised_median_us"]) <= float(row["ci_high_us"])
     assert row["converged"] in ("True", "False")
     assert row["parity_ok"] == "True"
     assert float(row["conditions_start.loadavg_1m"]) >= 0
@@ -482,8 +492,19 @@ def test_default_protocol_rows_carry_rounds_canary_interval_and_parity(
 
 def test_unconverged_results_are_listed_at_the_end(tmp_path: Path, mlp: Path) -> None:
     run = run_devlab(
-        "--run", mlp, "--out", tmp_path / "out", "--runs", "6", "--rounds", "3",
-        "--precision", "0.0001", "--max-rounds", "4", home=tmp_path,
+        "--run",
+        mlp,
+        "--out",
+        tmp_path / "out",
+        "--runs",
+        "6",
+        "--rounds",
+        "3",
+        "--precision",
+        "0.0001",
+        "--max-rounds",
+        "4",
+        home=tmp_path,
     )
     assert run.returncode == 0, run.describe()
     assert "1 result(s) did not reach the precision target" in run.stderr

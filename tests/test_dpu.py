@@ -141,8 +141,23 @@ def test_run_assets_on_the_agent_end_to_end(agent: AgentProcess, tmp_path: Path)
     config = write_config(tmp_path / "config.toml", [(agent.url, agent.token_file)])
     out = tmp_path / "out"
     run = run_devlab(
-        "--run", MODELS_DIR, "--device", f"dpu:{agent.url}", "--runs", "20", "--rounds", "2",
-        "--warmup", "2", "--precision", "0", "--config", config, "--out", out, home=tmp_path,
+        "--run",
+        MODELS_DIR,
+        "--device",
+        f"dpu:{agent.url}",
+        "--runs",
+        "20",
+        "--rounds",
+        "2",
+        "--warmup",
+        "2",
+        "--precision",
+        "0",
+        "--config",
+        config,
+        "--out",
+        out,
+        home=tmp_path,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
@@ -175,8 +190,17 @@ def test_offline_agent_jobs_wait_then_fail_with_the_reason(tmp_path: Path) -> No
         tmp_path / "config.toml", [(dead, token_file)], offline_timeout_s=1.5, poll_s=0.5
     )
     run = run_devlab(
-        "--run", MLP, "--device", f"dpu:{dead}", "--runtime", "onnxruntime", "--config", config,
-        "--out", tmp_path / "out", home=tmp_path,
+        "--run",
+        MLP,
+        "--device",
+        f"dpu:{dead}",
+        "--runtime",
+        "onnxruntime",
+        "--config",
+        config,
+        "--out",
+        tmp_path / "out",
+        home=tmp_path,
     )
     assert run.returncode == 1
     (row,) = read_results_csv(tmp_path / "out")
@@ -198,9 +222,7 @@ def test_agent_killed_mid_job_fails_it_clearly_and_keeps_what_was_measured(
     lab.discover()
     device_id = f"dpu:{agent.url}"
     first = lab.submit(load_model(MLP), device_id, settings=exact(20))
-    second = lab.submit(
-        load_model(big_model(tmp_path)), device_id, settings=exact(200_000)
-    )
+    second = lab.submit(load_model(big_model(tmp_path)), device_id, settings=exact(200_000))
     lab.start()
     try:
         wait_until(lambda: running_agent_job(agent), "the long job running on the agent")
@@ -227,7 +249,8 @@ def test_agent_back_within_the_retry_budget_reruns_the_job(
     lab.subscribe(recorder)
     lab.discover()
     job = lab.submit(
-        load_model(big_model(tmp_path)), f"dpu:{agent.url}",
+        load_model(big_model(tmp_path)),
+        f"dpu:{agent.url}",
         settings=exact(3000),
     )
     lab.start()
@@ -257,13 +280,32 @@ def test_console_restart_reattaches_to_the_running_agent_job(
     config = write_config(tmp_path / "config.toml", [(agent.url, agent.token_file)])
     model = big_model(tmp_path)
     out = tmp_path / "out"
-    args = ("--run", model, "--device", f"dpu:{agent.url}", "--runs", "4000", "--warmup", "1",
-            "--precision", "0", "--rounds", "1",
-            "--config", config, "--out", out)
+    args = (
+        "--run",
+        model,
+        "--device",
+        f"dpu:{agent.url}",
+        "--runs",
+        "4000",
+        "--warmup",
+        "1",
+        "--precision",
+        "0",
+        "--rounds",
+        "1",
+        "--config",
+        config,
+        "--out",
+        out,
+    )
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(
-            devlab_cmd(*args), cwd=REPO_ROOT, env=devlab_env(tmp_path), stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            devlab_cmd(*args),
+            cwd=REPO_ROOT,
+            env=devlab_env(tmp_path),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         running = wait_until(lambda: running_agent_job(agent), "the job running on the agent")
@@ -287,7 +329,8 @@ def test_cancel_stops_the_agent_job(agent: AgentProcess, tmp_path: Path) -> None
     lab = Lab(store, [dpu_backend(agent.url, agent.token_file)])
     lab.discover()
     job = lab.submit(
-        load_model(big_model(tmp_path)), f"dpu:{agent.url}",
+        load_model(big_model(tmp_path)),
+        f"dpu:{agent.url}",
         settings=exact(200_000),
     )
     lab.start()

@@ -189,7 +189,8 @@ def test_drifting_device_is_flagged(store: Store) -> None:
     drift = store.result(job.id).drift
     assert drift["drifting"] is True and drift["ratio"] == pytest.approx(1.5, rel=0.01)
     flagged = [
-        e for e in recorder.events
+        e
+        for e in recorder.events
         if isinstance(e, DeviceChanged) and e.device.properties.get("drift")
     ]
     assert flagged and flagged[-1].device.properties["drift"]["drifting"] is True
@@ -199,7 +200,12 @@ def test_drifting_device_is_flagged(store: Store) -> None:
 def test_precision_gate_adds_rounds_until_its_cap_on_a_noisy_device(store: Store) -> None:
     device = PhasedDevice([1.0], noise=0.2)  # 20% round-to-round noise the canary cannot see
     settings = JobSettings(
-        warmup=0, runs=20, rounds=4, precision_pct=1.0, max_rounds=9, skip_canary=True,
+        warmup=0,
+        runs=20,
+        rounds=4,
+        precision_pct=1.0,
+        max_rounds=9,
+        skip_canary=True,
         skip_parity=True,
     )
     _, (job,), _ = run_jobs(store, device, [fake_model("noisy")], settings)

@@ -268,7 +268,8 @@ def test_a_tool_that_reports_only_statistics_gives_a_tool_summary(
     backend = ScriptedBackend()
     lab, _ = make_lab(backend)
     job = lab.submit(
-        fake_model("summary"), "fake:a",
+        fake_model("summary"),
+        "fake:a",
         settings=JobSettings(warmup=0, runs=6, rounds=2, precision_pct=0),
     )
 

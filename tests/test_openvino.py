@@ -138,7 +138,7 @@ def test_lab_job_on_openvino_cpu_keeps_every_iteration(tmp_path: Path) -> None:
     try:
         lab.discover()
         lab.start()
-        settings = JobSettings(warmup=2, runs=6, rounds=2, threads=1)
+        settings = JobSettings(warmup=2, runs=6, rounds=2, threads=1, precision_pct=0)
         job = lab.submit(load_model(MLP), "openvino:CPU", settings=settings)
         assert job.runtime == "openvino"
         assert lab.wait_until_idle(timeout=120)

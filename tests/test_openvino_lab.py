@@ -26,7 +26,7 @@ from backends.store import Store
 pytest.importorskip("openvino")
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = JobSettings(warmup=1, runs=5)
+FAST = JobSettings(warmup=1, runs=5, rounds=1, precision_pct=0)
 
 
 def make_venv(folder: Path, with_devlab_packages: bool) -> Path:

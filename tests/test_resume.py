@@ -51,8 +51,18 @@ def run_args(model_dir: Path, out: Path) -> tuple[str | Path, ...]:
     # one round each, no extra rounds: jobs run one after the other, so exactly one is running
     # when the signal lands (interleaved rounds are covered in test_interleave.py)
     return (
-        "--run", model_dir, "--out", out, "--min-seconds", MIN_SECONDS, "--warmup", "1",
-        "--rounds", "1", "--precision", "0",
+        "--run",
+        model_dir,
+        "--out",
+        out,
+        "--min-seconds",
+        MIN_SECONDS,
+        "--warmup",
+        "1",
+        "--rounds",
+        "1",
+        "--precision",
+        "0",
     )
 
 

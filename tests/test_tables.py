@@ -381,7 +381,9 @@ def test_multi_device_runtime_naming(tmp_path, multi_rows, devices):
     assert len(keys) == len(set(keys))  # no collisions
     phone = {row[3]: row[4] for row in table if row[1] == "onnxruntime@adb:R58M"}
     assert {k: v for k, v in phone.items() if k != "Median_Time"} == {
-        "Min_Time": 300.0, "Avg_Time": 310.0, "Max_Time": 320.0
+        "Min_Time": 300.0,
+        "Avg_Time": 310.0,
+        "Max_Time": 320.0,
     }
 
     tables.write_latency_table(tmp_path, multi_rows, devices)
@@ -414,7 +416,9 @@ def test_latency_table_nested_json(tmp_path, rows, devices):
     mbnet = nested["mbnet[[1,3,32,32]]"]["onnxruntime"]
     total = mbnet["Total Inference Time"]
     assert {k: total[k] for k in ("Min_Time", "Avg_Time", "Max_Time")} == {
-        "Min_Time": 10.0, "Avg_Time": 57.0, "Max_Time": 104.0
+        "Min_Time": 10.0,
+        "Avg_Time": 57.0,
+        "Max_Time": 104.0,
     }
     assert mbnet["Forward Propagate"]["Avg_Time"] == 8.4
     assert set(nested["tiny[]"]["onnxruntime"]) == {"Total Inference Time"}

@@ -239,7 +239,8 @@ def fit_estimator(
 ) -> Estimator:
     """Fit ``measured = scale * accumulated + bias`` per (device, runtime) and report it.
 
-    ``stat`` defaults to Median_Time when the table has it, else Avg_Time. ``granularity``
+    ``stat`` defaults to Normalised_Time (the drift-normalised median, where the reference
+    canary ran), else Median_Time, else Avg_Time. ``granularity``
     defaults to the one whose ModuleUIDs the table covers. Architectures with modules missing
     from the table are left out with a warning; fewer than 3 usable points is an error.
     """
@@ -248,7 +249,9 @@ def fit_estimator(
             f"{table.source}: no '{key}' rows; the table has: {', '.join(table.latency_keys())}"
         )
     stats = table.stats(key)
-    stat = stat or ("Median_Time" if "Median_Time" in stats else "Avg_Time")
+    stat = stat or next(
+        s for s in ("Normalised_Time", "Median_Time", "Avg_Time") if s in stats or s == "Avg_Time"
+    )
     if stat not in stats:
         raise EstimatorError(
             f"{table.source}: no {stat} values for '{key}'; it has: {', '.join(stats)}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -79,8 +80,12 @@ def bench(folder: Path, out: Path, args: argparse.Namespace) -> None:
         *args.bench_arg,
     ]
     log = out.with_suffix(".log")
+    # every bench shares one reference-canary history, so their normalised medians share a scale
+    env = {**os.environ, "XDG_DATA_HOME": str(out.parent / "xdg-data")}
     with open(log, "w") as handle:
-        code = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(
+            command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT
+        ).returncode
     if code == 1:
         print(f"   warning: some jobs failed (see {log}); continuing with the rest")
     elif code != 0:
@@ -88,9 +93,10 @@ def bench(folder: Path, out: Path, args: argparse.Namespace) -> None:
 
 
 def medians(results_csv: Path) -> dict[str, float]:
+    """Each model's headline: the drift-normalised median where the canary ran, else the median."""
     with open(results_csv, newline="") as handle:
         return {
-            row["model_sha256"]: float(row["median_us"])
+            row["model_sha256"]: float(row.get("normalised_median_us") or row["median_us"])
             for row in csv.DictReader(handle)
             if row["status"] == "done" and row["median_us"]
         }

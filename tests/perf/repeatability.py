@@ -79,8 +79,18 @@ def devlab_pass(
     started = time.monotonic()
     env = {**os.environ, "XDG_DATA_HOME": str(data_home)}
     command = [
-        sys.executable, "-m", "console.cli", "--run", str(folder), "--device", "host:cpu",
-        "--threads", "1", "--out", str(out), *extra,
+        sys.executable,
+        "-m",
+        "console.cli",
+        "--run",
+        str(folder),
+        "--device",
+        "host:cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        *extra,
     ]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
