@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class DpuConfig:
 
     endpoints: list[Endpoint] = field(default_factory=list)
     browse: bool = False  # also list agents announced with zeroconf (_devlab._tcp)
+    browse_interfaces: list[str] = field(default_factory=list)  # IPv4 addresses; [] = all
+    browse_wait_s: float = 2.0  # how long the first discovery waits for announcements
     token: str | None = None  # token for agents found by browsing
     info_timeout_s: float = 2.0  # how long discovery waits for /v1/info
     retry_s: float = 30.0  # how long a job keeps retrying an agent that stopped answering
@@ -88,15 +91,19 @@ class DpuConfig:
             token = _token(entry, where, base_dir)
             endpoints.append(Endpoint(url, token, entry.get("name")))
         numbers: dict[str, Any] = {}
-        for key in ("info_timeout_s", "retry_s", "poll_s", "offline_timeout_s"):
+        for key in ("info_timeout_s", "retry_s", "poll_s", "offline_timeout_s", "browse_wait_s"):
             if key in raw:
                 value = raw[key]
                 if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                     raise ValueError(f"[dpu] {key} must be a number of seconds >= 0")
                 numbers[key] = float(value)
+        interfaces = raw.get("browse_interfaces", [])
+        if not isinstance(interfaces, list) or not all(isinstance(i, str) for i in interfaces):
+            raise ValueError('[dpu] browse_interfaces: a list of addresses, e.g. ["10.0.0.5"]')
         return cls(
             endpoints=endpoints,
             browse=bool(raw.get("browse", False)),
+            browse_interfaces=list(interfaces),
             token=_token(raw, "[dpu]", base_dir) if ("token" in raw or "token_file" in raw)
             else None,
             **numbers,
@@ -130,21 +137,19 @@ class DpuBackend(DeviceBackend):
     def __init__(self, config: DpuConfig | None = None) -> None:
         self.config = config or DpuConfig()
         self.offline_timeout_s = self.config.offline_timeout_s
-        self._announced: dict[str, Endpoint] = {}
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
-        self._browser: Any = None
+        self._browser: Any = None  # an AgentBrowser; False when it could not start
         self._last_states: dict[str, DeviceState] = {}
         self._last_online: dict[str, Device] = {}  # runners stay known while an agent is away
 
     # -- discovery --------------------------------------------------------------------------
 
     def endpoints(self) -> list[Endpoint]:
-        with self._lock:
-            announced = list(self._announced.values())
+        """Configured agents, then those announced with zeroconf (when browsing)."""
         configured = {e.url for e in self.config.endpoints}
-        return self.config.endpoints + [e for e in announced if e.url not in configured]
+        announced = [e for e in self._announced_endpoints() if e.url not in configured]
+        return self.config.endpoints + announced
 
     def endpoint(self, device_id: str) -> Endpoint:
         for endpoint in self.endpoints():
@@ -153,6 +158,7 @@ class DpuBackend(DeviceBackend):
         raise BenchError(f"{device_id}: no such agent in the config ([[dpu.endpoints]])")
 
     def discover(self) -> list[Device]:
+        self._browse()
         endpoints = self.endpoints()
         if not endpoints:
             return []
@@ -228,9 +234,7 @@ class DpuBackend(DeviceBackend):
         """Poll the agents (and browse zeroconf when asked); call back when one comes or goes."""
         if self._watcher is not None:
             return
-        if self.config.browse:
-            self._start_browsing(on_change)
-        if not self.endpoints() and not self.config.browse:
+        if not self.config.endpoints and not self.config.browse:
             return
 
         def poll() -> None:
@@ -247,33 +251,38 @@ class DpuBackend(DeviceBackend):
         self._watcher = threading.Thread(target=poll, name="devlab-dpu-watch", daemon=True)
         self._watcher.start()
 
-    def _start_browsing(self, on_change: Callable[[], None]) -> None:
+    def _browse(self) -> None:
+        """Start zeroconf browsing once ([dpu] browse); the first time, give announcements a
+        moment to arrive so a one-shot ``devlab devices`` or ``--run`` sees them."""
+        if not self.config.browse or self._browser is not None:
+            return
         try:
             from backends.agent.discovery import AgentBrowser
-        except ImportError:  # zeroconf missing: config endpoints still work
-            log.warning("zeroconf browsing asked ([dpu] browse) but zeroconf is not installed")
-            return
 
-        def announced(urls: list[tuple[str, dict[str, Any]]]) -> None:
-            with self._lock:
-                self._announced = {
-                    normalise_url(url): Endpoint(
-                        normalise_url(url), self.config.token, props.get("board"), "zeroconf"
-                    )
-                    for url, props in urls
-                }
-            on_change()
-
-        try:
-            self._browser = AgentBrowser(on_change=announced)
-            self._browser.start()
-        except Exception:
+            self._browser = AgentBrowser(self.config.browse_interfaces or None).start()
+        except Exception:  # zeroconf missing or no multicast: configured agents still work
             log.exception("zeroconf browsing could not start; configured agents still work")
-            self._browser = None
+            self._browser = False
+            return
+        deadline = time.monotonic() + self.config.browse_wait_s
+        while time.monotonic() < deadline and not self._browser.endpoints():
+            time.sleep(0.1)
+
+    def _announced_endpoints(self) -> list[Endpoint]:
+        if not self._browser:
+            return []
+        found = []
+        for announcement in self._browser.endpoints():
+            try:
+                url = normalise_url(announcement.url)
+            except ValueError:
+                continue
+            found.append(Endpoint(url, self.config.token, announcement.board or None, "zeroconf"))
+        return found
 
     def close(self) -> None:
         self._stop.set()
-        if self._browser is not None:
+        if self._browser:
             self._browser.stop()
 
     # -- sessions ---------------------------------------------------------------------------

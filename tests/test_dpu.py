@@ -118,6 +118,31 @@ def test_wrong_token_is_unauthorized_and_missing_token_says_what_to_add(
     assert "token_file" in device.properties["offline_reason"]
 
 
+def test_an_advertised_agent_is_found_by_zeroconf_browsing(tmp_path: Path) -> None:
+    board = f"zc-board-{os.getpid()}-{time.monotonic_ns() % 100000}"
+    agent = start_agent(tmp_path / "zc-home", extra=["--advertise", "--board", board])
+    try:
+        backend = DpuBackend(
+            DpuConfig(
+                browse=True, token=TOKEN, browse_interfaces=["127.0.0.1"], browse_wait_s=10.0
+            )
+        )
+        try:
+            devices = wait_until(
+                lambda: [d for d in backend.discover() if d.properties.get("board") == board],
+                "the announced agent",
+                timeout=30,
+            )
+        finally:
+            backend.close()
+    finally:
+        agent.stop()
+    (device,) = devices
+    assert device.id == f"dpu:{agent.url}"
+    assert device.state is DeviceState.ONLINE and device.runtimes == ["onnxruntime"]
+    assert device.properties["source"] == "zeroconf"
+
+
 def test_config_endpoints_are_read_with_token_files(tmp_path: Path) -> None:
     token_file = tmp_path / "t.token"
     token_file.write_text("abc\n")
