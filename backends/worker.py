@@ -337,11 +337,14 @@ class DeviceWorker(threading.Thread):
     def _round(self, run: JobRun, iterations: int | None, probe: CanaryProbe) -> None:
         job = run.job
         assert run.session is not None
-        # no canary inside a power job's energy window: its runs would count as the model's
-        canary = None if job.settings.skip_canary or job.settings.power else probe.measure(job)
         number = len(run.rounds.sizes) + 1
         planned = len(run.plan)
         phase = f"round {number}/{planned}" if number <= planned else f"extra round {number}"
+        done, total = sum(run.rounds.sizes), job.settings.runs
+        # a cancel or shutdown is honoured between rounds too, however short they are
+        self._progress(job, phase, done, total, min(1.0, done / total) if total else 0.0)
+        # no canary inside a power job's energy window: its runs would count as the model's
+        canary = None if job.settings.skip_canary or job.settings.power else probe.measure(job)
         callback = self._iteration_callback(
             job, phase, len(run.rounds.latencies), run.rounds.latencies, job.settings.runs,
             time.monotonic(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ class PhasedDevice(DeviceBackend):
         self.open = 0
         self._phase = 0
         self.outputs_scale = 1.0  # parity: 1.0 is faithful, anything else is perturbed
+        self.after_round: Callable[[str], None] | None = None  # called with the model name
 
     def slowdown(self) -> float:
         return self.slowdowns[self._phase % len(self.slowdowns)]
@@ -93,6 +94,8 @@ class PhasedSession(BenchSession):
                 else:
                     device.round_log.append(self.model.name)
                     device._phase += 1  # the machine changes pace after each round
+            if self.model.name != "canary" and device.after_round is not None:
+                device.after_round(self.model.name)
 
     def outputs(self, feeds: dict) -> list:
         import onnxruntime as ort
@@ -155,6 +158,29 @@ def test_rounds_of_waiting_jobs_interleave_one_round_at_a_time(store: Store) -> 
     assert device.canary_runs == len(log)  # the canary before every round
     for job in jobs:
         assert store.result(job.id).round_sizes == [3, 3, 3, 3]
+
+
+def test_cancel_between_short_rounds_ends_that_job_only(store: Store) -> None:
+    device = PhasedDevice([1.0])
+    lab = Lab(store, [device], log_dir=store.path.parent / "logs")
+    lab.discover()
+    lab.pause()
+    lab.start()
+    settings = JobSettings(warmup=0, runs=20, rounds=10, precision_pct=0, skip_parity=True)
+    victim, other = (lab.submit(fake_model(n), "phased:a", settings=settings) for n in ("v", "o"))
+
+    def cancel_after_first_round(name: str) -> None:
+        if name == "v" and device.round_log.count("v") == 1:
+            lab.cancel(victim.id)  # rounds of 2 runs: far shorter than a progress tick
+
+    device.after_round = cancel_after_first_round
+    lab.resume()
+    assert lab.wait_until_idle(timeout=WAIT_S)
+    lab.shutdown()
+    assert store.job(victim.id).state is JobState.CANCELLED
+    assert device.round_log.count("v") <= 2  # stopped at the next round, not after ten
+    assert store.job(other.id).state is JobState.DONE
+    assert store.result(other.id).round_sizes == [2] * 10
 
 
 def test_canary_normalisation_removes_synthetic_drift(store: Store) -> None:
