@@ -385,3 +385,14 @@ def test_cli_space_commands(tmp_path: Path) -> None:
         "space", "sample", str(CIFAR), "--n", "2", "--seed", "1", "--out", str(tmp_path / "s")
     )
     assert code == 0 and len(list((tmp_path / "s").glob("*.onnx"))) == 2
+
+
+def test_pareto_front_keeps_the_most_macs_for_each_latency() -> None:
+    import numpy as np
+
+    from backends.space.plots import _pareto
+
+    macs = np.array([10.0, 20.0, 15.0, 30.0, 25.0])
+    latency = np.array([1.0, 2.0, 2.5, 3.0, 3.5])
+    # 15 MACs at 2.5 ms is beaten by 20 MACs at 2.0 ms; 25 at 3.5 by 30 at 3.0
+    assert list(_pareto(macs, latency)) == [0, 1, 3]

@@ -48,8 +48,9 @@ def plot_predicted_vs_measured(fit: Fit, path: str | Path) -> Path:
 
 
 def plot_latency_vs_macs(fits: Sequence[Fit], path: str | Path) -> Path:
-    """Measured latency against MACs per device with the Pareto front (the lowest latency at
-    each MAC budget) as a step line; Pearson r says how well MACs alone predict latency."""
+    """Measured latency against MACs per device with the Pareto front (the architectures no
+    other one beats with more MACs at a lower latency: the most capacity for a latency budget)
+    as a step line; Pearson r says how well MACs alone predict latency."""
     fig, ax = _figure()
     drawn = False
     for index, fit in enumerate(fits):
@@ -64,28 +65,32 @@ def plot_latency_vs_macs(fits: Sequence[Fit], path: str | Path) -> Path:
             macs, latency, s=16, color=color, label=f"{fit.runtime} on {fit.device} (r={r:.2f})"
         )
         front = _pareto(macs, latency)
-        ax.step(macs[front], latency[front], where="post", color=color, lw=1, alpha=0.8)
+        ax.step(macs[front], latency[front], where="pre", color=color, lw=1, alpha=0.8)
         drawn = True
     if not drawn:
         ax.text(0.5, 0.5, "no MACs recorded", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("MACs (millions)")
     ax.set_ylabel("measured latency (ms)")
-    ax.set_title("sampled architectures: latency vs MACs (line: Pareto front)", fontsize=9)
+    ax.set_title(
+        "sampled architectures: latency vs MACs (line: Pareto front, most MACs per latency)",
+        fontsize=9,
+    )
     if drawn:
         ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
-def _pareto(cost: np.ndarray, latency: np.ndarray) -> np.ndarray:
-    """Indices (by cost) of points no other point beats on both cost and latency."""
-    order = np.lexsort((latency, cost))
+def _pareto(macs: np.ndarray, latency: np.ndarray) -> np.ndarray:
+    """Indices, by latency, of the points no other point beats with more MACs and a lower
+    latency (MACs standing for capacity: the NAS trade-off)."""
+    order = np.lexsort((-macs, latency))
     front: list[int] = []
-    best = np.inf
+    best = -np.inf
     for i in order:
-        if latency[i] < best:
+        if macs[i] > best:
             front.append(int(i))
-            best = latency[i]
+            best = macs[i]
     return np.array(front, dtype=int)
 
 
