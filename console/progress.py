@@ -107,12 +107,27 @@ class ProgressView:
         self.console.print(Text.assemble((state, colour), " ", detail))
 
 
+def numeric_order(columns: set[str]) -> list[str]:
+    """The statistics columns of the summary, in reading order."""
+    return [c for c in ("median", "±95%", "normalised", "p90", "cv", "runs") if c in columns]
+
+
+def _half_width(result: Result | None) -> str:
+    """The precision gate's 95% interval as +-%, marked when it did not converge."""
+    if result is None or result.ci_half_width_pct is None:
+        return "-"
+    mark = "" if result.converged is not False else " !"
+    return f"±{result.ci_half_width_pct:.1f}%{mark}"
+
+
 def summary_table(rows: Sequence[tuple[Job, Result | None]]) -> Table:
     """One line per job: where it ran, its state and its main statistics."""
     table = Table(title="devlab results", title_justify="left")
-    for column in ("model", "device", "runtime", "status", "median", "p90", "cv", "runs"):
-        numeric = column in {"median", "p90", "cv", "runs"}
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=numeric)
+    numeric = {"median", "±95%", "normalised", "p90", "cv", "runs"}
+    for column in ("model", "device", "runtime", "status", *numeric_order(numeric)):
+        table.add_column(
+            column, justify="right" if column in numeric else "left", no_wrap=column in numeric
+        )
     style = {JobState.DONE: "green", JobState.FAILED: "red", JobState.CANCELLED: "yellow"}
     for job, result in rows:
         stats = result.stats if result else None
@@ -122,6 +137,8 @@ def summary_table(rows: Sequence[tuple[Job, Result | None]]) -> Table:
             job.runtime,
             f"[{style.get(job.state, 'white')}]{job.state.value}[/]",
             format_us(stats.median if stats else None),
+            _half_width(result),
+            format_us(result.normalised_median_us if result else None),
             format_us(stats.p90 if stats else None),
             f"{stats.cv:.1%}" if stats and stats.cv is not None else "-",
             str(stats.count) if stats else "-",
