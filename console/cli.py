@@ -32,6 +32,8 @@ examples:
   devlab virtual phone            (an emulated phone on 127.0.0.1 for demos and tests)
   devlab agent --token-file F --runner onnxruntime   (serve this machine to other consoles)
   devlab --run assets/models --device dpu:http://board:8055   (a configured agent)
+  devlab scheduler / devlab worker tcp://HOST:8786   (a lab on several hosts, Dask)
+  devlab --run assets/models --cluster tcp://HOST:8786 --device host:cpu@lab1
 """
 
 
@@ -99,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the results as JSON on stdout instead of a table"
     )
     parser.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="queue on a devlab cluster (the tcp://HOST:PORT `devlab scheduler` prints)",
+    )
     return parser
 
 
@@ -129,11 +136,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             from console.space_cli import run_space_tool
 
             return run_space_tool(args, err)
+        if args[:1] in (["scheduler"], ["worker"]):
+            from console.cluster_cli import run_cluster_tool
+
+            return run_cluster_tool(args, err)
         if args[:1] == ["compare"]:
             from console.compare_cli import run_compare_tool
 
             return run_compare_tool(args, err)
         parsed = build_parser().parse_args(args)
+        if parsed.cluster:
+            from console.cluster_cli import run_cluster_command, run_cluster_tui
+
+            if parsed.run:
+                return run_cluster_command(parsed, err)
+            return run_cluster_tui(parsed.cluster, parsed.out, _config(parsed.config))
         if not parsed.run:
             from console.tui import run_tui  # the only path that loads textual
 

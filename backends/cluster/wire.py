@@ -1,0 +1,99 @@
+"""What crosses the cluster's wires: topic names, scheduler handler names, and Lab events as
+JSON text.
+
+Dask carries messages as msgpack, which turns lists into tuples; records therefore travel as
+JSON text and come back as exactly the dataclasses that left. A finished job's event carries
+no result (a result holds every iteration, and the scheduler keeps recent events in memory):
+consoles fetch it from the dispatcher's store.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from backends.events import (
+    DeviceAdded,
+    DeviceChanged,
+    DeviceRemoved,
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobFinished,
+    JobProgress,
+    JobQueued,
+    JobStarted,
+    LogLine,
+    PowerSamples,
+)
+from backends.records import Device, Job, Result
+
+WORKER_TOPIC = "devlab-worker"  # workers -> dispatcher: devices, job started, progress, logs
+LAB_TOPIC = "devlab-lab"  # dispatcher -> consoles: every Lab event, in order
+PLUGIN_NAME = "devlab-lab-host"  # the WorkerPlugin that holds a worker's devices
+DISPATCHER_NAME = "devlab-dispatcher"  # the SchedulerPlugin
+
+
+def cancel_event_name(job_id: str) -> str:
+    """The ``distributed.Event`` a running job watches for a cancel request."""
+    return f"devlab-cancel-{job_id}"
+
+
+def task_key(job_id: str, attempt: int, dispatch: int) -> str:
+    """The Dask key of one hand-out of one attempt: never reused, so a re-queued job never
+    meets an earlier task's result."""
+    return f"devlab-{job_id}-{attempt}-{dispatch}"
+
+
+def job_of_key(key: str) -> str:
+    """The job id in a ``task_key``."""
+    return key.removeprefix("devlab-").rsplit("-", 2)[0]
+
+
+_EVENTS: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        DeviceAdded,
+        DeviceChanged,
+        DeviceRemoved,
+        JobQueued,
+        JobStarted,
+        JobProgress,
+        JobFinished,
+        JobFailed,
+        JobCancelled,
+        LogLine,
+        PowerSamples,
+    )
+}
+
+
+def encode_event(event: Event) -> str:
+    """A Lab event as JSON text (a finished job's result is left out, see the module doc)."""
+    fields: dict[str, Any] = {"type": type(event).__name__}
+    for name, value in vars(event).items():
+        if isinstance(value, Job | Device):
+            fields[name] = value.to_dict()
+        elif isinstance(value, Result):
+            fields[name] = None
+        elif isinstance(value, tuple):
+            fields[name] = list(value)
+        else:
+            fields[name] = value
+    return json.dumps(fields)
+
+
+def decode_event(text: str, result: Result | None = None) -> Event:
+    """The event ``encode_event`` wrote; ``result`` fills a finished job's."""
+    fields = json.loads(text)
+    cls = _EVENTS[fields.pop("type")]
+    if "job" in fields:
+        fields["job"] = Job.from_dict(fields["job"])
+    if "device" in fields:
+        fields["device"] = Device.from_dict(fields["device"])
+    if cls is JobFinished:
+        fields["result"] = result
+    for name in ("recent_us", "watts"):
+        if name in fields:
+            fields[name] = tuple(fields[name])
+    return cls(**fields)

@@ -1,0 +1,267 @@
+"""What does the cluster cost per job, and how busy does it keep the devices?
+(targets: overhead_ms <= 20, utilisation_pct >= 95)
+
+Real processes on 127.0.0.1: ``devlab scheduler`` (with its dispatcher and store) and four
+workers, each offering one device whose sessions sleep ``--iteration-ms`` per iteration (a
+stand-in device: the figure is devlab's and Dask's overhead, not a model's speed). A console
+(``ClusterLab``) uploads ``--jobs / 4`` distinct models and queues each on every device with
+dispatch paused, then resumes dispatch and waits for the last result.
+
+Measures:
+- ``busy`` of a job: from the worker opening the job's session to its result being built on
+  the worker (``Result.conditions_start["t"]`` .. ``conditions_end["t"]``, wall clock).
+- ``makespan``: from resuming dispatch to the console receiving the last JobFinished event.
+- ``utilisation_pct`` = 100 x (sum of busy) / (devices x makespan).
+- ``overhead_ms`` = (devices x makespan - sum of busy) / jobs: the device time per job spent
+  outside the job (claiming it from the store, Dask scheduling, fetching its model once per
+  host, returning its result, writing it to the store), including the start and the tail.
+
+Last line: ``RESULT overhead_ms=<x> utilisation_pct=<y>``.
+Usage: python tests/perf/cluster_dispatch.py [--jobs 200] [--workers 4] [--job-ms 250]
+       [--iteration-ms 10] [--prefetch 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from backends.cluster.client import ClusterLab  # noqa: E402
+from backends.device import (  # noqa: E402
+    BenchSession,
+    DeviceBackend,
+    IterationCallback,
+    SessionInfo,
+    Timed,
+)
+from backends.events import JobFinished  # noqa: E402
+from backends.records import Device, Job, JobSettings, Model  # noqa: E402
+
+TOOL = (
+    "import sys; from rich.console import Console; "
+    "from console.cluster_cli import run_cluster_tool; "
+    "sys.exit(run_cluster_tool(sys.argv[1:], Console(stderr=True)))"
+)
+
+
+class SleepSession(BenchSession):
+    def __init__(self, iteration_s: float) -> None:
+        self.iteration_s = iteration_s
+        self.info = SessionInfo(load_us=0.0, first_inference_us=0.0, tool="sleep", tool_version="1")
+
+    def warmup(self, iterations: int) -> None:
+        time.sleep(iterations * self.iteration_s)
+
+    def run(
+        self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
+    ) -> Timed:
+        latencies: list[float] = []
+        for done in range(1, (iterations or 1) + 1):
+            time.sleep(self.iteration_s)
+            latencies.append(self.iteration_s * 1e6)
+            on_iteration(done, latencies)
+        return Timed(latencies)
+
+
+class SleepBackend(DeviceBackend):
+    """One stand-in device, ``bench:<host>``; conditions carry wall-clock timestamps."""
+
+    kind = "bench"
+    supports_canary = False
+
+    def __init__(self, host: str, iteration_s: float) -> None:
+        self.host = host
+        self.iteration_s = iteration_s
+
+    def discover(self) -> list[Device]:
+        return [Device(id=f"bench:{self.host}", kind=self.kind, name="bench", runtimes=["rt"])]
+
+    def conditions(self, device: Device) -> dict[str, Any]:
+        return {"t": time.time()}
+
+    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
+        return SleepSession(self.iteration_s)
+
+
+def serve_worker(address: str, name: str, work_dir: Path, iteration_s: float) -> None:
+    """The ``--worker`` mode: a devlab worker whose only device is a SleepBackend's."""
+    import logging
+
+    from backends.cluster.lab_host import DeviceHost
+    from backends.cluster.services import lab_worker
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    host = DeviceHost(name, [SleepBackend(name, iteration_s)], work_dir)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        async with lab_worker(address, host, nthreads=4):
+            print("ready", flush=True)
+            await stop.wait()
+
+    try:
+        asyncio.run(run())
+    finally:
+        host.close()
+
+
+def start(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=open(log, "w"),  # noqa: SIM115 - the child keeps it
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line:
+        raise SystemExit(f"{args[:4]} did not start:\n{log.read_text()}")
+    return proc, line
+
+
+def measure(options: argparse.Namespace, folder: Path) -> tuple[float, float]:
+    processes: list[subprocess.Popen] = []
+    try:
+        scheduler, line = start(
+            [
+                sys.executable,
+                "-c",
+                TOOL,
+                "scheduler",
+                "--port",
+                "0",
+                "--out",
+                str(folder / "cluster"),
+                "--prefetch",
+                str(options.prefetch),
+            ],
+            folder / "scheduler.log",
+        )
+        processes.append(scheduler)
+        address = line.rsplit(" ", 1)[1]
+        for index in range(options.workers):
+            worker, _ = start(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    address,
+                    "--name",
+                    f"w{index}",
+                    "--work-dir",
+                    str(folder / f"w{index}"),
+                    "--iteration-ms",
+                    str(options.iteration_ms),
+                ],
+                folder / f"w{index}.log",
+            )
+            processes.append(worker)
+        return run_jobs(options, folder, address)
+    finally:
+        for proc in reversed(processes):
+            proc.send_signal(signal.SIGTERM)
+        for proc in processes:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def run_jobs(options: argparse.Namespace, folder: Path, address: str) -> tuple[float, float]:
+    lab = ClusterLab(address)
+    finished: list[float] = []
+    done = threading.Condition()
+
+    def on_event(event: object) -> None:
+        if isinstance(event, JobFinished):
+            with done:
+                finished.append(time.monotonic())
+                done.notify_all()
+
+    lab.subscribe(on_event)
+    try:
+        devices = [f"bench:w{i}" for i in range(options.workers)]
+        while not set(devices) <= {d.id for d in lab.discover()}:
+            time.sleep(0.05)
+        runs = max(1, round(options.job_ms / options.iteration_ms))
+        settings = JobSettings(
+            warmup=0, runs=runs, rounds=1, precision_pct=0, skip_canary=True, skip_parity=True
+        )
+        lab.pause()
+        per_device = options.jobs // options.workers
+        for index in range(per_device):
+            model = model_file(folder / "models", index)
+            for device in devices:
+                lab.submit(model, device, settings=settings)
+        total = per_device * len(devices)
+        started = time.monotonic()
+        lab.resume()
+        with done:
+            while len(finished) < total:
+                done.wait(timeout=5)
+        makespan = max(finished) - started
+        busy = {device: 0.0 for device in devices}
+        for job, result in lab.rows():
+            assert result is not None, job
+            busy[job.device_id] += result.conditions_end["t"] - result.conditions_start["t"]
+        capacity = len(devices) * makespan
+        total_busy = sum(busy.values())
+        print(f"jobs {total} on {len(devices)} devices, {runs} x {options.iteration_ms} ms each")
+        print(
+            f"makespan {makespan:.2f} s; busy per device: "
+            + ", ".join(f"{d} {b:.2f} s" for d, b in busy.items())
+        )
+        return (capacity - total_busy) / total * 1e3, 100.0 * total_busy / capacity
+    finally:
+        lab.shutdown()
+
+
+def model_file(folder: Path, index: int) -> Model:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"m{index}.onnx"
+    data = f"stand-in model {index}".encode()
+    path.write_bytes(data)
+    return Model(path=str(path), name=path.stem, sha256=hashlib.sha256(data).hexdigest())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--job-ms", type=float, default=250.0)
+    parser.add_argument("--iteration-ms", type=float, default=10.0)
+    parser.add_argument("--prefetch", type=int, default=2)
+    parser.add_argument("--worker", metavar="ADDRESS", help=argparse.SUPPRESS)
+    parser.add_argument("--name", help=argparse.SUPPRESS)
+    parser.add_argument("--work-dir", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.worker:
+        serve_worker(
+            options.worker, options.name, Path(options.work_dir), options.iteration_ms / 1e3
+        )
+        return
+    with tempfile.TemporaryDirectory(prefix="devlab-cluster-perf-") as tmp:
+        overhead_ms, utilisation = measure(options, Path(tmp))
+    print(
+        f"dispatch overhead per job: {overhead_ms:.1f} ms; device utilisation: {utilisation:.1f} %"
+    )
+    print(f"RESULT overhead_ms={overhead_ms:.1f} utilisation_pct={utilisation:.1f}")
+
+
+if __name__ == "__main__":
+    main()
