@@ -81,6 +81,28 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------
 
+    def release(self, job_id: str) -> Job:
+        """Give back a claimed job that never started (a cluster host left before starting a
+        prefetched job): queued again, its attempt uncounted."""
+        with self._mutex, self._transaction():
+            self._db.execute(
+                "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), "
+                "started_at = NULL, finished_at = NULL, error = NULL "
+                "WHERE id = ? AND state = 'running'",
+                (job_id,),
+            )
+            return self._get(job_id)
+
+    def queued_on(self, device_id: str) -> list[Job]:
+        """The queued jobs of one device, in queue order (the dispatch index, no full scan)."""
+        with self._mutex:
+            rows = self._db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' AND device_id = ? "
+                "ORDER BY priority, seq",
+                (device_id,),
+            ).fetchall()
+        return [_job_from_row(row) for row in rows]
+
     def add_job(self, job: Job, key: str) -> tuple[Job, bool]:
         """Insert ``job`` unless a job with the same ``key`` exists; returns (job, inserted)."""
         with self._mutex, self._transaction():

@@ -22,7 +22,7 @@ import platformdirs
 from rich.console import Console
 
 from backends.config import Config, ConfigError, load_config
-from backends.store import STORE_FILE, StoreLocked
+from backends.store import STORE_FILE, Store, StoreLocked
 from console.exit_codes import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -150,7 +150,6 @@ def run_cluster_tool(args: list[str], err: Console) -> int:
 
 
 def scheduler_command(parsed: argparse.Namespace, err: Console) -> int:
-    from backends.cluster.cluster_store import ClusterStore
     from backends.cluster.services import cluster_security
 
     _quiet_dask(parsed.verbose)
@@ -161,7 +160,7 @@ def scheduler_command(parsed: argparse.Namespace, err: Console) -> int:
     security = cluster_security(_tls(parsed), "scheduler")
     out = Path(parsed.out) if parsed.out else Path(platformdirs.user_data_dir("devlab")) / "cluster"
     try:
-        store = ClusterStore(out / STORE_FILE)
+        store = Store(out / STORE_FILE)
     except StoreLocked as error:
         raise UsageError(str(error)) from None
     except OSError as error:

@@ -22,14 +22,13 @@ from typing import Any, TypeVar
 from distributed import Client
 
 from backends.cluster.client import ClusterLab
-from backends.cluster.cluster_store import ClusterStore
 from backends.cluster.dispatcher import Dispatcher
 from backends.cluster.lab_host import DeviceHost
 from backends.cluster.services import TlsFiles, cluster_security, lab_scheduler, lab_worker
 from backends.device import BenchSession, DeviceBackend, IterationCallback, SessionInfo, Timed
 from backends.events import Event
 from backends.records import Device, Job, JobSettings, Model
-from backends.store import STORE_FILE
+from backends.store import STORE_FILE, Store
 
 T = TypeVar("T")
 WAIT_S = 30.0
@@ -199,7 +198,7 @@ class InProcessCluster:
         self.folder = folder
         self.tls = tls
         self.log = SessionLog()
-        self.store = ClusterStore(folder / "dispatcher" / STORE_FILE)
+        self.store = Store(folder / "dispatcher" / STORE_FILE)
         self.loop = LoopThread()
         self.workers: dict[str, LabWorker] = {}
         self.labs: list[ClusterLab] = []

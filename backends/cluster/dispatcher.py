@@ -35,7 +35,6 @@ from distributed import Client, Event, Future, KilledWorker
 from distributed.client import FutureCancelledError
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from backends.cluster.cluster_store import ClusterStore
 from backends.cluster.console_api import console_handlers
 from backends.cluster.model_files import ModelFiles
 from backends.cluster.registry import ClusterDevices, DeviceRegistry
@@ -62,6 +61,7 @@ from backends.events import (
 )
 from backends.lab import Lab
 from backends.records import Device, Job, JobState, Result
+from backends.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Dispatcher(SchedulerPlugin):
 
     def __init__(
         self,
-        store: ClusterStore,
+        store: Store,
         grace_s: float = DEFAULT_GRACE_S,
         prefetch: int = DEFAULT_PREFETCH,
         security: Any = None,

@@ -17,10 +17,10 @@ from typing import Any
 from distributed import Scheduler, Worker
 from distributed.security import Security
 
-from backends.cluster.cluster_store import ClusterStore
 from backends.cluster.dispatcher import DEFAULT_GRACE_S, DEFAULT_PREFETCH, Dispatcher
 from backends.cluster.lab_host import DeviceHost
 from backends.cluster.remote import DEFAULT_POLL_S, LabHostPlugin
+from backends.store import Store
 
 DEFAULT_PORT = 8786
 DEFAULT_NTHREADS = 16  # task threads; each device runs one job at a time whatever this is
@@ -64,7 +64,7 @@ def cluster_security(tls: TlsFiles | None, role: str) -> Security | None:
 
 @contextlib.asynccontextmanager
 async def lab_scheduler(
-    store: ClusterStore,
+    store: Store,
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     grace_s: float = DEFAULT_GRACE_S,
