@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from backends.agent_client import (
     AgentClient,
     AgentRefused,
@@ -324,6 +326,7 @@ class DpuSession(BenchSession):
         self._rounds: list[Timed] = []
         self._parts = 0
         self._agent_job: str | None = None
+        self._outputs: list[np.ndarray] | None = None
 
     def warmup(self, iterations: int) -> None:
         """The agent warms up inside its own job (the model lives there, not here)."""
@@ -359,6 +362,8 @@ class DpuSession(BenchSession):
             "threads": self.job.settings.threads or 1,
             "client_key": client_key(self.job, self._parts),
         }
+        if self._parts == 0 and not self.job.settings.skip_parity:
+            settings["outputs"] = True  # runners that can (onnxruntime) return them for parity
         self._parts += 1
         recent: list[float] = []
         self._done = 0
@@ -461,6 +466,8 @@ class DpuSession(BenchSession):
             str(result.get("tool") or self.info.tool),
             str(result.get("tool_version") or ""),
         )
+        if result.get("outputs"):
+            self._outputs = _decode_outputs(result["outputs"])
         rounds: list[Timed] = []
         for entry in result.get("rounds", []):
             latencies = [float(x) for x in entry.get("latencies_us") or []]
@@ -472,6 +479,11 @@ class DpuSession(BenchSession):
             raise BenchError(f"{self.device.id}: the agent returned no rounds")
         return rounds
 
+    def outputs(self, feeds: dict[str, Any]) -> list[np.ndarray] | None:
+        """The outputs the agent computed for the parity input (the same fixed input devlab's
+        parity check uses), or None when its runner returns none."""
+        return self._outputs
+
     def cancel(self) -> None:
         """The operator cancelled: stop the agent's job too (a shutdown leaves it running)."""
         if self._agent_job is None:
@@ -480,6 +492,17 @@ class DpuSession(BenchSession):
             self.client.cancel(self._agent_job)
         except (AgentRefused, AgentUnreachable) as error:
             log.warning("%s: cancelling agent job %s: %s", self.device.id, self._agent_job, error)
+
+
+def _decode_outputs(entries: Any) -> list[np.ndarray] | None:
+    """Outputs as the agent sends them (shape, dtype, flat data), or None if malformed."""
+    try:
+        return [
+            np.asarray(e["data"], dtype=np.dtype(e["dtype"])).reshape(e["shape"]) for e in entries
+        ]
+    except (KeyError, TypeError, ValueError):
+        log.warning("the agent's outputs are malformed; no parity check")
+        return None
 
 
 def _number(value: Any) -> float | None:

@@ -88,6 +88,7 @@ def test_end_to_end_with_events(agent: AgentThread) -> None:
         "threads": 1,
         "seconds": None,
         "client_key": None,
+        "outputs": False,
     }
 
     seen = list(events(agent.url, job_id))

@@ -194,6 +194,8 @@ def test_run_assets_on_the_agent_end_to_end(agent: AgentProcess, tmp_path: Path)
         assert row["count"] == "20"
         assert row["stats_source"] == "iterations"
         assert float(row["median_us"]) > 0
+        # the agent returned its outputs for the parity input: they match host ONNX Runtime
+        assert row["parity_ok"] == "True" and float(row["parity_cosine"]) > 0.9999
         assert row["tool"].startswith("onnxruntime") or "agent" in row["tool"]
     jobs = agent.jobs()
     assert len(jobs) == len(rows)  # one agent job per devlab job, none run twice

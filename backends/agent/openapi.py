@@ -76,6 +76,12 @@ SCHEMAS: dict[str, Any] = {
                     "description": "run time of time-based tools (vitis-test-performance)",
                 }
             ),
+            "outputs": {
+                "type": "boolean",
+                "default": False,
+                "description": "also return the model's outputs for devlab's fixed parity "
+                "input (onnxruntime runner), so the console can compare them with its own",
+            },
             "client_key": _nullable(
                 {
                     "type": "string",
@@ -126,6 +132,20 @@ SCHEMAS: dict[str, Any] = {
                 "required": ["fps", "e2e_mean_us", "dpu_mean_us", "threads"],
             },
             "notes": {"type": "array", "items": STRING},
+            "outputs": _nullable(
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "shape": {"type": "array", "items": INTEGER},
+                            "dtype": STRING,
+                            "data": {"type": "array", "items": NUMBER},
+                        },
+                        "required": ["shape", "dtype", "data"],
+                    },
+                }
+            ),
         }
     ),
     "Progress": _obj(

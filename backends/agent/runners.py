@@ -62,6 +62,7 @@ class RunnerResult:
     first_inference_us: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    outputs: list[dict[str, Any]] | None = None  # for the parity input, when asked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +94,9 @@ class Runner(ABC):
         cancel: threading.Event,
     ) -> RunnerResult:
         """Benchmark ``model_path``; raise RunnerError on failure, RunnerCancelled on cancel."""
+
+
+MAX_OUTPUT_ELEMENTS = 1_000_000  # outputs sent back for parity; larger ones are skipped
 
 
 def iteration_summary(latencies_us: list[float]) -> dict[str, Any]:
@@ -154,6 +158,12 @@ class OnnxRuntimeRunner(Runner):
             latencies = self._timed(session.run, feeds, count, reporter)
             rounds.append(RoundResult(latencies, iteration_summary(latencies)))
         reporter.flush()
+        notes = (
+            ["seconds does not apply to onnxruntime: rounds set the iteration counts"]
+            if settings.seconds is not None
+            else []
+        )
+        outputs = _parity_outputs(session, model, notes) if settings.outputs else None
         return RunnerResult(
             stats_source=ITERATIONS,
             rounds=rounds,
@@ -167,11 +177,8 @@ class OnnxRuntimeRunner(Runner):
                 "dpu_mean_us": None,
                 "threads": settings.threads,
             },
-            notes=(
-                ["seconds does not apply to onnxruntime: rounds set the iteration counts"]
-                if settings.seconds is not None
-                else []
-            ),
+            notes=notes,
+            outputs=outputs,
         )
 
     @staticmethod
@@ -185,6 +192,22 @@ class OnnxRuntimeRunner(Runner):
             latencies.append((end - start) / 1e3)
             reporter.step(done, latencies)
         return latencies
+
+
+def _parity_outputs(session: Any, model: Any, notes: list[str]) -> list[dict[str, Any]] | None:
+    """The outputs for devlab's fixed parity input, as JSON, or None (with a note) when they
+    are too large to send back."""
+    from backends.parity import parity_inputs
+
+    outputs = session.run(None, parity_inputs(model))
+    elements = sum(int(out.size) for out in outputs)
+    if elements > MAX_OUTPUT_ELEMENTS:
+        notes.append(f"outputs not returned: {elements} elements (limit {MAX_OUTPUT_ELEMENTS})")
+        return None
+    return [
+        {"shape": list(out.shape), "dtype": str(out.dtype), "data": out.ravel().tolist()}
+        for out in outputs
+    ]
 
 
 class _Reporter:

@@ -19,7 +19,7 @@ MAX_THREADS = 256
 MAX_SECONDS = 3600.0
 DEFAULT_WARMUP = 10
 DEFAULT_ROUNDS = (50,)
-FIELDS = ("runner", "warmup", "rounds", "threads", "seconds", "client_key")
+FIELDS = ("runner", "warmup", "rounds", "threads", "seconds", "client_key", "outputs")
 
 
 class SettingsError(ValueError):
@@ -36,6 +36,7 @@ class JobSettingsIn:
     threads: int = 1
     seconds: float | None = None
     client_key: str | None = None
+    outputs: bool = False  # also return the outputs for devlab's fixed parity input
 
     @property
     def runs(self) -> int:
@@ -80,6 +81,12 @@ def parse_settings(text: str | None, runners: Sequence[str], default_runner: str
         settings.threads = _int("threads", data["threads"], 1, MAX_THREADS)
     if data.get("seconds") is not None:
         settings.seconds = _seconds(data["seconds"])
+    if "outputs" in data:
+        if not isinstance(data["outputs"], bool):
+            raise SettingsError(
+                f"settings.outputs must be true or false, got {_json_type(data['outputs'])}"
+            )
+        settings.outputs = data["outputs"]
     if data.get("client_key") is not None:
         key = data["client_key"]
         if not isinstance(key, str) or not CLIENT_KEY.fullmatch(key):
