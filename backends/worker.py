@@ -222,19 +222,13 @@ class DeviceWorker(threading.Thread):
         if timeout is None or offline_for_s < timeout:
             return
         reason = self.device.properties.get("offline_reason") or "no answer"
+        error = (
+            f"{self.device.id} has been {self.device.state} for {offline_for_s:.0f} s "
+            f"({reason}); the job did not run. Retry it when the device is back"
+        )
         for job in self.store.jobs([JobState.QUEUED]):
             if job.device_id == self.device.id:
-                self.events.publish(
-                    JobFailed(
-                        self.store.fail(
-                            job.id,
-                            f"{self.device.id} has been {self.device.state} for "
-                            f"{offline_for_s:.0f} s ({reason}); the job did not run. "
-                            "Retry it when the device is back",
-                        ),
-                        "device offline",
-                    )
-                )
+                self.events.publish(JobFailed(self.store.fail(job.id, error), error))
 
     # -- a batch ---------------------------------------------------------------------------
 
