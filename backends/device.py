@@ -2,8 +2,10 @@
 
 A backend discovers its devices and opens *bench sessions*: a model loaded on a device with
 a runtime, ready to run timed rounds. The device worker drives sessions round by round
-(warmup, rounds of timed runs, optional per-layer profiling), so rounds of several jobs can be
-interleaved later without changing this contract.
+(warmup, rounds of timed runs, optional per-layer profiling) and interleaves the rounds of the
+jobs waiting for one device, so a session must stay usable between its rounds. A session that
+can hand back its outputs (``outputs(feeds) -> list[np.ndarray] | None``) gets output parity
+against host ONNX Runtime.
 """
 
 from __future__ import annotations
