@@ -1031,3 +1031,16 @@ async def test_unplugging_a_device_mid_run_shows_its_job_queued_again(
         assert messages.states(job.id)[-1] is JobState.QUEUED
         assert "0 running" in status_text(app)
         assert app.is_running
+
+
+def test_a_drifting_device_is_marked_in_the_devices_view() -> None:
+    from console.views.devices import device_cells, device_detail
+
+    drift = {"drifting": True, "ratio": 1.5, "reason": "drifting: slower, canary +50.0%"}
+    device = Device(id="adb:X", kind="android", name="Phone", properties={"drift": drift})
+    state = device_cells(device)[3]
+    assert "online drifting x1.50" in state.plain
+    steady = Device(id="adb:Y", kind="android", name="Phone")
+    assert device_cells(steady)[3].plain == "online"
+    detail = device_detail(device)
+    assert any("canary +50.0%" in str(cell) for column in detail.columns for cell in column.cells)
