@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from backends.device import (
     BenchError,
@@ -179,6 +182,25 @@ class OpenVinoSession(BenchSession):
             return run_runner(argv, self.timeout_s)
         except BenchError as error:
             raise BenchError(f"{self.model.path} on {self.device}: {error}") from error
+
+    def outputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The device's outputs for ``feeds`` (output parity): one more runner process that
+        also runs them once and saves what the device computed."""
+        with tempfile.TemporaryDirectory(prefix="devlab-openvino-parity-") as folder:
+            inputs, outputs = Path(folder) / "inputs.npz", Path(folder) / "outputs.npz"
+            names = list(feeds)
+            np.savez(inputs, **{f"in_{i}": feeds[name] for i, name in enumerate(names)})
+            Path(f"{inputs}.names.json").write_text(json.dumps(names))
+            argv = runner_command(
+                self.python, self.model.path, self.device, 0, 1, None, self.threads, self.select
+            )
+            argv += ["--parity-inputs", str(inputs), "--parity-outputs", str(outputs)]
+            try:
+                run_runner(argv, self.timeout_s)
+            except BenchError as error:
+                raise BenchError(f"{self.model.path} on {self.device}: {error}") from error
+            with np.load(outputs) as data:
+                return [data[f"out_{i}"] for i in range(len(data.files))]
 
     def warmup(self, iterations: int) -> None:
         # Each round is a fresh process, so the warmup runs there, right before the timing.

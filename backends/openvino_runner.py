@@ -135,7 +135,12 @@ class CoreBackend:
         def infer():
             request.infer(feeds)
 
-        return infer, read - started, compiled_at - read
+        def outputs_for(given):
+            request.infer(given)
+            count = len(compiled.outputs)
+            return [np.array(request.get_output_tensor(i).data) for i in range(count)]
+
+        return infer, read - started, compiled_at - read, outputs_for
 
 
 class IECoreBackend:
@@ -186,7 +191,11 @@ class IECoreBackend:
         def infer():
             executable.infer(inputs=feeds)
 
-        return infer, read - started, compiled_at - read
+        def outputs_for(given):
+            result = executable.infer(inputs=given)
+            return [np.array(result[name]) for name in network.outputs]
+
+        return infer, read - started, compiled_at - read, outputs_for
 
 
 def _open_openvino():
@@ -232,7 +241,9 @@ def measure(args):
     rng = np.random.default_rng(0) if hasattr(np.random, "default_rng") else None
     if rng is None:  # numpy < 1.17 (old Python 3.6 environments)
         rng = _LegacyRng(np)
-    infer, read_s, compile_s = backend.load(args.model, device, args.threads, np, rng)
+    infer, read_s, compile_s, outputs_for = backend.load(
+        args.model, device, args.threads, np, rng
+    )
     clock = time.perf_counter
     try:
         start = clock()
@@ -250,6 +261,8 @@ def measure(args):
             latencies.append((end - start) * 1e6)
             if deadline is not None and end >= deadline:
                 break
+        if args.parity_inputs:
+            _write_parity_outputs(np, args, outputs_for)
     except RunnerError:
         raise
     except Exception as error:
@@ -269,6 +282,16 @@ def measure(args):
         "python": platform.python_version(),
         "model": args.model,
     }
+
+
+def _write_parity_outputs(np, args, outputs_for):
+    """Run devlab's fixed parity input once and save the outputs, in the model's order."""
+    with open(args.parity_inputs + ".names.json") as handle:
+        names = json.load(handle)
+    with np.load(args.parity_inputs) as data:
+        given = {name: data[f"in_{index}"] for index, name in enumerate(names)}
+    outputs = outputs_for(given)
+    np.savez(args.parity_outputs, **{f"out_{i}": out for i, out in enumerate(outputs)})
 
 
 class _LegacyRng:
@@ -291,6 +314,8 @@ def parse_args(argv):
     parser.add_argument("--min-seconds", type=float, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--select", default=None, help="pick the device whose name contains this")
+    parser.add_argument("--parity-inputs", default=None, help="npz of the parity input")
+    parser.add_argument("--parity-outputs", default=None, help="where to save the outputs (npz)")
     args = parser.parse_args(argv)
     if args.runs is None and args.min_seconds is None:
         args.runs = 100

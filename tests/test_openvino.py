@@ -148,6 +148,13 @@ def test_lab_job_on_openvino_cpu_keeps_every_iteration(tmp_path: Path) -> None:
         assert len(result.latencies_us) == 6 and result.round_sizes == [3, 3]
         assert result.stats_source == "iterations"
         assert result.stats.count == 6
+        # output parity: the device's outputs for the fixed input against host ONNX Runtime
+        parity = result.parity
+        assert parity is not None and parity["top1_agree"] is True
+        assert parity["cosine"] > 0.999 and parity["max_abs_diff"] is not None
+        differ = [w for w in result.warnings if w.startswith("outputs differ")]
+        # a CPU with bf16 makes OpenVINO compute in bf16 by default: flagged, with the figures
+        assert bool(differ) is (parity["ok"] is False)
     finally:
         lab.shutdown(interrupt=True, timeout=10)
         store.close()
