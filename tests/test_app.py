@@ -713,8 +713,13 @@ async def test_devices_follow_hot_plug(make_lab: LabFactory):
 
         plug.plug("plug:1")
         await wait_for(pilot, lambda: has_row(app, "#devices-table", "plug:1"), "plugged row")
-        added = [m for m in messages.of(DevicesChanged) if "plug:1" in {d.id for d in m.devices}]
-        assert added, "no DevicesChanged message named the new device"
+
+        def added() -> list:
+            return [m for m in messages.of(DevicesChanged) if "plug:1" in {d.id for d in m.devices}]
+
+        # the table is redrawn in the tick that applies the events; the message is posted
+        # then and handled a moment later
+        await wait_for(pilot, added, "a DevicesChanged message naming the new device")
         assert cell(app, "#devices-table", "plug:1", "name") == "Plugged plug:1"
         assert cell(app, "#devices-table", "plug:1", "state") == "online"
         assert "2 device(s)" in status_text(app)
@@ -724,8 +729,12 @@ async def test_devices_follow_hot_plug(make_lab: LabFactory):
         await wait_for(
             pilot, lambda: not has_row(app, "#devices-table", "plug:1"), "unplugged row gone"
         )
-        after = messages.of(DevicesChanged)[seen:]
-        assert after and "plug:1" not in {d.id for d in after[-1].devices}
+        await wait_for(
+            pilot,
+            lambda: messages.of(DevicesChanged)[seen:]
+            and "plug:1" not in {d.id for d in messages.of(DevicesChanged)[-1].devices},
+            "a DevicesChanged message without the unplugged device",
+        )
         assert has_row(app, "#devices-table", HOST_DEVICE_ID)
         assert "1 device(s)" in status_text(app)
 
