@@ -129,6 +129,18 @@ class JobRun:
             return normalise_rounds(medians, self.canaries)  # type: ignore[arg-type]
         return list(medians)
 
+    def fraction(self, done: int, round_elapsed_s: float = 0.0) -> float:
+        """The whole job's progress, 0..1, so a live bar never falls back between rounds:
+        iterations against ``runs``, or planned rounds (each ``seconds_per_round`` long)."""
+        settings = self.job.settings
+        if settings.runs:
+            return min(1.0, done / settings.runs)
+        per_round = self.seconds_per_round
+        if not per_round:
+            return 0.0
+        into_round = min(1.0, round_elapsed_s / per_round)
+        return min(1.0, (len(self.rounds.sizes) + into_round) / len(self.plan))
+
     @property
     def seconds_per_round(self) -> float | None:
         settings = self.job.settings
@@ -336,12 +348,17 @@ class DeviceWorker(threading.Thread):
         phase = f"round {number}/{planned}" if number <= planned else f"extra round {number}"
         done, total = sum(run.rounds.sizes), job.settings.runs
         # a cancel or shutdown is honoured between rounds too, however short they are
-        self._progress(job, phase, done, total, min(1.0, done / total) if total else 0.0)
+        self._progress(job, phase, done, total, run.fraction(done))
         # no canary inside a power job's energy window: its runs would count as the model's
         canary = None if job.settings.skip_canary or job.settings.power else probe.measure(job)
         callback = self._iteration_callback(
-            job, phase, len(run.rounds.latencies), run.rounds.latencies, job.settings.runs,
+            job,
+            phase,
+            len(run.rounds.latencies),
+            run.rounds.latencies,
+            job.settings.runs,
             time.monotonic(),
+            run.fraction,
         )
         timed = run.session.run(iterations, run.seconds_per_round, callback)
         if timed.count == 0:
@@ -571,10 +588,11 @@ class DeviceWorker(threading.Thread):
         previous: list[float],
         total: int | None,
         started: float,
+        fraction_of: Callable[[int, float], float],
     ) -> Callable[[int, list[float]], None]:
-        """A cheap per-iteration hook: checks for stop requests and reports a few times a second."""
+        """A cheap per-iteration hook: checks for stop requests and reports a few times a second.
+        ``fraction_of(iterations done, seconds into the round)`` is the whole job's progress."""
         next_report = time.monotonic() + PROGRESS_INTERVAL_S
-        min_seconds = job.settings.min_seconds
         reported = 0
 
         def on_iteration(done: int, latencies: list[float]) -> None:
@@ -586,12 +604,7 @@ class DeviceWorker(threading.Thread):
             if self._interrupting.is_set() or job.id in self._cancelled:
                 raise JobInterrupted(job.id)
             count = offset + done
-            if total:
-                fraction = min(1.0, count / total)
-            elif min_seconds:
-                fraction = min(1.0, (now - started) / min_seconds)
-            else:
-                fraction = 0.0
+            fraction = fraction_of(count, now - started)
             median, p90 = live_median_p90(previous + latencies if offset else latencies)
             recent = tuple(latencies[max(reported, done - RECENT_CAP) : done])
             reported = done

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from conftest import fake_model
 from helpers import MODELS_DIR, make_mlp
 
 from backends.device import BenchSession, DeviceBackend, IterationCallback, SessionInfo, Timed
-from backends.events import DeviceChanged, Event
+from backends.events import DeviceChanged, Event, JobProgress
 from backends.host import HOST_DEVICE_ID, HostBackend
 from backends.lab import Lab
 from backends.models import load_model
@@ -158,6 +159,58 @@ def test_rounds_of_waiting_jobs_interleave_one_round_at_a_time(store: Store) -> 
     assert device.canary_runs == len(log)  # the canary before every round
     for job in jobs:
         assert store.result(job.id).round_sizes == [3, 3, 3, 3]
+
+
+class ClockedDevice(PhasedDevice):
+    """Sessions that run for the round's seconds (``min_seconds``), 2 ms per iteration."""
+
+    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
+        return ClockedSession(self, model)
+
+
+class ClockedSession(PhasedSession):
+    def run(
+        self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
+    ) -> Timed:
+        assert iterations is None and min_seconds is not None
+        latencies: list[float] = []
+        end = time.monotonic() + min_seconds
+        while time.monotonic() < end:
+            time.sleep(0.002)
+            latencies.append(2000.0)
+            on_iteration(len(latencies), latencies)
+        return Timed(latencies)
+
+    def close(self) -> None:
+        pass
+
+
+def test_time_based_progress_covers_the_whole_job_and_never_falls_back(store: Store) -> None:
+    """With ``min_seconds`` the bar runs once from 0 to 1 over all rounds, not once per round."""
+    settings = JobSettings(
+        warmup=0,
+        runs=None,
+        min_seconds=2.5,
+        rounds=5,
+        precision_pct=0,
+        skip_parity=True,
+        skip_canary=True,
+    )
+    _, jobs, recorder = run_jobs(store, ClockedDevice([1.0]), [fake_model("a")], settings)
+    assert store.job(jobs[0].id).state is JobState.DONE
+    fractions = [
+        (event.phase, event.fraction)
+        for event in recorder.events
+        if isinstance(event, JobProgress) and event.phase.startswith("round")
+    ]
+    phases = sorted({phase for phase, _ in fractions})
+    assert phases == [f"round {n}/5" for n in range(1, 6)]
+    values = [fraction for _, fraction in fractions]
+    assert values == sorted(values), fractions  # never falls back at a round's start
+    assert values[0] == 0.0 and values[-1] >= 0.8
+    # at the start of round n the bar already shows the n - 1 rounds done
+    starts = {phase: fraction for phase, fraction in reversed(fractions)}
+    assert starts["round 3/5"] == pytest.approx(0.4)
 
 
 def test_cancel_between_short_rounds_ends_that_job_only(store: Store) -> None:
