@@ -378,6 +378,26 @@ def input_specs(model: Model) -> list[tuple[str, list[int]]]:
     ]
 
 
+def output_specs(model: Model) -> list[tuple[str, list[int] | None]]:
+    """``(name, shape)`` of each graph output in graph order (shape None when not static)."""
+    import onnx
+
+    try:
+        graph = onnx.load(model.path, load_external_data=False).graph
+    except Exception as error:  # noqa: BLE001 - onnx raises DecodeError and friends
+        raise BenchError(f"{model.path}: cannot read the model's outputs: {error}") from error
+    specs: list[tuple[str, list[int] | None]] = []
+    for value in graph.output:
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        specs.append((value.name, dims if dims and all(d > 0 for d in dims) else None))
+    return specs
+
+
+def raw_output_name(output: str) -> str:
+    """The file snpe-net-run writes an output to inside ``Result_N/``."""
+    return (output.replace("/", "_").replace(":", "_") or "output") + ".raw"
+
+
 def random_raw(shape: Sequence[int], seed: int) -> bytes:
     """float32 random normal values in SNPE's raw format (the bytes of the array)."""
     rng = np.random.default_rng(seed)
@@ -611,11 +631,7 @@ class SnpeSession(BenchSession):
         paths: dict[str, str] = {}
         for position, (name, shape) in enumerate(input_specs(self.model)):
             data = random_raw(shape, _seed(self.model, position))
-            local = self._tmp / f"input_{position}.raw"
-            local.write_bytes(data)
-            remote = f"{self.workdir}/snpe/inputs/{hashlib.sha256(data).hexdigest()[:24]}.raw"
-            self._push(local, remote)
-            paths[name] = remote
+            paths[name] = self._push_raw(data, f"input_{position}")
         if not paths:
             raise BenchError(f"{self.model.path}: the model has no inputs to feed snpe-net-run")
         self._line = input_list_line(paths)
@@ -623,14 +639,23 @@ class SnpeSession(BenchSession):
     def _input_list(self, count: int) -> str:
         """The remote input list of ``count`` lines (pushed once per content)."""
         if count not in self._lists:
-            text = "\n".join([self._line] * count) + "\n"
-            local = self._tmp / f"input_list_{count}.txt"
-            local.write_text(text, encoding="utf-8")
-            digest = hashlib.sha256(text.encode()).hexdigest()[:24]
-            remote = f"{self.workdir}/snpe/lists/{digest}.txt"
-            self._push(local, remote)
-            self._lists[count] = remote
+            self._lists[count] = self._push_list([self._line] * count, f"input_list_{count}")
         return self._lists[count]
+
+    def _push_list(self, lines: list[str], stem: str) -> str:
+        text = "\n".join(lines) + "\n"
+        local = self._tmp / f"{stem}.txt"
+        local.write_text(text, encoding="utf-8")
+        remote = f"{self.workdir}/snpe/lists/{hashlib.sha256(text.encode()).hexdigest()[:24]}.txt"
+        self._push(local, remote)
+        return remote
+
+    def _push_raw(self, data: bytes, stem: str) -> str:
+        local = self._tmp / f"{stem}.raw"
+        local.write_bytes(data)
+        remote = f"{self.workdir}/snpe/inputs/{hashlib.sha256(data).hexdigest()[:24]}.raw"
+        self._push(local, remote)
+        return remote
 
     # -- one snpe-net-run ------------------------------------------------------------------
 
@@ -663,21 +688,28 @@ class SnpeSession(BenchSession):
             return "SNPEDiag_0.log"
         return max(logs, key=lambda e: (e.mtime.timestamp() if e.mtime else 0, e.path)).path
 
+    def _next_output_dir(self) -> str:
+        self._passes += 1
+        return f"{self.workdir}/snpe/out/{self._tag}-{os.getpid()}-{self._passes}"
+
+    def _net_run(self, input_list: str, output_dir: str, profiling_level: str) -> None:
+        """One snpe-net-run on the phone; a non-zero exit is a BenchError with its last lines."""
+        argv = self.net_run_argv(input_list, output_dir, profiling_level)
+        result = self.adb.shell2(shlex.join(argv), timeout=self.config.command_timeout_s)
+        if result.returncode != 0:
+            lines = [line for line in result.output.splitlines() if line.strip()]
+            raise BenchError(
+                f"{self.device_id}: {NET_RUN} failed (exit {result.returncode}): "
+                + " | ".join(lines[-4:])
+            )
+
     def _execute(self, count: int, profiling_level: str) -> _Pass:
         """Run snpe-net-run over ``count`` input lines, pull and decode its diag log."""
-        self._passes += 1
-        output_dir = f"{self.workdir}/snpe/out/{self._tag}-{os.getpid()}-{self._passes}"
+        output_dir = self._next_output_dir()
         local_log = self._tmp / f"SNPEDiag-{self._passes}.log"
         try:
             with self._on_phone("running snpe-net-run"):
-                argv = self.net_run_argv(self._input_list(count), output_dir, profiling_level)
-                result = self.adb.shell2(shlex.join(argv), timeout=self.config.command_timeout_s)
-                if result.returncode != 0:
-                    lines = [line for line in result.output.splitlines() if line.strip()]
-                    raise BenchError(
-                        f"{self.device_id}: {NET_RUN} failed (exit {result.returncode}): "
-                        + " | ".join(lines[-4:])
-                    )
+                self._net_run(self._input_list(count), output_dir, profiling_level)
                 name = self._find_log(output_dir)
                 if name is None:
                     raise BenchError(
@@ -733,6 +765,44 @@ class SnpeSession(BenchSession):
         summary = _stats(runs, total["mean"], total["mean"], total["mean"])
         on_iteration(summary.count, [])
         return Timed([], summary=summary)
+
+    def outputs(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The model's outputs for ``feeds`` as the phone computes them (output parity): one
+        input line of float32 raw files, then ``Result_0/<output>.raw`` pulled back. SNPE
+        writes every output as float32 and names the file after the output with ``/`` and
+        ``:`` replaced by ``_``; each is reshaped to the ONNX output's shape when it fits."""
+        paths: dict[str, str] = {}
+        for position, (name, shape) in enumerate(input_specs(self.model)):
+            if name not in feeds:
+                raise BenchError(f"{self.model.path}: the parity input has no {name!r}")
+            data = np.asarray(feeds[name], dtype=np.float32).reshape(shape).tobytes()
+            paths[name] = self._push_raw(data, f"parity_{position}")
+        output_dir = self._next_output_dir()
+        pulled = self._tmp / f"outputs-{self._passes}"
+        pulled.mkdir()
+        wanted = output_specs(self.model)
+        try:
+            with self._on_phone("reading the model's outputs"):
+                input_list = self._push_list([input_list_line(paths)], "parity")
+                self._net_run(input_list, output_dir, "off")
+                written = {entry.path for entry in self.adb.sync.list(f"{output_dir}/Result_0")}
+                for name, _ in wanted:
+                    file = raw_output_name(name)
+                    if file not in written:
+                        raise BenchError(
+                            f"{self.device_id}: {NET_RUN} wrote no {file} for output {name!r} "
+                            f"(found: {', '.join(sorted(written - {'.', '..'})) or 'nothing'})"
+                        )
+                    self.adb.sync.pull(f"{output_dir}/Result_0/{file}", str(pulled / file))
+        finally:
+            with contextlib.suppress(*VANISHED):
+                self.adb.shell(shlex.join(["rm", "-rf", output_dir]), timeout=30)
+        values = []
+        for name, shape in wanted:
+            flat = np.fromfile(pulled / raw_output_name(name), dtype=np.float32)
+            fits = shape is not None and int(np.prod(shape)) == flat.size
+            values.append(flat.reshape(shape) if fits else flat)
+        return values
 
     def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile | None:
         folder = Path(log_dir)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import adbutils
+import numpy as np
 import pytest
 from adb_fixtures import (  # noqa: F401
     adb_server,
@@ -26,6 +27,7 @@ from adb_fixtures import (  # noqa: F401
 from backends.android import AndroidBackend, AndroidConfig
 from backends.device import BenchError
 from backends.models import load_model
+from backends.parity import compare_outputs, parity_inputs, reference_outputs
 from backends.records import Job, JobSettings, Model
 from backends.runtimes.snpe import parse_diagview
 from backends.snpe_session import (
@@ -181,6 +183,30 @@ def test_cpu_session_times_and_profiles(
     assert pushed_bin.is_file() and pushed_bin.stat().st_mode & 0o111
     assert (phone_dir(virtual_phone, session.remote_lib) / "libSNPE.so").is_file()
     assert not session._tmp.exists()
+
+
+def test_outputs_come_back_from_the_phone_for_parity(
+    virtual_phone: VirtualPhone,  # noqa: F811
+    virtual_device: adbutils.AdbDevice,  # noqa: F811
+    pusher: Callable[[str, str, int], None],
+    config: SnpeConfig,
+) -> None:
+    model = load_model(MODELS / "mnv2_cifar32.onnx")
+    job = make_job(model, "snpe-gpu", f"adb:{virtual_phone.serial}")
+    session = SnpeSession(virtual_device, job.device_id, job, model, config, pusher)
+    try:
+        feeds = parity_inputs(model)
+        got = session.outputs(feeds)
+        expected = reference_outputs(model.path, feeds)
+        assert [g.shape for g in got] == [e.shape for e in expected]
+        report = compare_outputs(expected, got)
+        assert report.ok and report.top1_agree is True and report.cosine > 0.9999
+        # a different input gives different outputs: they really come from this input
+        other = {name: value + 1.0 for name, value in feeds.items()}
+        assert not np.allclose(session.outputs(other)[0], got[0])
+    finally:
+        session.close()
+    assert list(phone_dir(virtual_phone, f"{WORKDIR}/snpe/out").iterdir()) == []
 
 
 def test_dsp_with_clip_ranges_goes_through_quantize(
