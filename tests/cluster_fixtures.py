@@ -14,7 +14,7 @@ import hashlib
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from backends.cluster.lab_host import DeviceHost
 from backends.cluster.services import TlsFiles, cluster_security, lab_scheduler, lab_worker
 from backends.device import BenchSession, DeviceBackend, IterationCallback, SessionInfo, Timed
 from backends.events import Event
+from backends.power import MonitorLink
 from backends.records import Device, Job, JobSettings, Model
 from backends.store import STORE_FILE, Store
 
@@ -57,6 +58,7 @@ class Session:
     started: float
     ended: float | None = None
     completed: bool = False  # every planned iteration ran
+    running: bool = False  # inside run(): timed iterations (what a power monitor would see)
 
 
 @dataclass
@@ -69,6 +71,11 @@ class SessionLog:
     def add(self, session: Session) -> None:
         with self.lock:
             self.sessions.append(session)
+
+    def busy(self, host: str) -> bool:
+        """Whether a session on ``host`` is running timed iterations now."""
+        with self.lock:
+            return any(s.host == host and s.running for s in self.sessions)
 
     def for_job(self, job_id: str) -> list[Session]:
         with self.lock:
@@ -104,11 +111,15 @@ class SleepSession(BenchSession):
         self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
     ) -> Timed:
         latencies: list[float] = []
-        for done in range(1, (iterations or 1) + 1):
-            start = time.perf_counter()
-            time.sleep(self.backend.iteration_s)
-            latencies.append((time.perf_counter() - start) * 1e6)
-            on_iteration(done, latencies)
+        self.record.running = True
+        try:
+            for done in range(1, (iterations or 1) + 1):
+                start = time.perf_counter()
+                time.sleep(self.backend.iteration_s)
+                latencies.append((time.perf_counter() - start) * 1e6)
+                on_iteration(done, latencies)
+        finally:
+            self.record.running = False
         self.record.completed = True
         return Timed(latencies)
 
@@ -228,9 +239,10 @@ class InProcessCluster:
         device_ids: tuple[str, ...] = ("host:cpu",),
         aliases: dict[str, str] | None = None,
         iteration_s: float = ITERATION_S,
+        power_links: Sequence[MonitorLink] = (),
     ) -> SleepBackend:
         backend = SleepBackend(name, self.log, device_ids, iteration_s)
-        host = DeviceHost(name, [backend], self.folder / f"worker-{name}", aliases)
+        host = DeviceHost(name, [backend], self.folder / f"worker-{name}", aliases, power_links)
 
         async def start() -> LabWorker:
             stack = contextlib.AsyncExitStack()

@@ -43,9 +43,12 @@ from backends.events import (
     JobQueued,
     JobStarted,
     LogLine,
+    PowerSamples,
 )
 from backends.lab import LabError
-from backends.records import DeviceState, Job, JobState
+from backends.power import MonitorLink
+from backends.records import DeviceState, Job, JobSettings, JobState
+from backends.virtual.monsoon import VirtualMonsoon
 
 SHARED = {"sim:gpu0": "host:cpu"}
 
@@ -382,3 +385,54 @@ def test_a_tls_cluster_runs_jobs_and_refuses_plain_connections(tmp_path: Path) -
             ClusterLab(cluster.address.replace("tls://", "tcp://"), timeout=2)
     finally:
         cluster.close()
+
+
+def test_a_hosts_power_monitor_streams_to_the_console(cluster: InProcessCluster) -> None:
+    """A Monsoon on lab host P (a virtual one on a pty) powers its host:cpu: the console gets
+    its live readings as ``monsoon:77@P`` at the relay rate, and the energy per inference,
+    measured on P from the full-rate trace, comes back with the result."""
+    baseline_w, active_w = 0.5, 2.5
+    monsoon = VirtualMonsoon(
+        serial_number=77,
+        load=lambda: 1.0 if cluster.log.busy("P") else 0.0,
+        baseline_w=baseline_w,
+        active_w=active_w,
+        noise_w=0.0,
+    ).start()
+    try:
+        cluster.add_worker("P", power_links=[MonitorLink(device_id="host:cpu", port=monsoon.port)])
+        lab = cluster.open_lab()
+        recorder = Recorder()
+        lab.subscribe(recorder)
+        wait_for(lambda: "host:cpu@P" in {d.id for d in lab.discover()}, what="P's device")
+        settings = JobSettings(
+            warmup=0,
+            runs=100,
+            rounds=1,
+            precision_pct=0,
+            skip_canary=True,
+            skip_parity=True,
+            power=True,
+            power_baseline_s=0.5,
+        )
+        job = lab.submit(
+            model_file(cluster.folder / "models", "powered"), "host:cpu@P", settings=settings
+        )
+        assert lab.wait_until_idle(timeout=60)
+    finally:
+        monsoon.stop()
+    stored, result = store_rows(cluster)[job.id]
+    assert stored.state is JobState.DONE, stored.error
+    samples = recorder.of(PowerSamples)
+    assert samples and {s.monitor_id for s in samples} == {"monsoon:77@P"}
+    assert all(s.interval_s == pytest.approx(1 / 500) for s in samples)  # 5 kHz relayed at 500 Hz
+    watts = [w for s in samples for w in s.watts]
+    assert min(watts) == pytest.approx(baseline_w, rel=0.02)
+    assert max(watts) == pytest.approx(active_w, rel=0.02)
+    power = result.power
+    assert power is not None and power["baseline_w"] == pytest.approx(baseline_w, rel=0.02)
+    # the device draws (active - baseline) for the whole timed window: about 10 ms a run
+    seconds = power["timed_window"][1] - power["timed_window"][0]
+    implied_mj = (active_w - baseline_w) * seconds / result.stats.count * 1000
+    assert power["energy_per_inference_mj"] == pytest.approx(implied_mj, rel=0.05)
+    assert 15 < power["energy_per_inference_mj"] < 30

@@ -22,9 +22,9 @@ from typing import Any
 
 from backends.cluster.model_files import ModelFileError, ModelFiles
 from backends.cluster.resources import cluster_device_id, resource_name
-from backends.cluster.wire import encode_event
+from backends.cluster.wire import encode_event, relay_power
 from backends.device import DeviceBackend
-from backends.events import Event, EventBus, JobProgress, JobStarted, LogLine
+from backends.events import Event, EventBus, JobProgress, JobStarted, LogLine, PowerSamples
 from backends.lab import discover_devices
 from backends.power import MonitorLink, PowerManager
 from backends.records import Device, DeviceState, Job, JobState
@@ -228,7 +228,8 @@ class DeviceHost:
     # -- events ----------------------------------------------------------------------------
 
     def _forward(self, event: Event) -> None:
-        """Progress and log lines go to the dispatcher; outcomes travel as the task's result."""
+        """Progress, log lines and live power readings go to the dispatcher; outcomes travel as
+        the task's result."""
         if isinstance(event, JobStarted):
             self.emit(
                 {
@@ -240,3 +241,5 @@ class DeviceHost:
             )
         elif isinstance(event, JobProgress | LogLine):
             self.emit({"kind": "event", "event": encode_event(event)})
+        elif isinstance(event, PowerSamples):
+            self.emit({"kind": "event", "event": encode_event(relay_power(event, self.name))})

@@ -9,8 +9,11 @@ consoles fetch it from the dispatcher's store.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
+
+import numpy as np
 
 from backends.events import (
     DeviceAdded,
@@ -66,6 +69,30 @@ _EVENTS: dict[str, type[Event]] = {
         PowerSamples,
     )
 }
+
+
+RELAY_POWER_HZ = 500.0  # live power readings a lab host relays: enough for a live plot
+
+
+def relay_power(event: PowerSamples, host: str, max_hz: float = RELAY_POWER_HZ) -> PowerSamples:
+    """A lab host's power batch as consoles get it: the monitor named ``<id>@<host>`` (two
+    hosts may both have a ``monsoon:1``) and at most ``max_hz`` readings a second, each the
+    mean of the samples it stands for. The host keeps the full-rate trace for the energy."""
+    step = max(1, int(round(1.0 / (event.interval_s * max_hz)))) if event.interval_s > 0 else 1
+    watts = event.watts
+    if step > 1 and watts:
+        values = np.asarray(watts, dtype=np.float64)
+        whole = values.size // step * step
+        means = values[:whole].reshape(-1, step).mean(axis=1).tolist()
+        if whole < values.size:
+            means.append(float(values[whole:].mean()))
+        watts = tuple(means)
+    return dataclasses.replace(
+        event,
+        monitor_id=f"{event.monitor_id}@{host}",
+        interval_s=event.interval_s * step,
+        watts=watts,
+    )
 
 
 def encode_event(event: Event) -> str:
