@@ -18,6 +18,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check backends console tests assets
+	$(BIN)/ruff format --check backends console tests assets
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

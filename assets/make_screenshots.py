@@ -76,8 +76,9 @@ async def capture(out: Path, workdir: Path) -> None:
             long_run = JobSettings(warmup=5, runs=None, min_seconds=6, rounds=3)
             queue_paths(lab, [models / "mnv2_224.onnx"], ["host:cpu"], settings=long_run)
             await pilot.press("3")
-            await wait_for(pilot, lambda: any(
-                j.state is JobState.RUNNING for j in app.state.jobs.values()))
+            await wait_for(
+                pilot, lambda: any(j.state is JobState.RUNNING for j in app.state.jobs.values())
+            )
             await pilot.pause(3.0)
             app.save_screenshot(path=str(out), filename="live.svg")
             await pilot.press("2")

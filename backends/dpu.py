@@ -85,7 +85,7 @@ class DpuConfig:
         for index, entry in enumerate(raw.get("endpoints", [])):
             where = f"[[dpu.endpoints]] #{index + 1}"
             if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
-                raise ValueError(f"{where}: needs url = \"http://HOST:PORT\"")
+                raise ValueError(f'{where}: needs url = "http://HOST:PORT"')
             try:
                 url = normalise_url(entry["url"])
             except ValueError as error:
@@ -106,7 +106,8 @@ class DpuConfig:
             endpoints=endpoints,
             browse=bool(raw.get("browse", False)),
             browse_interfaces=list(interfaces),
-            token=_token(raw, "[dpu]", base_dir) if ("token" in raw or "token_file" in raw)
+            token=_token(raw, "[dpu]", base_dir)
+            if ("token" in raw or "token_file" in raw)
             else None,
             **numbers,
         )
@@ -173,7 +174,11 @@ class DpuBackend(DeviceBackend):
                 self._last_online[device.id] = device
             elif known is not None:  # keep what it offered, so jobs can wait for it
                 device = Device(
-                    device.id, device.kind, known.name, device.state, list(known.runtimes),
+                    device.id,
+                    device.kind,
+                    known.name,
+                    device.state,
+                    list(known.runtimes),
                     {**known.properties, **device.properties},
                 )
             devices.append(device)
@@ -186,9 +191,16 @@ class DpuBackend(DeviceBackend):
         base = {"url": endpoint.url, "source": endpoint.source}
         if not endpoint.token:
             return Device(
-                endpoint.device_id, self.kind, name, DeviceState.UNAUTHORIZED, [],
-                {**base, "offline_reason": "no token configured for this agent "
-                 "(add token or token_file to its [[dpu.endpoints]] entry, or [dpu] token)"},
+                endpoint.device_id,
+                self.kind,
+                name,
+                DeviceState.UNAUTHORIZED,
+                [],
+                {
+                    **base,
+                    "offline_reason": "no token configured for this agent "
+                    "(add token or token_file to its [[dpu.endpoints]] entry, or [dpu] token)",
+                },
             )
         client = AgentClient(endpoint.url, endpoint.token, self.config.info_timeout_s)
         try:
@@ -196,12 +208,20 @@ class DpuBackend(DeviceBackend):
         except AgentRefused as error:
             state = DeviceState.UNAUTHORIZED if error.status == 401 else DeviceState.OFFLINE
             return Device(
-                endpoint.device_id, self.kind, name, state, [],
+                endpoint.device_id,
+                self.kind,
+                name,
+                state,
+                [],
                 {**base, "offline_reason": f"the agent refused: {error}"},
             )
         except AgentUnreachable as error:
             return Device(
-                endpoint.device_id, self.kind, name, DeviceState.OFFLINE, [],
+                endpoint.device_id,
+                self.kind,
+                name,
+                DeviceState.OFFLINE,
+                [],
                 {**base, "offline_reason": str(error)},
             )
         runners = [str(r) for r in info.get("runners", [])]

@@ -241,9 +241,7 @@ def measure(args):
     rng = np.random.default_rng(0) if hasattr(np.random, "default_rng") else None
     if rng is None:  # numpy < 1.17 (old Python 3.6 environments)
         rng = _LegacyRng(np)
-    infer, read_s, compile_s, outputs_for = backend.load(
-        args.model, device, args.threads, np, rng
-    )
+    infer, read_s, compile_s, outputs_for = backend.load(args.model, device, args.threads, np, rng)
     clock = time.perf_counter
     try:
         start = clock()

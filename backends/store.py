@@ -158,9 +158,7 @@ class Store:
             )
             return self._get(row[0])
 
-    def claim_batch(
-        self, device_id: str, limit: int, together: Callable[[Job], bool]
-    ) -> list[Job]:
+    def claim_batch(self, device_id: str, limit: int, together: Callable[[Job], bool]) -> list[Job]:
         """Claim the next queued job of a device and up to ``limit - 1`` more that may share its
         rounds: same priority, and ``together(job)`` true for all of them (the first included).
         Order as in :meth:`claim_next`."""

@@ -731,8 +731,10 @@ async def test_devices_follow_hot_plug(make_lab: LabFactory):
         )
         await wait_for(
             pilot,
-            lambda: messages.of(DevicesChanged)[seen:]
-            and "plug:1" not in {d.id for d in messages.of(DevicesChanged)[-1].devices},
+            lambda: (
+                messages.of(DevicesChanged)[seen:]
+                and "plug:1" not in {d.id for d in messages.of(DevicesChanged)[-1].devices}
+            ),
             "a DevicesChanged message without the unplugged device",
         )
         assert has_row(app, "#devices-table", HOST_DEVICE_ID)

@@ -28,6 +28,7 @@ from backends.store import STORE_FILE
 
 START_S = 60.0
 
+
 def devlab_tool(*args: str) -> list[str]:
     """``devlab scheduler ...`` / ``devlab worker ...``."""
     return devlab_cmd(*args)

@@ -123,9 +123,7 @@ def test_an_advertised_agent_is_found_by_zeroconf_browsing(tmp_path: Path) -> No
     agent = start_agent(tmp_path / "zc-home", extra=["--advertise", "--board", board])
     try:
         backend = DpuBackend(
-            DpuConfig(
-                browse=True, token=TOKEN, browse_interfaces=["127.0.0.1"], browse_wait_s=10.0
-            )
+            DpuConfig(browse=True, token=TOKEN, browse_interfaces=["127.0.0.1"], browse_wait_s=10.0)
         )
         try:
             devices = wait_until(
