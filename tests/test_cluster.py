@@ -436,3 +436,24 @@ def test_a_hosts_power_monitor_streams_to_the_console(cluster: InProcessCluster)
     implied_mj = (active_w - baseline_w) * seconds / result.stats.count * 1000
     assert power["energy_per_inference_mj"] == pytest.approx(implied_mj, rel=0.05)
     assert 15 < power["energy_per_inference_mj"] < 30
+
+
+def test_a_drifting_device_is_flagged_on_every_console(cluster: InProcessCluster) -> None:
+    """The canary of a job on host A judged its device drifting (the DeviceWorker's on_drift
+    hook): consoles see ``drift`` on the device and on its alias, a rescan keeps it, and a
+    later judgement clears it."""
+    lab, _ = two_hosts(cluster)
+    host = cluster.workers["A"].host
+    drift = {"drifting": True, "reason": "canary +25.3% vs its history (band +-10.0%)"}
+
+    def shown(device_id: str) -> object:
+        return lab.device(device_id).properties.get("drift")
+
+    host._device_drift("host:cpu", drift)
+    wait_for(lambda: shown("host:cpu@A") == drift, what="drift on host:cpu@A")
+    assert shown("host:cpu@B") is None
+    assert host.devices["sim:gpu0"].device.properties["drift"] == drift  # the alias on A
+    host.scan()
+    assert host.devices["host:cpu@A"].device.properties["drift"] == drift
+    host._device_drift("host:cpu", None)
+    wait_for(lambda: shown("host:cpu@A") is None, what="drift cleared")

@@ -76,6 +76,7 @@ class DeviceHost:
         self.emit: Emit = lambda payload: None  # the worker plugin points it at log_event
         self._physical: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._running: dict[str, tuple[DeviceWorker, str]] = {}  # job id -> (worker, id)
+        self._drift: dict[str, dict[str, Any]] = {}  # local device id -> drift, while drifting
         self._lock = threading.Lock()
         self.events.subscribe(self._forward)
 
@@ -114,6 +115,9 @@ class DeviceHost:
         extra: dict[str, Any] = {"lab_host": self.name}
         if alias_of is not None:
             extra["alias_of"] = cluster_device_id(alias_of, self.name)
+        drift = self._drift.get(device.id)
+        if drift is not None:  # consoles show it as on a single machine
+            extra["drift"] = drift
         local = dataclasses.replace(device, properties={**device.properties, "lab_host": self.name})
         shown = dataclasses.replace(device, id=published, properties={**device.properties, **extra})
         return HostedDevice(shown, local, backend)
@@ -183,6 +187,7 @@ class DeviceHost:
             may_run=lambda: True,
             wake=threading.Condition(),
             power=self.power,
+            on_drift=self._device_drift,
         )
         worker.running_job_ids = {job.id}
         with self._lock:
@@ -195,6 +200,28 @@ class DeviceHost:
             with self._lock:
                 self._running.pop(job.id, None)
         return self._outcome(job.id)
+
+    def _device_drift(self, local_id: str, drift: dict[str, Any] | None) -> None:
+        """A job's canary judged its device: flag (or clear) drift on every id it is
+        published under, and tell the dispatcher when that changed what consoles see."""
+        with self._lock:
+            if drift is None:
+                self._drift.pop(local_id, None)
+            else:
+                self._drift[local_id] = drift
+            changed = False
+            for published, entry in list(self.devices.items()):
+                if entry.local.id != local_id:
+                    continue
+                properties = {k: v for k, v in entry.device.properties.items() if k != "drift"}
+                if drift is not None:
+                    properties["drift"] = drift
+                if properties != entry.device.properties:
+                    device = dataclasses.replace(entry.device, properties=properties)
+                    self.devices[published] = dataclasses.replace(entry, device=device)
+                    changed = True
+        if changed:
+            self.emit(self.announcement())
 
     def _outcome(self, job_id: str) -> dict[str, Any]:
         job = self.store.job(job_id)
