@@ -44,6 +44,10 @@ class LabError(ValueError):
     """A request the Lab cannot take (unknown device, runtime the device lacks...)."""
 
 
+class ModelRefused(LabError):
+    """This one model cannot go where it was sent (the rest of a plan still can)."""
+
+
 def default_backends(config: Config | None = None) -> list[DeviceBackend]:
     """The device backends of a plain installation: the host CPU is always one; phones
     appear when an adb server is running."""

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backends.lab import Lab
+from backends.lab import Lab, ModelRefused
 from backends.models import ModelError, collect_models
 from backends.records import Job, JobSettings, JobState, Model
 
@@ -49,7 +49,13 @@ def queue_paths(
                     )
                 )
                 continue
-            job = lab.submit(item, device_id, runtime, settings, priority)
+            try:
+                job = lab.submit(item, device_id, runtime, settings, priority)
+            except ModelRefused as refused:  # that model only: the others are still measured
+                report.failed.append(
+                    lab.record_failure(item, device_id, str(refused), runtime, settings, priority)
+                )
+                continue
             (report.kept if job.state is JobState.DONE else report.queued).append(job)
     return report
 

@@ -25,6 +25,7 @@ from cluster_fixtures import (
     settings_for,
     wait_for,
 )
+from helpers import MODELS_DIR
 
 from backends.cluster.client import ClusterLab
 from backends.cluster.model_files import ModelFileError, ModelFiles
@@ -457,3 +458,30 @@ def test_a_drifting_device_is_flagged_on_every_console(cluster: InProcessCluster
     assert host.devices["host:cpu@A"].device.properties["drift"] == drift
     host._device_drift("host:cpu", None)
     wait_for(lambda: shown("host:cpu@A") is None, what="drift cleared")
+
+
+def test_a_model_with_external_weights_is_refused_with_the_fix(
+    cluster: InProcessCluster, tmp_path: Path
+) -> None:
+    import onnx
+
+    from backends.models import load_model
+    from backends.plan import queue_paths
+
+    lab, _ = two_hosts(cluster)
+    proto = onnx.load(str(MODELS_DIR / "mlp.onnx"))
+    external = tmp_path / "external" / "mlp_external.onnx"
+    external.parent.mkdir()
+    onnx.save(proto, str(external), save_as_external_data=True, size_threshold=0)
+    model = load_model(external)  # fine on this machine: the weights file sits beside it
+    with pytest.raises(LabError, match=r"mlp_external.onnx: its weights live in external data"):
+        lab.submit(model, "host:cpu@A", settings=QUICK)
+    assert cluster.store.rows() == []  # nothing was queued
+    # in a plan (``devlab --run DIR --cluster``) that model fails alone; the others run
+    shutil.copy(MODELS_DIR / "mlp.onnx", external.parent / "mlp.onnx")
+    report = queue_paths(lab, [external.parent], ["host:cpu@A"], settings=QUICK)
+    [failed] = report.failed
+    assert failed.state is JobState.FAILED and "external data" in (failed.error or "")
+    assert [job.model.name for job in report.queued] == ["mlp"]
+    assert lab.wait_until_idle(timeout=30)
+    assert cluster.store.job(report.queued[0].id).state is JobState.DONE

@@ -35,7 +35,7 @@ from backends.events import (
     JobFailed,
     JobFinished,
 )
-from backends.lab import LabError
+from backends.lab import LabError, ModelRefused
 from backends.power import PowerManager
 from backends.records import Device, Job, JobSettings, JobState, Model, Result
 
@@ -271,6 +271,7 @@ class ClusterLab:
         ):
             self._uploaded.add(sha)
             return
+        _refuse_external_data(model)
         try:
             data = Path(model.path).read_bytes()
         except OSError as error:
@@ -323,3 +324,21 @@ def _request(
         "settings": settings.to_dict() if settings else None,
         "priority": priority,
     }
+
+
+def _refuse_external_data(model: Model) -> None:
+    """Only the model file travels to lab hosts: weights kept in external files would be
+    missing there, so such a model is refused here, with the fix."""
+    import onnx
+    from onnx import external_data_helper
+
+    try:
+        proto = onnx.load(model.path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - not readable as ONNX: the upload's own checks say why
+        return
+    if any(external_data_helper.uses_external_data(t) for t in proto.graph.initializer):
+        raise ModelRefused(
+            f"{model.path}: its weights live in external data files, which a cluster does not "
+            "ship to lab hosts; save it as one file (onnx.save(onnx.load(path), out) for "
+            "models under 2 GB) or run it on this machine without --cluster"
+        )
