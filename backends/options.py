@@ -68,7 +68,6 @@ BENCH_OPTIONS: tuple[Option, ...] = (
         "(default %(default)s; 0 turns the gate off)",
         "P",
         0.0,
-        dialog=False,
     ),
     Option(
         "max_rounds",

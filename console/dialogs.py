@@ -21,6 +21,8 @@ from backends.options import BENCH_OPTIONS
 from backends.records import Device, DeviceState, JobSettings
 from backends.tables import RESULT_FORMATS
 
+OPTIONS_PER_ROW = 4  # number fields side by side in the add dialog
+
 
 class PathSuggester(Suggester):
     """Completes file and folder names as the operator types a path."""
@@ -104,20 +106,25 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
             yield Select(
                 [(r, r) for r in runtimes], prompt="the device's default", id="add-runtime"
             )
-            with Horizontal(classes="options"):
-                for option in BENCH_OPTIONS:
-                    if option.kind in (int, float) and option.dialog:
-                        default = getattr(self.defaults, option.field)
+            numbers = [o for o in BENCH_OPTIONS if o.kind in (int, float) and o.dialog]
+            cells = [
+                (
+                    option.flag.lstrip("-"),
+                    getattr(self.defaults, option.field),
+                    "integer" if option.kind is int else "number",
+                    f"add-{option.field}",
+                )
+                for option in numbers
+            ]
+            cells.append(("priority", 0, "integer", "add-priority"))
+            for start in range(0, len(cells), OPTIONS_PER_ROW):  # rows keep labels readable
+                with Horizontal(classes="options"):
+                    for label, default, kind, widget_id in cells[start : start + OPTIONS_PER_ROW]:
                         with Vertical(classes="option"):
-                            yield Label(option.flag.lstrip("-"))
+                            yield Label(label)
                             yield Input(
-                                "" if default is None else str(default),
-                                type="integer" if option.kind is int else "number",
-                                id=f"add-{option.field}",
+                                "" if default is None else str(default), type=kind, id=widget_id
                             )
-                with Vertical(classes="option"):
-                    yield Label("priority")
-                    yield Input("0", type="integer", id="add-priority")
             for option in BENCH_OPTIONS:
                 if option.kind is str and option.dialog:  # a row each: names and paths are long
                     default = getattr(self.defaults, option.field)

@@ -847,10 +847,14 @@ async def test_live_view_follows_a_running_job(make_lab: LabFactory, tmp_path: P
 
         # queued from the Live view itself, so the view is on screen from the first event
         report = await queue_via_dialog(
-            pilot, model, messages, options={"runs": "", "min_seconds": "2", "warmup": "2"}
+            pilot,
+            model,
+            messages,
+            options={"runs": "", "min_seconds": "2", "warmup": "2", "precision_pct": "5"},
         )
         job = report.queued[0]
         assert job.settings.runs is None and job.settings.min_seconds == 2.0
+        assert job.settings.precision_pct == 5.0  # the precision gate is in the dialog too
         assert app.active_view == "live"
 
         def panel() -> JobPanel | None:
