@@ -44,6 +44,7 @@ from backends.device import (
     Timed,
 )
 from backends.host import parse_ort_profile
+from backends.phone_outputs import ort_outputs
 from backends.records import Device, DeviceState, Job, Model, Stats
 from backends.runtimes import ort_perf, tflite
 from backends.runtimes.common import ToolOutputError, ToolRun
@@ -129,6 +130,7 @@ class AndroidBackend(DeviceBackend):
         self._described: dict[str, Device] = {}
         self._runtimes_seen: dict[str, list[str]] = {}  # jobs can queue while it is offline
         self._pushed: set[tuple[str, str]] = set()
+        self.no_output_dump: set[tuple[str, str]] = set()  # (serial, tool) that cannot dump
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -439,6 +441,30 @@ class PhoneSession(BenchSession):
         summary = tool_summary(tool_run, runs)
         on_iteration(summary.count, [])
         return Timed([], summary=summary)
+
+    def outputs(self, feeds: dict[str, Any]) -> list[Any] | None:
+        """The phone's outputs for the parity input: ``ort`` only, and only when its
+        onnxruntime_perf_test can dump them (see :mod:`backends.phone_outputs`); None else."""
+        key = (self.adb.serial, self.tool)
+        if self.job.runtime != "ort" or key in self.backend.no_output_dump:
+            return None
+        try:
+            values = ort_outputs(
+                self.adb,
+                tool=self.tool,
+                remote_model=self.remote_model,
+                model=self.job.model,
+                feeds=feeds,
+                workdir=WORKDIR,
+                threads=self.job.settings.threads or 1,
+                execution_provider=self.backend.config.ort_execution_provider,
+                timeout_s=self.backend.config.command_timeout_s,
+            )
+        except VANISHED as error:
+            raise BenchError(f"{self.device.id} vanished while reading outputs: {error}") from error
+        if values is None:  # a release build: do not ask again for this phone and tool
+            self.backend.no_output_dump.add(key)
+        return values
 
     def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile | None:
         Path(log_dir).mkdir(parents=True, exist_ok=True)

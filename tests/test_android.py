@@ -173,7 +173,7 @@ def wait_finished(lab: Lab, job: Job) -> Job:
 
 # One round, no canary, no precision gate: these tests count runs and pushes exactly (the
 # protocol on a phone has its own test below).
-EXACT: dict[str, Any] = {"rounds": 1, "precision_pct": 0, "skip_canary": True}
+EXACT: dict[str, Any] = {"rounds": 1, "precision_pct": 0, "skip_canary": True, "skip_parity": True}
 
 
 def run_job(lab: Lab, model: Model, device_id: str, runtime: str | None, **settings: Any) -> Job:
@@ -437,6 +437,52 @@ def test_default_protocol_on_a_phone_interleaves_with_the_canary(
     assert sorted(push_spy) == sorted(  # the model and the canary, each pushed once
         [f"{WORKDIR}/models/{mlp.sha256}.onnx", f"{WORKDIR}/models/{canary.sha256}.onnx"]
     )
+
+
+def test_ort_outputs_of_a_debug_io_build_give_output_parity(
+    phone_lab: tuple[Lab, Recorder],
+    virtual_phone: VirtualPhone,  # noqa: F811
+) -> None:
+    """The virtual phone's onnxruntime_perf_test stands for a debug node-I/O build: devlab
+    feeds it the parity input as test_data_set_0 and reads the graph outputs it dumps."""
+    lab, _ = phone_lab
+    model = load_model(MODELS / "mnv2_cifar32.onnx")
+    job = run_job(lab, model, phone_id(virtual_phone), "ort", runs=5, warmup=0, skip_parity=False)
+    parity = result_of(lab, job).parity
+    assert parity is not None and parity["ok"] is True, parity
+    assert parity["top1_agree"] is True and parity["cosine"] > 0.9999
+    parity_dir = virtual_phone.sandbox.host_path(f"{WORKDIR}/parity")
+    assert list(parity_dir.iterdir()) == []  # the job's parity folder was removed
+
+
+def test_a_release_build_gives_no_parity_and_is_not_asked_again(
+    phone_lab: tuple[Lab, Recorder],
+    backend: AndroidBackend,
+    virtual_phone: VirtualPhone,  # noqa: F811
+    mlp: Model,
+) -> None:
+    """A release onnxruntime_perf_test ignores the dump variables: no parity, nothing fails,
+    and later jobs on that phone do not try again."""
+    lab, _ = phone_lab
+    tool = virtual_phone.sandbox.root / "system/bin/onnxruntime_perf_test"
+    real = tool.with_name("onnxruntime_perf_test.debug-io")
+    tool.rename(real)
+    tool.write_text(  # a release build: the same tool, blind to ORT_DEBUG_NODE_IO_*
+        "#!/bin/sh\n"
+        "unset ORT_DEBUG_NODE_IO_DUMP_OUTPUT_DATA\n"
+        f'echo run >> "{tool.parent}/release-runs"\n'
+        f'exec "{real}" "$@"\n'
+    )
+    tool.chmod(0o755)
+    first = run_job(lab, mlp, phone_id(virtual_phone), "ort", runs=5, warmup=0, skip_parity=False)
+    result = result_of(lab, first)
+    assert result.parity is None and not result.warnings
+    runs_first = (tool.parent / "release-runs").read_text().count("run")
+    assert runs_first == 2  # the timed round and the one parity attempt
+    assert backend.no_output_dump == {(virtual_phone.serial, "onnxruntime_perf_test")}
+    second = run_job(lab, mlp, phone_id(virtual_phone), "ort", runs=4, warmup=0, skip_parity=False)
+    assert result_of(lab, second).parity is None
+    assert (tool.parent / "release-runs").read_text().count("run") == runs_first + 1
 
 
 def test_ort_per_layer_pulls_the_profile(

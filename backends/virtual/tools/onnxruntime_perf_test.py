@@ -24,6 +24,14 @@ Options (getopt style, like the real tool):
 
 ``result_file`` gets one line per request appended: ``model,seconds,peak_bytes,cpu%,index``.
 Unknown options print the usage and exit 1; a model ORT cannot load exits 1 with the error.
+
+The virtual phone's build stands for one made with ``--cmake_extra_defines
+onnxruntime_DEBUG_NODE_INPUTS_OUTPUTS=1``: with ``ORT_DEBUG_NODE_IO_DUMP_OUTPUT_DATA=1``,
+``ORT_DEBUG_NODE_IO_DUMP_DATA_DESTINATION=files`` and ``ORT_DEBUG_NODE_IO_OUTPUT_DIR=DIR`` it
+writes tensors as ``DIR/<name, non-alphanumerics as _>.tensorproto`` (serialized TensorProto).
+Like the real build it refuses to dump every node to files without a name or op-type filter
+or ``ORT_DEBUG_NODE_IO_DUMPING_DATA_TO_FILES_FOR_ALL_NODES_IS_OK=1``. Unlike it, only the node
+outputs that are graph outputs are written (the Python package cannot see the others).
 """
 
 from __future__ import annotations
@@ -222,6 +230,11 @@ def run(config: Config, out=sys.stdout) -> int:
         first_ms = (time.perf_counter() - started) * 1000
         print(f"First inference time cost: {int(first_ms)} ms", file=out)
         latencies, run_time = _timed_runs(session, feeds, config)
+        try:
+            dump_graph_outputs(session, feeds)
+        except ToolError as error:
+            print(f"Node output dump failed: {error}", file=sys.stderr)
+            return 1
 
     cpu_end = os.times()
     wall = time.perf_counter() - wall_start
@@ -271,6 +284,40 @@ def run(config: Config, out=sys.stdout) -> int:
         except OSError:
             print("failed to open result file", file=out)
     return 0
+
+
+DUMP_ENV = "ORT_DEBUG_NODE_IO_"
+
+
+def _dump_flag(name: str) -> bool:
+    return os.environ.get(DUMP_ENV + name, "0") not in ("", "0")
+
+
+def dump_graph_outputs(session, feeds) -> None:
+    """Write the graph outputs as TensorProto files when the node I/O dump asks for them."""
+    if not _dump_flag("DUMP_OUTPUT_DATA"):
+        return
+    if os.environ.get(DUMP_ENV + "DUMP_DATA_DESTINATION", "stdout") != "files":
+        return  # stdout dumps are not emulated
+    name_filter = os.environ.get(DUMP_ENV + "NAME_FILTER", "")
+    op_filter = os.environ.get(DUMP_ENV + "OP_TYPE_FILTER", "")
+    if not (name_filter or op_filter or _dump_flag("DUMPING_DATA_TO_FILES_FOR_ALL_NODES_IS_OK")):
+        raise ToolError(
+            "dumping data to files for all nodes needs a node filter or "
+            "ORT_DEBUG_NODE_IO_DUMPING_DATA_TO_FILES_FOR_ALL_NODES_IS_OK=1"
+        )
+    from onnx import numpy_helper
+
+    folder = os.environ.get(DUMP_ENV + "OUTPUT_DIR", "") or "."
+    names = [output.name for output in session.get_outputs()]
+    for name, value in zip(names, session.run(None, feeds), strict=True):
+        safe = "".join(c if c.isalnum() else "_" for c in name)
+        tensor = numpy_helper.from_array(value, name)
+        try:
+            with open(os.path.join(folder, f"{safe}.tensorproto"), "wb") as handle:
+                handle.write(tensor.SerializeToString())
+        except OSError as error:
+            raise ToolError(f"cannot write {safe}.tensorproto: {error.strerror}") from error
 
 
 def _timed_runs(session, feeds, config: Config) -> tuple[list[float], float]:
