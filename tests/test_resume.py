@@ -103,9 +103,11 @@ def wait_for_running_after_done(
                 counts = Counter(job["state"] for job in jobs)
                 running = [job for job in jobs if job["state"] == "running"]
                 # a job that started just now has most of its --min-seconds still to go, so
-                # the signal lands mid-measurement and not between two jobs
+                # the signal lands mid-measurement and not between two jobs; one still queued
+                # means the run cannot end before the signal lands, however loaded the machine
                 if (
                     counts["done"] >= done
+                    and counts["queued"] >= 1
                     and len(running) == 1
                     and time.time() - running[0]["started_at"] < JUST_STARTED_S
                 ):
