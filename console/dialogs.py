@@ -85,65 +85,73 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
 
     def compose(self) -> ComposeResult:
         runtimes = sorted({r for device in self.devices for r in device.runtimes})
-        with VerticalScroll(classes="dialog", id="add-dialog"):
+        # the title and the buttons stay on screen; the fields scroll between them
+        with Vertical(classes="dialog", id="add-dialog"):
             yield Label("Add models", classes="dialog-title")
-            yield Label("ONNX file or folder (tab completes)")
-            yield Input(
-                self.initial_path,
-                placeholder="path/to/model.onnx or a folder",
-                suggester=PathSuggester(),
-                id="add-path",
-            )
-            yield Label("Devices")
-            yield SelectionList[str](
-                *[
-                    (Text(f"{d.id}  {d.name}"), d.id, d.id == "host:cpu" or len(self.devices) == 1)
-                    for d in self.devices
-                ],
-                id="add-devices",
-            )
-            yield Label("Runtime")
-            yield Select(
-                [(r, r) for r in runtimes], prompt="the device's default", id="add-runtime"
-            )
-            numbers = [o for o in BENCH_OPTIONS if o.kind in (int, float) and o.dialog]
-            cells = [
-                (
-                    option.flag.lstrip("-"),
-                    getattr(self.defaults, option.field),
-                    "integer" if option.kind is int else "number",
-                    f"add-{option.field}",
+            with VerticalScroll(classes="dialog-body"):
+                yield Label("ONNX file or folder (tab completes)")
+                yield Input(
+                    self.initial_path,
+                    placeholder="path/to/model.onnx or a folder",
+                    suggester=PathSuggester(),
+                    id="add-path",
                 )
-                for option in numbers
-            ]
-            cells.append(("priority", 0, "integer", "add-priority"))
-            for start in range(0, len(cells), OPTIONS_PER_ROW):  # rows keep labels readable
-                with Horizontal(classes="options"):
-                    for label, default, kind, widget_id in cells[start : start + OPTIONS_PER_ROW]:
-                        with Vertical(classes="option"):
-                            yield Label(label)
-                            yield Input(
-                                "" if default is None else str(default), type=kind, id=widget_id
-                            )
-            for option in BENCH_OPTIONS:
-                if option.kind is str and option.dialog:  # a row each: names and paths are long
-                    default = getattr(self.defaults, option.field)
-                    yield Label(option.flag.lstrip("-"))
-                    yield Input(default or "", placeholder=option.help, id=f"add-{option.field}")
-            for option in BENCH_OPTIONS:
-                if option.kind is bool and option.dialog:
-                    box = Checkbox(
-                        option.help,
-                        bool(getattr(self.defaults, option.field)),
-                        id=f"add-{option.field}",
-                    )
-                    if option.field == "power":  # offered only where a monitor powers a device
-                        box.display = bool(self.power_devices)
-                    yield box
+                yield Label("Devices")
+                only_one = len(self.devices) == 1
+                yield SelectionList[str](
+                    *[
+                        (Text(f"{d.id}  {d.name}"), d.id, d.id == "host:cpu" or only_one)
+                        for d in self.devices
+                    ],
+                    id="add-devices",
+                )
+                yield Label("Runtime")
+                yield Select(
+                    [(r, r) for r in runtimes], prompt="the device's default", id="add-runtime"
+                )
+                yield from self._number_rows()
+                for option in BENCH_OPTIONS:
+                    if option.kind is str and option.dialog:  # a row each: names and paths are long
+                        default = getattr(self.defaults, option.field)
+                        yield Label(option.flag.lstrip("-"))
+                        yield Input(
+                            default or "", placeholder=option.help, id=f"add-{option.field}"
+                        )
+                for option in BENCH_OPTIONS:
+                    if option.kind is bool and option.dialog:
+                        box = Checkbox(
+                            option.help,
+                            bool(getattr(self.defaults, option.field)),
+                            id=f"add-{option.field}",
+                        )
+                        if option.field == "power":  # offered only where a monitor powers a device
+                            box.display = bool(self.power_devices)
+                        yield box
             yield Static(id="add-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Queue", variant="primary", id="add-queue")
                 yield Button("Cancel", id="add-cancel")
+
+    def _number_rows(self) -> ComposeResult:
+        """The number options and the priority, ``OPTIONS_PER_ROW`` to a row."""
+        cells = [
+            (
+                option.flag.lstrip("-"),
+                getattr(self.defaults, option.field),
+                "integer" if option.kind is int else "number",
+                f"add-{option.field}",
+            )
+            for option in BENCH_OPTIONS
+            if option.kind in (int, float) and option.dialog
+        ]
+        cells.append(("priority", 0, "integer", "add-priority"))
+        for start in range(0, len(cells), OPTIONS_PER_ROW):  # rows keep the labels readable
+            with Horizontal(classes="options"):
+                for label, default, kind, widget_id in cells[start : start + OPTIONS_PER_ROW]:
+                    with Vertical(classes="option"):
+                        yield Label(label)
+                        shown = "" if default is None else str(default)
+                        yield Input(shown, type=kind, id=widget_id)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "add-cancel":
