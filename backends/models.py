@@ -499,3 +499,19 @@ def _numpy_dtype(name: str) -> np.dtype:
         import ml_dtypes  # installed with onnx
 
         return np.dtype(getattr(ml_dtypes, name))
+
+
+def graph_output_specs(model: Model) -> list[tuple[str, list[int] | None]]:
+    """``(name, shape)`` of each graph output in graph order (shape None when not static),
+    for sessions that read a device's outputs back from files named after them."""
+    from backends.device import BenchError
+
+    try:
+        graph = onnx.load(model.path, load_external_data=False).graph
+    except Exception as error:  # noqa: BLE001 - onnx raises DecodeError and friends
+        raise BenchError(f"{model.path}: cannot read the model's outputs: {error}") from error
+    specs: list[tuple[str, list[int] | None]] = []
+    for value in graph.output:
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        specs.append((value.name, dims if dims and all(d > 0 for d in dims) else None))
+    return specs

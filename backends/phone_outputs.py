@@ -24,6 +24,7 @@ import numpy as np
 from adbutils import AdbDevice, AdbError
 
 from backends.device import BenchError
+from backends.models import graph_output_specs
 from backends.records import Model
 from backends.runtimes import ort_perf
 
@@ -39,16 +40,6 @@ DUMP_ENV = {
 def tensor_file_name(tensor: str) -> str:
     """The file a debug-I/O build writes ``tensor`` to."""
     return "".join(c if c.isalnum() else "_" for c in tensor) + ".tensorproto"
-
-
-def graph_output_names(model: Model) -> list[str]:
-    import onnx
-
-    try:
-        graph = onnx.load(model.path, load_external_data=False).graph
-    except Exception as error:  # noqa: BLE001 - onnx raises DecodeError and friends
-        raise BenchError(f"{model.path}: cannot read the model's outputs: {error}") from error
-    return [value.name for value in graph.output]
 
 
 def ort_outputs(
@@ -100,7 +91,7 @@ def ort_outputs(
                 )
             written = {entry.path for entry in adb.sync.list(out_dir)}
             values: list[np.ndarray] = []
-            for name in graph_output_names(model):
+            for name, _ in graph_output_specs(model):
                 file_name = tensor_file_name(name)
                 if file_name not in written:
                     return None  # a release build: it wrote no outputs

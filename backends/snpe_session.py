@@ -54,6 +54,7 @@ from backends.device import (
     SessionInfo,
     Timed,
 )
+from backends.models import graph_output_specs
 from backends.records import Job, Model, Stats
 from backends.runtimes.common import ToolOutputError, ToolRun
 from backends.runtimes.snpe import (
@@ -376,21 +377,6 @@ def input_specs(model: Model) -> list[tuple[str, list[int]]]:
         for value in graph.input
         if value.name not in params
     ]
-
-
-def output_specs(model: Model) -> list[tuple[str, list[int] | None]]:
-    """``(name, shape)`` of each graph output in graph order (shape None when not static)."""
-    import onnx
-
-    try:
-        graph = onnx.load(model.path, load_external_data=False).graph
-    except Exception as error:  # noqa: BLE001 - onnx raises DecodeError and friends
-        raise BenchError(f"{model.path}: cannot read the model's outputs: {error}") from error
-    specs: list[tuple[str, list[int] | None]] = []
-    for value in graph.output:
-        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
-        specs.append((value.name, dims if dims and all(d > 0 for d in dims) else None))
-    return specs
 
 
 def raw_output_name(output: str) -> str:
@@ -780,7 +766,7 @@ class SnpeSession(BenchSession):
         output_dir = self._next_output_dir()
         pulled = self._tmp / f"outputs-{self._passes}"
         pulled.mkdir()
-        wanted = output_specs(self.model)
+        wanted = graph_output_specs(self.model)
         try:
             with self._on_phone("reading the model's outputs"):
                 input_list = self._push_list([input_list_line(paths)], "parity")
