@@ -22,12 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.events import PowerSamples  # noqa: E402
-from backends.lab import Lab  # noqa: E402
-from backends.plan import queue_paths  # noqa: E402
-from backends.records import JobSettings, JobState  # noqa: E402
-from backends.store import STORE_FILE, Store  # noqa: E402
-from console.app import DevLabApp  # noqa: E402
+from backends.core.events import PowerSamples  # noqa: E402
+from backends.core.lab import Lab  # noqa: E402
+from backends.core.plan import queue_paths  # noqa: E402
+from backends.core.records import JobSettings, JobState  # noqa: E402
+from backends.core.store import STORE_FILE, Store  # noqa: E402
+from console.tui.app import DevLabApp  # noqa: E402
 
 SIZE = (150, 42)
 

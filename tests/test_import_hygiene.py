@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from helpers import MODELS_DIR, REPO_ROOT, devlab_env
+from support.helpers import MODELS_DIR, REPO_ROOT, devlab_env
 
 MARKER = "IMPORT-HYGIENE:"
 
@@ -57,7 +57,7 @@ def test_backends_and_headless_run_never_import_textual(tmp_path: Path) -> None:
             modules.append(info.name)
         after_imports = [m for m in sys.modules if m.split(".")[0] == "textual"]
 
-        from console.cli import main
+        from console.cli.main import main
 
         code = main(["--run", {str(model)!r}, "--out", {str(out)!r}, "--runs", "5",
                      "--warmup", "1"])
@@ -94,7 +94,7 @@ def test_importing_console_cli_does_not_import_textual(tmp_path: Path) -> None:
     code = f"""
         import json, sys
 
-        import console.cli
+        import console.cli.main
 
         print({MARKER!r} + json.dumps({{
             "rich": "rich" in sys.modules,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.agent.settings import JobSettingsIn
-from backends.stats import summarize
+from backends.measure.stats import summarize
 
 ITERATIONS = "iterations"
 TOOL_SUMMARY = "tool summary"
@@ -123,8 +123,8 @@ class OnnxRuntimeRunner(Runner):
     ) -> RunnerResult:
         import onnxruntime as ort
 
-        from backends.host import session_options
-        from backends.models import ModelError, load_model, random_inputs
+        from backends.devices.host import session_options
+        from backends.models.intake import ModelError, load_model, random_inputs
 
         progress(ProgressUpdate("load"))
         try:
@@ -197,7 +197,7 @@ class OnnxRuntimeRunner(Runner):
 def _parity_outputs(session: Any, model: Any, notes: list[str]) -> list[dict[str, Any]] | None:
     """The outputs for devlab's fixed parity input, as JSON, or None (with a note) when they
     are too large to send back."""
-    from backends.parity import parity_inputs
+    from backends.measure.parity import parity_inputs
 
     outputs = session.run(None, parity_inputs(model))
     elements = sum(int(out.size) for out in outputs)

@@ -25,7 +25,7 @@ from typing import Any
 from distributed import Client
 
 from backends.cluster.wire import LAB_TOPIC, decode_event
-from backends.events import (
+from backends.core.events import (
     DeviceAdded,
     DeviceChanged,
     DeviceRemoved,
@@ -35,9 +35,9 @@ from backends.events import (
     JobFailed,
     JobFinished,
 )
-from backends.lab import LabError, ModelRefused
-from backends.power import PowerManager
-from backends.records import Device, Job, JobSettings, JobState, Model, Result
+from backends.core.lab import LabError, ModelRefused
+from backends.core.records import Device, Job, JobSettings, JobState, Model, Result
+from backends.power.capture import PowerManager
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from backends.cluster.model_files import ModelFileError
-from backends.lab import LabError
-from backends.records import JobSettings, JobState, Model
+from backends.core.lab import LabError
+from backends.core.records import JobSettings, JobState, Model
 
 if TYPE_CHECKING:
     from backends.cluster.dispatcher import Dispatcher

@@ -48,10 +48,10 @@ from backends.cluster.wire import (
     encode_event,
     task_key,
 )
-from backends.events import (
+from backends.core.events import (
     Event as LabEvent,
 )
-from backends.events import (
+from backends.core.events import (
     JobCancelled,
     JobFailed,
     JobFinished,
@@ -59,9 +59,9 @@ from backends.events import (
     JobStarted,
     LogLine,
 )
-from backends.lab import Lab
-from backends.records import Device, Job, JobState, Result
-from backends.store import Store
+from backends.core.lab import Lab
+from backends.core.records import Device, Job, JobState, Result
+from backends.core.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A lab host's side of the cluster: its devices as the cluster sees them, and the runner that
 measures a job with the same device code as the single-machine Lab.
 
-A job runs through ``backends.worker.DeviceWorker`` against a store private to this host (its
+A job runs through ``backends.core.worker.DeviceWorker`` against a store private to this host (its
 canary history stays here), so rounds, the canary, the precision gate, parity and per-layer
 passes behave exactly as they do on one machine. Only one job touches a physical device at a
 time: Dask's ``device:<id>=1`` resource guarantees it per id, and a lock per local device
@@ -23,13 +23,13 @@ from typing import Any
 from backends.cluster.model_files import ModelFileError, ModelFiles
 from backends.cluster.resources import cluster_device_id, resource_name
 from backends.cluster.wire import encode_event, relay_power
-from backends.device import DeviceBackend
-from backends.events import Event, EventBus, JobProgress, JobStarted, LogLine, PowerSamples
-from backends.lab import discover_devices
-from backends.power import MonitorLink, PowerManager
-from backends.records import Device, DeviceState, Job, JobState
-from backends.store import STORE_FILE, Store
-from backends.worker import DeviceWorker
+from backends.core.events import Event, EventBus, JobProgress, JobStarted, LogLine, PowerSamples
+from backends.core.lab import discover_devices
+from backends.core.records import Device, DeviceState, Job, JobState
+from backends.core.store import STORE_FILE, Store
+from backends.core.worker import DeviceWorker
+from backends.devices.base import DeviceBackend
+from backends.power.capture import MonitorLink, PowerManager
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from backends.device import BenchError, BenchSession, DeviceBackend
-from backends.records import Device, DeviceState, Job, Model
+from backends.core.records import Device, DeviceState, Job, Model
+from backends.devices.base import BenchError, BenchSession, DeviceBackend
 
 ONLINE_STATES = (DeviceState.ONLINE, DeviceState.BUSY)
 

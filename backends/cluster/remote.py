@@ -22,7 +22,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from backends.cluster.lab_host import DeviceHost
 from backends.cluster.wire import PLUGIN_NAME, WORKER_TOPIC, cancel_event_name
-from backends.records import Job
+from backends.core.records import Job
 
 log = logging.getLogger(__name__)
 

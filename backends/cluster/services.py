@@ -20,7 +20,7 @@ from distributed.security import Security
 from backends.cluster.dispatcher import DEFAULT_GRACE_S, DEFAULT_PREFETCH, Dispatcher
 from backends.cluster.lab_host import DeviceHost
 from backends.cluster.remote import DEFAULT_POLL_S, LabHostPlugin
-from backends.store import Store
+from backends.core.store import Store
 
 DEFAULT_PORT = 8786
 DEFAULT_NTHREADS = 16  # task threads; each device runs one job at a time whatever this is

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.events import (
+from backends.core.events import (
     DeviceAdded,
     DeviceChanged,
     DeviceRemoved,
@@ -29,7 +29,7 @@ from backends.events import (
     LogLine,
     PowerSamples,
 )
-from backends.records import Device, Job, Result
+from backends.core.records import Device, Job, Result
 
 WORKER_TOPIC = "devlab-worker"  # workers -> dispatcher: devices, job started, progress, logs
 LAB_TOPIC = "devlab-lab"  # dispatcher -> consoles: every Lab event, in order

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.records import LayerTime
+from backends.core.records import LayerTime
 
 TOTAL_INFERENCE_TIME = "Total Inference Time"
 FORWARD_PROPAGATE = "Forward Propagate"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from backends.records import LayerTime
+from backends.core.records import LayerTime
 from backends.runtimes.common import NUMBER, ToolOutputError, ToolRun, summary, tail
 
 TOOL = "mvNCProfile"

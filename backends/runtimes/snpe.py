@@ -37,7 +37,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from backends.records import LayerTime
+from backends.core.records import LayerTime
 from backends.runtimes.common import (
     NUMBER,
     ToolOutputError,

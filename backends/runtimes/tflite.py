@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from backends.records import LayerTime
+from backends.core.records import LayerTime
 from backends.runtimes.common import (
     NUMBER,
     ToolOutputError,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from backends.models import load_model
+from backends.models.intake import load_model
 from backends.space.blocks import GraphBuilder, Tensor, seed_for
 from backends.space.modules import (
     INDEX_FILE,

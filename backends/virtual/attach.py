@@ -8,7 +8,7 @@ from pathlib import Path
 
 from adbutils import AdbClient
 
-from backends.android import AndroidBackend, AndroidConfig, DevlabAdbClient
+from backends.devices.android.backend import AndroidBackend, AndroidConfig, DevlabAdbClient
 from backends.virtual import registry
 from backends.virtual.adbd import VirtualPhone
 from backends.virtual.profile import PhoneProfile

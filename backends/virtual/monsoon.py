@@ -8,8 +8,9 @@ burst after START and a zero/reference pair of 2-sample calibration packets ever
 measurement packets; N comes from the START command unless ``calibration_interval`` overrides
 it). Drivers open ``port`` with pyserial exactly like ``/dev/ttyACM0``.
 
-It shares no code with the driver (``backends.monsoon``) on purpose: framing, the status layout
-and the sample encoding are written again here from the spec, so the two check each other.
+It shares no code with the driver (``backends.power.monsoon.driver``) on purpose:
+framing, the status layout and the sample encoding are written again here from the spec, so
+the two check each other.
 
 The waveform (main channel; USB and aux channels read zero):
 

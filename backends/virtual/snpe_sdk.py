@@ -1,7 +1,7 @@
 """A **stand-in** Qualcomm SNPE SDK for demos and tests (no Qualcomm software in it).
 
 :func:`make_standin_sdk` lays out a folder shaped like the real SDK, so ``[snpe] sdk`` can
-point at it and ``backends.snpe_session`` runs its whole workflow (convert, quantize, push,
+point at it and ``backends.devices.android.snpe`` runs its whole workflow (convert, quantize, push,
 ``snpe-net-run`` on the virtual phone, ``snpe-diagview`` on the host)::
 
     <sdk>/DEVLAB_STANDIN_README.txt

@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from adb_fixtures import connect_phone, private_adb_server  # noqa: E402
 from adbutils import AdbDevice  # noqa: E402
 
-from backends.android import WORKDIR, DevlabAdbClient  # noqa: E402
+from backends.devices.android.backend import WORKDIR, DevlabAdbClient  # noqa: E402
 from backends.virtual import VirtualPhone  # noqa: E402
+from support.adb_fixtures import connect_phone, private_adb_server  # noqa: E402
 
 DEFAULT_ADB_PORT = 5037
 FILE_SIZE = 20 * 1024 * 1024  # 20,971,520 bytes

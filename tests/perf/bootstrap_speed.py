@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from backends.precision import median_ci  # noqa: E402
+from backends.measure.precision import median_ci  # noqa: E402
 
 
 def synthetic_rounds(rounds: int, iterations: int) -> list[list[float]]:

@@ -39,19 +39,19 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from backends.cluster.client import ClusterLab  # noqa: E402
-from backends.device import (  # noqa: E402
+from backends.core.events import JobFinished  # noqa: E402
+from backends.core.records import Device, Job, JobSettings, Model  # noqa: E402
+from backends.devices.base import (  # noqa: E402
     BenchSession,
     DeviceBackend,
     IterationCallback,
     SessionInfo,
     Timed,
 )
-from backends.events import JobFinished  # noqa: E402
-from backends.records import Device, Job, JobSettings, Model  # noqa: E402
 
 TOOL = (
     "import sys; from rich.console import Console; "
-    "from console.cluster_cli import run_cluster_tool; "
+    "from console.cli.cluster import run_cluster_tool; "
     "sys.exit(run_cluster_tool(sys.argv[1:], Console(stderr=True)))"
 )
 

@@ -44,7 +44,7 @@ from backends.space.sample import write_samples  # noqa: E402
 from backends.space.spec import load_space  # noqa: E402
 
 DEFAULT_SPACE = ROOT / "assets" / "spaces" / "mobilenetv2_cifar10.json"
-DEVLAB = [sys.executable, "-c", "import sys; from console.cli import main; sys.exit(main())"]
+DEVLAB = [sys.executable, "-c", "import sys; from console.cli.main import main; sys.exit(main())"]
 NOISE_LIMIT_PCT = 95.0
 timings: list[tuple[str, float]] = []
 

@@ -25,12 +25,12 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from backends.host import HOST_DEVICE_ID, HostBackend, session_options  # noqa: E402
-from backends.lab import Lab  # noqa: E402
-from backends.models import load_model, random_inputs  # noqa: E402
-from backends.records import JobSettings, Model  # noqa: E402
-from backends.store import Store  # noqa: E402
-from console.progress import ProgressView  # noqa: E402
+from backends.core.lab import Lab  # noqa: E402
+from backends.core.records import JobSettings, Model  # noqa: E402
+from backends.core.store import Store  # noqa: E402
+from backends.devices.host import HOST_DEVICE_ID, HostBackend, session_options  # noqa: E402
+from backends.models.intake import load_model, random_inputs  # noqa: E402
+from console.cli.progress import ProgressView  # noqa: E402
 
 
 def bare_loop(model: Model, warmup: int, runs: int, threads: int) -> list[float]:

@@ -2,7 +2,8 @@
 rss_growth_mb <= 20)
 
 A ``VirtualMonsoon`` serves the LVPM protocol on a pty at 5,000 samples/s (paced by the wall
-clock, a load burst of 0.5 s every 2 s); the real driver (``backends.monsoon.Monsoon``, pyserial)
+clock, a load burst of 0.5 s every 2 s); the real driver
+(``backends.power.monsoon.driver.Monsoon``, pyserial)
 reads it and its batches go into a ``TraceWriter`` (Parquet by default). All in this process,
 on loopback (a pty), for ``--seconds`` (default 600).
 
@@ -35,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from backends.monsoon import Monsoon, SampleBatch  # noqa: E402
-from backends.power_trace import TraceWriter, window_stats  # noqa: E402
+from backends.power.monsoon.driver import Monsoon, SampleBatch  # noqa: E402
+from backends.power.trace import TraceWriter, window_stats  # noqa: E402
 from backends.virtual.monsoon import VirtualMonsoon, periodic_load  # noqa: E402
 
 MIB = 1024 * 1024

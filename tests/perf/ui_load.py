@@ -41,12 +41,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from backends.events import JobProgress, JobQueued, JobStarted, PowerSamples  # noqa: E402
-from backends.host import HOST_DEVICE_ID, ORT_RUNTIME, HostBackend  # noqa: E402
-from backends.lab import Lab  # noqa: E402
-from backends.records import Job, JobSettings, JobState, Model, ModelInput  # noqa: E402
-from backends.store import Store  # noqa: E402
-from console.app import UI_TICK_S, DevLabApp  # noqa: E402
+from backends.core.events import JobProgress, JobQueued, JobStarted, PowerSamples  # noqa: E402
+from backends.core.lab import Lab  # noqa: E402
+from backends.core.records import Job, JobSettings, JobState, Model, ModelInput  # noqa: E402
+from backends.core.store import Store  # noqa: E402
+from backends.devices.host import HOST_DEVICE_ID, ORT_RUNTIME, HostBackend  # noqa: E402
+from console.tui.app import UI_TICK_S, DevLabApp  # noqa: E402
 
 SAMPLE_RATE_HZ = 5_000
 POWER_BATCH = 50  # samples per PowerSamples event: one event every 10 ms

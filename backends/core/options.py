@@ -1,0 +1,178 @@
+"""Benchmark options declared once, as data: the CLI renders them as flags, the TUI as fields."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from backends.core.records import JobSettings
+
+
+@dataclass(frozen=True)
+class Option:
+    """One measurement setting: its ``JobSettings`` field, flag, type and help text."""
+
+    field: str
+    flag: str
+    kind: type
+    help: str
+    metavar: str | None = None
+    minimum: float | None = None
+    choices: tuple[str, ...] = ()
+    dialog: bool = True  # offered in the TUI's add dialog (advanced ones stay CLI/config)
+
+
+BENCH_OPTIONS: tuple[Option, ...] = (
+    Option("warmup", "--warmup", int, "untimed runs before timing (default %(default)s)", "N", 0),
+    Option("runs", "--runs", int, "timed runs per job (default %(default)s)", "N", 1),
+    Option(
+        "min_seconds",
+        "--min-seconds",
+        float,
+        "time for at least S seconds instead of a fixed number of runs",
+        "S",
+        0.001,
+    ),
+    Option(
+        "threads",
+        "--threads",
+        int,
+        "intra-op threads where the runtime has them (default %(default)s)",
+        "N",
+        1,
+    ),
+    Option(
+        "rounds",
+        "--rounds",
+        int,
+        "split the timed runs into R rounds (default %(default)s)",
+        "R",
+        1,
+    ),
+    Option(
+        "round_stat",
+        "--round-stat",
+        str,
+        "headline from the round medians: median (default) or min",
+        "STAT",
+        choices=("median", "min"),
+        dialog=False,
+    ),
+    Option(
+        "precision_pct",
+        "--precision",
+        float,
+        "run more rounds until the 95%% bootstrap interval of the median is within +-P%% "
+        "(default %(default)s; 0 turns the gate off)",
+        "P",
+        0.0,
+    ),
+    Option(
+        "max_rounds",
+        "--max-rounds",
+        int,
+        "the precision gate's cap on rounds in all (default %(default)s)",
+        "R",
+        1,
+        dialog=False,
+    ),
+    Option(
+        "precision_time_cap_s",
+        "--precision-time-cap",
+        float,
+        "the precision gate's cap on seconds of extra rounds (default %(default)s)",
+        "S",
+        0.0,
+        dialog=False,
+    ),
+    Option(
+        "skip_canary",
+        "--no-canary",
+        bool,
+        "do not measure the reference canary before each round (no drift normalisation)",
+        dialog=False,
+    ),
+    Option(
+        "skip_parity",
+        "--no-parity",
+        bool,
+        "do not compare one output with host ONNX Runtime",
+        dialog=False,
+    ),
+    Option(
+        "settle_c",
+        "--settle",
+        float,
+        "before timing, wait until the battery is within C degrees C of its idle temperature",
+        "C",
+        0.0,
+    ),
+    Option(
+        "perf_profile",
+        "--perf-profile",
+        str,
+        "SNPE performance profile (burst, high_performance, sustained_high_performance...)",
+        "NAME",
+    ),
+    Option(
+        "clip_ranges",
+        "--quantization-overrides",
+        str,
+        "SNPE: an MQBench/SNPE clip-range JSON for quantized (DSP) runs",
+        "FILE",
+    ),
+    Option(
+        "power",
+        "--power",
+        bool,
+        "capture power with the monitor that powers the device (energy per inference)",
+    ),
+    Option(
+        "per_layer", "--per-layer", bool, "also measure per-layer times in a separate profiled pass"
+    ),
+)
+
+
+def build_settings(values: Mapping[str, Any], defaults: JobSettings | None = None) -> JobSettings:
+    """Settings from option values (None = not given), over ``defaults``; ValueError if bad.
+
+    A job is timed by count or by duration, never both: ``min_seconds`` clears ``runs`` and
+    an explicit ``runs`` clears a ``min_seconds`` that came from the defaults.
+    """
+    settings = dataclasses.replace(defaults or JobSettings())
+    for option in BENCH_OPTIONS:
+        value = values.get(option.field)
+        if value is None:
+            continue
+        _check_type(option, value)
+        if option.minimum is not None and option.kind is not str and value < option.minimum:
+            raise ValueError(f"{option.flag} must be at least {option.minimum:g}, got {value}")
+        if option.choices and value not in option.choices:
+            allowed = ", ".join(option.choices)
+            raise ValueError(f"{option.flag} must be one of {allowed}, got {value!r}")
+        setattr(settings, option.field, option.kind(value))
+    if values.get("min_seconds") is not None:
+        if values.get("runs") is not None:
+            raise ValueError("give either --runs or --min-seconds, not both")
+        settings.runs = None
+    elif values.get("runs") is not None:
+        settings.min_seconds = None
+    return settings
+
+
+def _check_type(option: Option, value: Any) -> None:
+    """Reject values of the wrong type (a config file's ``per_layer = "no"`` is not True)."""
+    if option.kind is bool:
+        ok = isinstance(value, bool)
+    elif option.kind is str:
+        ok = isinstance(value, str)
+    elif option.kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok:
+        raise ValueError(
+            f"{option.flag} ({option.field}) must be {option.kind.__name__}, got {value!r}"
+        )

@@ -1,0 +1,71 @@
+"""Turn paths on disk into jobs: model intake, then one job per model and device.
+
+Both front ends queue work through ``queue_paths``; a bad item becomes a failed job with its
+reason (so it shows in the tables) and never stops the good ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backends.core.lab import Lab, ModelRefused
+from backends.core.records import Job, JobSettings, JobState, Model
+from backends.models.intake import ModelError, collect_models
+
+
+@dataclass
+class QueueReport:
+    """What ``queue_paths`` did: jobs waiting to run, results kept from earlier, bad items."""
+
+    queued: list[Job] = field(default_factory=list)
+    kept: list[Job] = field(default_factory=list)
+    failed: list[Job] = field(default_factory=list)
+
+    @property
+    def jobs(self) -> list[Job]:
+        return self.queued + self.kept + self.failed
+
+
+def queue_paths(
+    lab: Lab,
+    paths: Sequence[str | Path],
+    device_ids: Sequence[str],
+    runtime: str | None = None,
+    settings: JobSettings | None = None,
+    priority: int = 0,
+) -> QueueReport:
+    """Queue every model found under ``paths`` on every device in ``device_ids``."""
+    settings = settings or JobSettings()
+    report = QueueReport()
+    for item in collect_models(paths, settings.input_shapes or None):
+        for device_id in device_ids:
+            if isinstance(item, ModelError):
+                report.failed.append(
+                    lab.record_failure(
+                        _stand_in(item), device_id, item.reason, runtime, settings, priority
+                    )
+                )
+                continue
+            try:
+                job = lab.submit(item, device_id, runtime, settings, priority)
+            except ModelRefused as refused:  # that model only: the others are still measured
+                report.failed.append(
+                    lab.record_failure(item, device_id, str(refused), runtime, settings, priority)
+                )
+                continue
+            (report.kept if job.state is JobState.DONE else report.queued).append(job)
+    return report
+
+
+def _stand_in(error: ModelError) -> Model:
+    """A Model record for an item that failed intake, identified by its bytes when readable."""
+    path = Path(error.path)
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    except OSError:
+        digest = None
+    digest = digest or hashlib.sha256(f"unreadable:{path.resolve()}".encode()).hexdigest()
+    return Model(path=str(path), name=path.name, sha256=digest)

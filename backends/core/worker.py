@@ -1,0 +1,636 @@
+"""One device's worker: claims jobs from the store and drives them round by round.
+
+The worker, not the job, owns the device. It claims the next job together with the others
+waiting for the same device (same priority, no power capture), opens a session for each
+(models stay loaded), warms them up, then runs their rounds interleaved in a shuffled order,
+each round preceded by the reference canary. A slow phase of the machine then spreads over
+every job instead of ruining one, and the canary measures it. After the planned rounds the
+precision gate adds rounds to the jobs whose bootstrap interval is still too wide (within its
+caps). Each job then gets its optional per-layer pass, its output parity check and its result.
+Only one round runs on a device at any moment.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import statistics
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backends.core.events import (
+    EventBus,
+    JobCancelled,
+    JobFailed,
+    JobFinished,
+    JobProgress,
+    JobQueued,
+    JobStarted,
+    LogLine,
+)
+from backends.core.records import Device, DeviceState, Job, JobState, Result, Stats
+from backends.core.store import Store
+from backends.devices.base import BenchError, BenchSession, DeviceBackend, JobInterrupted, Timed
+from backends.measure.canary import drift_status, normalise_rounds
+from backends.measure.canary_store import CanaryStore
+from backends.measure.precision import PrecisionGate
+from backends.measure.probe import CanaryProbe
+from backends.measure.stats import live_median_p90, merge_summaries, summarize
+from backends.power.capture import EnergyWindows, PowerManager, measure_energy
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.2
+SETTLE_POLL_S = 2.0
+POWER_TAIL_S = 0.3
+RECENT_CAP = 200  # latencies carried by one progress event, for live plots
+MAX_INTERLEAVED = 16  # jobs whose sessions one device keeps loaded at once
+DRIFT_BAND_PCT = 10.0
+CANARY_FILE = "canary.sqlite"  # beside the store when the lab names no shared history
+
+DriftCallback = Callable[[str, dict[str, Any] | None], None]
+
+
+def split_runs(total: int | None, rounds: int) -> list[int | None]:
+    """Iterations per round: ``total`` spread as evenly as possible over ``rounds``."""
+    rounds = max(1, rounds)
+    if total is None:
+        return [None] * rounds
+    rounds = min(rounds, max(total, 1))
+    base, extra = divmod(total, rounds)
+    return [base + (1 if index < extra else 0) for index in range(rounds)]
+
+
+def headline(round_medians: list[float], round_stat: str) -> float:
+    """The reported latency: the median of the round medians, or their minimum on request."""
+    return min(round_medians) if round_stat == "min" else statistics.median(round_medians)
+
+
+@dataclass
+class Rounds:
+    """The timed rounds of one job: every latency where the tool gives them, else summaries."""
+
+    latencies: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    medians: list[float] = field(default_factory=list)
+    summaries: list[Stats] = field(default_factory=list)
+    per_round: list[list[float]] = field(default_factory=list)
+
+    def add(self, timed: Timed) -> None:
+        summary = summarize(timed.latencies_us) if timed.latencies_us else timed.summary
+        assert summary is not None  # Timed.count > 0 guarantees one of the two
+        self.latencies.extend(timed.latencies_us)
+        self.per_round.append(list(timed.latencies_us))
+        self.sizes.append(timed.count)
+        self.medians.append(summary.median if summary.median is not None else summary.mean)
+        self.summaries.append(summary)
+
+    @property
+    def source(self) -> str:
+        return "iterations" if len(self.latencies) == sum(self.sizes) else "tool summary"
+
+    def stats(self, round_stat: str = "median") -> Stats:
+        """Summary of every timed run; its median is the headline from the round medians."""
+        stats = summarize(self.latencies) if self.source == "iterations" else None
+        stats = stats or merge_summaries(self.summaries)
+        if len(self.medians) > 1 or round_stat == "min":
+            stats.median = headline(self.medians, round_stat)
+        return stats
+
+
+@dataclass
+class JobRun:
+    """A claimed job while its batch runs: its session, rounds, canaries and outcome."""
+
+    job: Job
+    plan: list[int | None]
+    session: BenchSession | None = None
+    conditions_start: dict[str, Any] = field(default_factory=dict)
+    rounds: Rounds = field(default_factory=Rounds)
+    canaries: list[float | None] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    extra_rounds: int = 0
+    gate_started: float | None = None
+    gate: dict[str, Any] = field(default_factory=dict)
+    power: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None  # the device's canary against its history
+    ended: bool = False  # done, failed or cancelled
+
+    def gate_medians(self) -> list[float]:
+        """The round medians the precision gate judges: drift-normalised when every round has
+        its canary (a slow phase of the machine then does not count as imprecision), else raw."""
+        medians = self.rounds.medians
+        if self.canaries and all(c is not None for c in self.canaries):
+            return normalise_rounds(medians, self.canaries)  # type: ignore[arg-type]
+        return list(medians)
+
+    def fraction(self, done: int, round_elapsed_s: float = 0.0) -> float:
+        """The whole job's progress, 0..1, so a live bar never falls back between rounds:
+        iterations against ``runs``, or planned rounds (each ``seconds_per_round`` long)."""
+        settings = self.job.settings
+        if settings.runs:
+            return min(1.0, done / settings.runs)
+        per_round = self.seconds_per_round
+        if not per_round:
+            return 0.0
+        into_round = min(1.0, round_elapsed_s / per_round)
+        return min(1.0, (len(self.rounds.sizes) + into_round) / len(self.plan))
+
+    @property
+    def seconds_per_round(self) -> float | None:
+        settings = self.job.settings
+        return settings.min_seconds / len(self.plan) if settings.min_seconds else None
+
+
+class DeviceWorker(threading.Thread):
+    """A thread that runs the jobs of one device, one round at a time."""
+
+    def __init__(
+        self,
+        device: Device,
+        backend: DeviceBackend,
+        store: Store,
+        events: EventBus,
+        log_dir: Path,
+        may_run: Callable[[], bool],
+        wake: threading.Condition,
+        power: PowerManager | None = None,
+        on_drift: DriftCallback | None = None,
+        canaries: CanaryStore | None = None,
+    ) -> None:
+        super().__init__(name=f"devlab-worker-{device.id}", daemon=True)
+        self.power = power
+        self.device = device
+        self.backend = backend
+        self.store = store
+        self.events = events
+        self.log_dir = log_dir
+        self._may_run = may_run
+        self._wake = wake
+        self._on_drift = on_drift
+        self.canaries = canaries or CanaryStore(store.path.parent / CANARY_FILE)
+        self._stopping = threading.Event()
+        self._interrupting = threading.Event()
+        self._cancelled: set[str] = set()
+        self.running_job_ids: set[str] = set()
+        self._rng = random.Random()
+
+    # -- control from the Lab --------------------------------------------------------------
+
+    def stop(self, interrupt: bool) -> None:
+        """Stop after the current batch, or (``interrupt``) stop it now and re-queue its jobs."""
+        self._stopping.set()
+        if interrupt:
+            self._interrupting.set()
+        with self._wake:
+            self._wake.notify_all()
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask a running job to stop; True when ``job_id`` is one running here."""
+        if job_id in self.running_job_ids:
+            self._cancelled.add(job_id)
+            return True
+        return False
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        offline_since: float | None = None
+        while not self._stopping.is_set():
+            online = self.device.state in (DeviceState.ONLINE, DeviceState.BUSY)
+            if online:
+                offline_since = None
+            else:
+                offline_since = offline_since or time.monotonic()
+                self._expire_waiting_jobs(time.monotonic() - offline_since)
+            batch = self._claim() if online and self._may_run() else []
+            if not batch:
+                with self._wake:
+                    self._wake.wait(timeout=0.5)
+                continue
+            self.running_job_ids = {job.id for job in batch}
+            try:
+                self._run_batch(batch)
+            finally:
+                self.running_job_ids = set()
+                self._cancelled.clear()
+                with self._wake:
+                    self._wake.notify_all()
+
+    def _claim(self) -> list[Job]:
+        """The next job, with the others that may share its rounds: jobs of several rounds
+        and no power capture (an energy window must hold one job's runs only)."""
+        limit = MAX_INTERLEAVED if self.backend.interleave_rounds else 1
+        return self.store.claim_batch(self.device.id, limit, _interleavable)
+
+    def _expire_waiting_jobs(self, offline_for_s: float) -> None:
+        """Fail the queued jobs of a device gone longer than its backend's offline timeout."""
+        timeout = self.backend.offline_timeout_s
+        if timeout is None or offline_for_s < timeout:
+            return
+        reason = self.device.properties.get("offline_reason") or "no answer"
+        error = (
+            f"{self.device.id} has been {self.device.state} for {offline_for_s:.0f} s "
+            f"({reason}); the job did not run. Retry it when the device is back"
+        )
+        for job in self.store.jobs([JobState.QUEUED]):
+            if job.device_id == self.device.id:
+                self.events.publish(JobFailed(self.store.fail(job.id, error), error))
+
+    # -- a batch ---------------------------------------------------------------------------
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        runs = [JobRun(job, split_runs(job.settings.runs, job.settings.rounds)) for job in jobs]
+        for run in runs:
+            self.events.publish(JobStarted(run.job))
+        probe = CanaryProbe(self.backend, self.device)
+        try:
+            for run in runs:
+                self._guard(run, self._open, run)
+            live = [run for run in runs if not run.ended]
+            if len(live) == 1 and live[0].job.settings.power:
+                self._guard(live[0], self._with_power, live[0], probe)
+            else:
+                self._interleave(live, probe)
+            self._record_canaries([run for run in runs if not run.ended])
+            for run in runs:
+                if not run.ended:
+                    self._guard(run, self._finish, run, probe)
+        except JobInterrupted:  # the lab is shutting down or the device left: run them again
+            for run in runs:
+                if not run.ended:
+                    run.ended = True
+                    self.events.publish(JobQueued(self.store.requeue(run.job.id)))
+                    self.events.publish(LogLine(f"{run.job.id} interrupted; re-queued", run.job.id))
+        finally:
+            for run in runs:
+                self._close(run)
+            probe.close()
+
+    def _guard(self, run: JobRun, step: Callable[..., None], *args: Any) -> None:
+        """Run one step of one job; its failure or cancel ends that job only. A shutdown
+        (JobInterrupted not caused by a cancel) propagates to the whole batch."""
+        if run.ended:
+            return
+        job = run.job
+        try:
+            step(*args)
+        except JobInterrupted:
+            if job.id not in self._cancelled:
+                raise
+            run.ended = True
+            if run.session is not None:
+                run.session.cancel()
+            self.events.publish(JobCancelled(self._end(job, self.store.cancel)))
+        except BenchError as error:
+            self._fail(run, str(error))
+        except Exception as error:  # a backend bug must not kill the worker or lose the job
+            log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
+            self._fail(run, f"{type(error).__name__}: {error}")
+
+    def _end(self, job: Job, transition: Callable[[str], Job]) -> Job:
+        """Apply a final transition; the job leaves the running set before anyone hears."""
+        self.running_job_ids = self.running_job_ids - {job.id}
+        return transition(job.id)
+
+    def _fail(self, run: JobRun, error: str) -> None:
+        run.ended = True
+        failed = self._end(run.job, lambda job_id: self.store.fail(job_id, error))
+        self.events.publish(JobFailed(failed, error))
+
+    def _close(self, run: JobRun) -> None:
+        if run.session is None:
+            return
+        try:
+            run.session.close()
+        except Exception:
+            log.exception("closing the session of job %s failed", run.job.id)
+        run.session = None
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _open(self, run: JobRun) -> None:
+        job = run.job
+        run.conditions_start = self.backend.conditions(self.device)
+        self._progress(job, "load", 0, None, 0.0)
+        run.session = self.backend.open_session(self.device, job, job.model)
+        self._progress(job, "warmup", 0, job.settings.warmup, 0.0)
+        run.session.warmup(job.settings.warmup)
+        if job.settings.settle_c is not None:
+            run.conditions_start.update(self._settle(job))
+
+    def _interleave(self, runs: list[JobRun], probe: CanaryProbe) -> None:
+        """Every job's planned rounds in shuffled order, then the precision gate's extras."""
+        for index in range(max((len(run.plan) for run in runs), default=0)):
+            order = [run for run in runs if index < len(run.plan)]
+            self._rng.shuffle(order)
+            for run in order:
+                self._guard(run, self._round, run, run.plan[index], probe)
+        while True:
+            wanting = [run for run in runs if not run.ended and self._wants_more(run)]
+            if not wanting:
+                return
+            self._rng.shuffle(wanting)
+            for run in wanting:
+                run.extra_rounds += 1
+                self._guard(run, self._round, run, run.plan[0], probe)
+
+    def _round(self, run: JobRun, iterations: int | None, probe: CanaryProbe) -> None:
+        job = run.job
+        assert run.session is not None
+        number = len(run.rounds.sizes) + 1
+        planned = len(run.plan)
+        phase = f"round {number}/{planned}" if number <= planned else f"extra round {number}"
+        done, total = sum(run.rounds.sizes), job.settings.runs
+        # a cancel or shutdown is honoured between rounds too, however short they are
+        self._progress(job, phase, done, total, run.fraction(done))
+        # no canary inside a power job's energy window: its runs would count as the model's
+        canary = None if job.settings.skip_canary or job.settings.power else probe.measure(job)
+        callback = self._iteration_callback(
+            job,
+            phase,
+            len(run.rounds.latencies),
+            run.rounds.latencies,
+            job.settings.runs,
+            time.monotonic(),
+            run.fraction,
+        )
+        timed = run.session.run(iterations, run.seconds_per_round, callback)
+        if timed.count == 0:
+            raise BenchError(f"{job.model.path}: the runtime returned no timed runs")
+        run.rounds.add(timed)
+        run.canaries.append(canary)
+
+    def _wants_more(self, run: JobRun) -> bool:
+        """Ask the precision gate whether this job needs another round."""
+        settings = run.job.settings
+        if settings.precision_pct <= 0 or not run.rounds.medians:
+            return False
+        if run.gate_started is None:
+            run.gate_started = time.monotonic()
+        gate = PrecisionGate(
+            precision_pct=settings.precision_pct,
+            max_extra_rounds=max(0, settings.max_rounds - len(run.plan)),
+            time_cap_s=settings.precision_time_cap_s,
+            min_rounds=min(3, len(run.plan)),
+        )
+        per_round = run.rounds.per_round if run.rounds.source == "iterations" else None
+        decision = gate.decide(
+            run.gate_medians(), per_round, time.monotonic() - run.gate_started, run.extra_rounds
+        )
+        run.gate = {
+            "converged": decision.converged,
+            "interval": decision.interval,
+            "reason": decision.reason,
+        }
+        return decision.run_more
+
+    def _with_power(self, run: JobRun, probe: CanaryProbe) -> None:
+        """A power job runs alone, its rounds inside one energy window with a baseline."""
+        job = run.job
+        if self.power is None:
+            raise BenchError(
+                f"{self.device.id}: power capture asked, but this lab has no "
+                "power monitors configured ([[power.monitors]])"
+            )
+        channel = self.power.channel_for(self.device.id)
+        trace = self.log_dir / job.id / "power.csv"
+        dropped_before = channel.monsoon.counts.dropped
+        with channel.capture(trace):
+            baseline_start = time.time()
+            self._pause(job, job.settings.power_baseline_s, "power baseline")
+            timed_start = time.time()
+            self._interleave([run], probe)
+            timed_end = time.time()
+            self._pause(job, POWER_TAIL_S, "power")  # the window's last samples arrive
+        if run.ended:
+            return
+        windows = EnergyWindows(
+            (baseline_start, timed_start), (timed_start, timed_end), sum(run.rounds.sizes)
+        )
+        dropped = channel.monsoon.counts.dropped - dropped_before
+        try:
+            run.power = measure_energy(trace, windows, dropped)
+        except BenchError as error:  # the latencies stand even when the trace is unusable
+            run.warnings.append(f"energy not measured: {error}")
+            run.power = {"trace_path": str(trace), "dropped": dropped}
+
+    def _record_canaries(self, runs: list[JobRun]) -> None:
+        """Add this batch's canaries to each runtime's history; flag a drifting device."""
+        by_key: dict[str, list[float]] = {}
+        for run in runs:
+            values = [c for c in run.canaries if c is not None]
+            if values:
+                by_key.setdefault(_canary_key(run.job), []).extend(values)
+        for key, values in by_key.items():
+            history = self.canaries.canary_history(self.device.id, key)
+            status = drift_status(history, values, DRIFT_BAND_PCT)
+            for run in runs:
+                if _canary_key(run.job) == key:
+                    run.drift = status.to_dict()
+            if self._on_drift is not None:
+                self._on_drift(self.device.id, status.to_dict() if status.drifting else None)
+            if status.drifting:
+                self.events.publish(LogLine(f"{self.device.id}: {status.reason}", level="warning"))
+            self.canaries.add_canary(self.device.id, key, values)
+
+    def _finish(self, run: JobRun, probe: CanaryProbe) -> None:
+        job = run.job
+        assert run.session is not None
+        profile = None
+        if job.settings.per_layer:
+            done = sum(run.rounds.sizes)
+            self._progress(job, "profile", done, done, 1.0)
+            try:  # the timed runs are measured: a failing profiled pass must not lose them
+                profile = run.session.profile_layers(
+                    job.settings.profile_runs, str(self.log_dir / job.id)
+                )
+            except BenchError as error:
+                run.warnings.append(f"per-layer profiling failed: {error}")
+        parity = None if job.settings.skip_parity else self._parity(run)
+        if probe.unavailable and not job.settings.skip_canary and probe.supported:
+            reason = probe.unavailable.get((job.runtime, job.settings.threads))
+            if reason:
+                run.warnings.append(f"no reference canary: {reason}")
+        result = Result(
+            job_id=job.id,
+            latencies_us=run.rounds.latencies,
+            stats=run.rounds.stats(job.settings.round_stat),
+            stats_source=run.rounds.source,
+            round_sizes=run.rounds.sizes,
+            round_medians_us=run.rounds.medians,
+            forward_stats=profile.forward_stats if profile else None,
+            layers_stats=profile.layers_stats if profile else None,
+            layers=profile.layers if profile else [],
+            load_us=run.session.info.load_us,
+            first_inference_us=run.session.info.first_inference_us,
+            tool=run.session.info.tool,
+            tool_version=run.session.info.tool_version,
+            device_properties=dict(self.device.properties),
+            conditions_start=run.conditions_start,
+            conditions_end=self.backend.conditions(self.device),
+            raw_log_path=profile.raw_log_path if profile else None,
+            power=run.power,
+            warnings=run.warnings,
+            round_canary_us=list(run.canaries),
+            extra_rounds=run.extra_rounds,
+            parity=parity,
+            drift=run.drift,
+        )
+        self._add_trust_figures(run, result)
+        for warning in run.warnings:
+            self.events.publish(LogLine(warning, job.id, level="warning"))
+        run.ended = True
+        finished = self._end(job, lambda job_id: self.store.finish(job_id, result))
+        self.events.publish(JobFinished(finished, result))
+
+    def _add_trust_figures(self, run: JobRun, result: Result) -> None:
+        """The canary-normalised headline and the precision gate's interval."""
+        canaries = run.canaries
+        if canaries and all(c is not None for c in canaries):
+            history = self.canaries.canary_history(self.device.id, _canary_key(run.job))
+            long_run = statistics.median(history) if history else None
+            normalised = normalise_rounds(run.rounds.medians, canaries, long_run)  # type: ignore[arg-type]
+            result.canary_reference_us = long_run or statistics.median(canaries)  # type: ignore[type-var]
+            result.normalised_median_us = headline(normalised, run.job.settings.round_stat)
+        interval = run.gate.get("interval")
+        if interval is None and len(run.rounds.medians) > 1:
+            from backends.measure.precision import median_ci
+
+            per_round = run.rounds.per_round if run.rounds.source == "iterations" else None
+            interval = median_ci(run.gate_medians(), per_round)
+        if interval is not None and interval.finite:
+            # The interval is relative to what the gate judged; expressed around the headline
+            # it is reported with (the normalised one when the canary ran).
+            centre = result.normalised_median_us or result.stats.median or result.stats.mean
+            scale = centre / interval.estimate if interval.estimate else 1.0
+            result.ci_low_us = interval.low * scale if interval.low is not None else None
+            result.ci_high_us = interval.high * scale if interval.high is not None else None
+            result.ci_half_width_pct = interval.half_width_pct
+        if run.gate:
+            result.converged = bool(run.gate["converged"])
+            if not result.converged:
+                run.warnings.append(f"precision gate: {run.gate['reason']}")
+
+    def _parity(self, run: JobRun) -> dict[str, Any] | None:
+        """One fixed input through the device and through host ONNX Runtime, compared."""
+        outputs = getattr(run.session, "outputs", None)
+        if outputs is None:
+            return None
+        from backends.measure.parity import (
+            ParityError,
+            compare_outputs,
+            parity_inputs,
+            reference_outputs,
+        )
+
+        try:
+            feeds = parity_inputs(run.job.model)
+            candidate = outputs(feeds)
+            if candidate is None:
+                return None
+            report = compare_outputs(reference_outputs(run.job.model.path, feeds), candidate)
+        except (ParityError, BenchError) as error:
+            run.warnings.append(f"output parity not checked: {error}")
+            return None
+        if not report.ok:
+            run.warnings.append(f"outputs differ from host ONNX Runtime: {report.reason}")
+        return report.to_dict()
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def _settle(self, job: Job) -> dict[str, object]:
+        """Wait until the battery is within ``settle_c`` of its idle temperature (the value
+        read when the device was first described), or the timeout; say what happened."""
+        idle = self.device.properties.get("battery_temperature_c")
+        if not isinstance(idle, int | float):
+            return {"settle": "skipped: the device reports no battery temperature"}
+        limit = idle + (job.settings.settle_c or 0.0)
+        started = time.monotonic()
+        deadline = started + job.settings.settle_timeout_s
+        while True:
+            now_c = self.backend.conditions(self.device).get("battery_temperature_c")
+            waited = time.monotonic() - started
+            if isinstance(now_c, int | float) and now_c <= limit:
+                return {
+                    "settle": "reached",
+                    "settle_wait_s": round(waited, 1),
+                    "settle_limit_c": limit,
+                    "settle_temperature_c": now_c,
+                }
+            if time.monotonic() >= deadline:
+                return {
+                    "settle": "timed out",
+                    "settle_wait_s": round(waited, 1),
+                    "settle_limit_c": limit,
+                    "settle_temperature_c": now_c,
+                }
+            self._progress(job, "settle", 0, None, 0.0)  # also honours cancel and shutdown
+            self.events.publish(
+                LogLine(f"settling: battery {now_c} C, waiting for <= {limit:.1f} C", job.id)
+            )
+            self._stopping.wait(SETTLE_POLL_S)
+
+    def _pause(self, job: Job, seconds: float, phase: str) -> None:
+        """Wait, reporting progress and honouring cancel and shutdown."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._progress(job, phase, 0, None, 0.0)
+            time.sleep(min(left, 0.1))
+
+    # -- progress --------------------------------------------------------------------------
+
+    def _iteration_callback(
+        self,
+        job: Job,
+        phase: str,
+        offset: int,
+        previous: list[float],
+        total: int | None,
+        started: float,
+        fraction_of: Callable[[int, float], float],
+    ) -> Callable[[int, list[float]], None]:
+        """A cheap per-iteration hook: checks for stop requests and reports a few times a second.
+        ``fraction_of(iterations done, seconds into the round)`` is the whole job's progress."""
+        next_report = time.monotonic() + PROGRESS_INTERVAL_S
+        reported = 0
+
+        def on_iteration(done: int, latencies: list[float]) -> None:
+            nonlocal next_report, reported
+            now = time.monotonic()
+            if now < next_report:
+                return
+            next_report = now + PROGRESS_INTERVAL_S
+            if self._interrupting.is_set() or job.id in self._cancelled:
+                raise JobInterrupted(job.id)
+            count = offset + done
+            fraction = fraction_of(count, now - started)
+            median, p90 = live_median_p90(previous + latencies if offset else latencies)
+            recent = tuple(latencies[max(reported, done - RECENT_CAP) : done])
+            reported = done
+            self.events.publish(
+                JobProgress(job.id, phase, count, total, fraction, median, p90, recent)
+            )
+
+        return on_iteration
+
+    def _progress(
+        self, job: Job, phase: str, done: int, total: int | None, fraction: float
+    ) -> None:
+        if self._interrupting.is_set() or job.id in self._cancelled:
+            raise JobInterrupted(job.id)
+        self.events.publish(JobProgress(job.id, phase, done, total, fraction))
+
+
+def _interleavable(job: Job) -> bool:
+    return job.settings.rounds > 1 and not job.settings.power
+
+
+def _canary_key(job: Job) -> str:
+    """Canary histories are per runtime and thread count (both change the canary's speed)."""
+    return f"{job.runtime}/t{job.settings.threads or 0}"

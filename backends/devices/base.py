@@ -1,0 +1,154 @@
+"""The contract a device backend fulfils, so phones, sticks and boards only add modules.
+
+A backend discovers its devices and opens *bench sessions*: a model loaded on a device with
+a runtime, ready to run timed rounds. The device worker drives sessions round by round
+(warmup, rounds of timed runs, optional per-layer profiling) and interleaves the rounds of the
+jobs waiting for one device, so a session must stay usable between its rounds. A session that
+can hand back its outputs (``outputs(feeds) -> list[np.ndarray] | None``) gets output parity
+against host ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends.core.records import Device, Job, LayerTime, Model, Stats
+
+IterationCallback = Callable[[int, list[float]], None]
+"""Called after each timed iteration with (iterations done, the latencies so far in us).
+
+It may raise (``JobInterrupted``) to stop the session early; keep it cheap, it sits in the
+timed loop.
+"""
+
+
+@dataclass
+class Timed:
+    """What one round of timed runs measured.
+
+    ``latencies_us`` holds every iteration where the tool reports them (ONNX Runtime in
+    process does); tools that print only statistics (TFLite ``benchmark_model``,
+    ``onnxruntime_perf_test``) leave it empty and give ``summary`` instead. Nothing is
+    invented: a result says which of the two its statistics come from.
+    """
+
+    latencies_us: list[float]
+    summary: Stats | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.latencies_us) or (self.summary.count if self.summary else 0)
+
+
+class JobInterrupted(Exception):
+    """Raised from a progress callback when a job is cancelled or the lab shuts down."""
+
+
+class BenchError(Exception):
+    """A benchmark failed for a reason the operator can act on (the message says how)."""
+
+
+@dataclass
+class SessionInfo:
+    """What opening a session measured and which tool did the work."""
+
+    load_us: float | None
+    first_inference_us: float | None
+    tool: str
+    tool_version: str
+
+
+@dataclass
+class LayerProfile:
+    """Outcome of a separate profiled pass (never mixed into the timed runs)."""
+
+    layers: list[LayerTime]
+    forward_stats: Stats | None
+    layers_stats: Stats | None
+    raw_log_path: str | None = None
+
+
+class BenchSession(ABC):
+    """A model loaded on a device, kept alive across rounds."""
+
+    info: SessionInfo
+
+    @abstractmethod
+    def warmup(self, iterations: int) -> None:
+        """Untimed runs that bring caches, clocks and allocators to a steady state."""
+
+    @abstractmethod
+    def run(
+        self,
+        iterations: int | None,
+        min_seconds: float | None,
+        on_iteration: IterationCallback,
+    ) -> Timed:
+        """Timed runs: ``iterations`` of them, or as many as fit ``min_seconds`` (at least one).
+
+        Returns every iteration's latency in microseconds, or the tool's own statistics.
+        """
+
+    def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile | None:
+        """Per-layer times from a separate profiled pass; ``None`` where the tool has none."""
+        return None
+
+    def cancel(self) -> None:  # noqa: B027 - optional hook, most sessions need nothing
+        """The operator cancelled the job: stop work the device does on its own (a remote
+        agent's job). Not called when the lab shuts down, so such work can be re-attached."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most sessions need nothing
+        """Release the model and the device."""
+
+
+@dataclass
+class Capabilities:
+    """Optional features the front ends read to offer only what a device can do."""
+
+    per_layer: bool = False
+    power_capture: bool = False
+    threads: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class DeviceBackend(ABC):
+    """One kind of device (host CPU, Android phones, NCS sticks, DPU boards)."""
+
+    kind: str
+    #: Seconds a device of this kind may stay offline before its queued jobs fail with the
+    #: reason; None lets them wait for it indefinitely.
+    offline_timeout_s: float | None = None
+    #: Whether the jobs waiting for one device may share it round by round (their sessions
+    #: loaded at once). False where a session's rounds cannot be split (a remote agent job).
+    interleave_rounds: bool = True
+    #: Whether the reference canary can be measured before each round.
+    supports_canary: bool = True
+
+    @abstractmethod
+    def discover(self) -> list[Device]:
+        """The devices of this kind that are attached now (cheap enough to poll)."""
+
+    def describe(self, device: Device) -> Device:
+        """The device with its properties filled in (may talk to the device)."""
+        return device
+
+    def capabilities(self, device: Device) -> Capabilities:
+        return Capabilities()
+
+    def conditions(self, device: Device) -> dict[str, Any]:
+        """Device conditions worth recording at the start and end of a job (temperature...)."""
+        return {}
+
+    @abstractmethod
+    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
+        """Load ``model`` on ``device`` for ``job.runtime``; raises BenchError on bad input."""
+
+    def watch(self, on_change: Callable[[], None]) -> None:  # noqa: B027 - optional hook
+        """Call ``on_change`` (from any thread) when devices come or go; polling backends
+        need not implement it."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends need nothing
+        """Stop background threads; teardown errors of one backend never stop the others."""

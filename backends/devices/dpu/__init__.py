@@ -1,0 +1,1 @@
+"""Xilinx/AMD DPU boards reached over HTTP through the devlab agent."""

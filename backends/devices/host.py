@@ -1,0 +1,259 @@
+"""The host CPU through ONNX Runtime: the device every lab has, hardware or not.
+
+The timed loop is as bare as a hand-written one (two clock reads, ``session.run``, an
+append), so devlab adds no measurable overhead (``tests/perf/host_overhead.py``). Per-layer
+times come from ONNX Runtime's profiler in a separate session and pass, so profiling never
+inflates the timed runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from backends.core.records import Device, Job, LayerTime, Model
+from backends.devices.base import (
+    BenchError,
+    BenchSession,
+    Capabilities,
+    DeviceBackend,
+    IterationCallback,
+    LayerProfile,
+    SessionInfo,
+    Timed,
+)
+from backends.measure.stats import summarize
+from backends.models.intake import random_inputs
+
+HOST_DEVICE_ID = "host:cpu"
+ORT_RUNTIME = "onnxruntime"
+TOOL = "onnxruntime-python"
+
+
+def session_options(threads: int | None, profile_prefix: str | None = None) -> ort.SessionOptions:
+    """Options shared by devlab's host runs and the bare baseline loop of the perf script."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    # Sessions stay alive across interleaved rounds: spinning idle threads of the waiting
+    # sessions would steal the CPU from the one that runs (2 threads then lose to 1).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    options.log_severity_level = 3
+    return options
+
+
+class HostSession(BenchSession):
+    """An ONNX Runtime CPU session kept alive across warmup, rounds and profiling."""
+
+    def __init__(self, model: Model, threads: int | None) -> None:
+        self.model = model
+        self.threads = threads
+        self.feeds = random_inputs(model)
+        started = time.perf_counter_ns()
+        self.session = _create_session(model, session_options(threads))
+        loaded = time.perf_counter_ns()
+        self._run_once()
+        first = time.perf_counter_ns()
+        self.info = SessionInfo(
+            load_us=(loaded - started) / 1e3,
+            first_inference_us=(first - loaded) / 1e3,
+            tool=TOOL,
+            tool_version=ort.__version__,
+        )
+
+    def _run_once(self) -> None:
+        try:
+            self.session.run(None, self.feeds)
+        except Exception as error:  # ORT raises its own exception types
+            raise BenchError(f"{self.model.path}: inference failed: {error}") from error
+
+    def warmup(self, iterations: int) -> None:
+        for _ in range(iterations):
+            self._run_once()
+
+    def run(
+        self,
+        iterations: int | None,
+        min_seconds: float | None,
+        on_iteration: IterationCallback,
+    ) -> Timed:
+        run, feeds, clock = self.session.run, self.feeds, time.perf_counter_ns
+        latencies: list[float] = []
+        append = latencies.append
+        deadline = clock() + int(min_seconds * 1e9) if min_seconds else None
+        limit = iterations if iterations is not None else 1 << 62
+        done = 0
+        while done < limit:
+            start = clock()
+            run(None, feeds)
+            end = clock()
+            append((end - start) / 1e3)
+            done += 1
+            on_iteration(done, latencies)
+            if deadline is not None and end >= deadline:
+                break
+        return Timed(latencies)
+
+    def outputs(self, feeds: dict[str, Any]) -> list[Any]:
+        """The model's outputs for ``feeds`` (output parity against the host reference)."""
+        try:
+            return list(self.session.run(None, feeds))
+        except Exception as error:  # ORT raises its own exception types
+            raise BenchError(f"{self.model.path}: inference failed: {error}") from error
+
+    def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        prefix = str(Path(log_dir) / f"ort_profile_{self.model.name}")
+        profiled = _create_session(self.model, session_options(self.threads, prefix))
+        for _ in range(max(iterations, 1) + 1):  # the first run is dropped as warm-up
+            profiled.run(None, self.feeds)
+        trace_path = profiled.end_profiling()
+        return parse_ort_profile(trace_path, skip_runs=1)
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+
+class HostBackend(DeviceBackend):
+    """``host:cpu``: always present."""
+
+    kind = "host"
+
+    def discover(self) -> list[Device]:
+        return [
+            Device(
+                id=HOST_DEVICE_ID,
+                kind=self.kind,
+                name=f"Host CPU ({platform.node() or 'localhost'})",
+                runtimes=[ORT_RUNTIME],
+                properties=host_properties(),
+            )
+        ]
+
+    def capabilities(self, device: Device) -> Capabilities:
+        return Capabilities(per_layer=True, threads=True)
+
+    def conditions(self, device: Device) -> dict[str, Any]:
+        return host_conditions()
+
+    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
+        if job.runtime != ORT_RUNTIME:
+            raise BenchError(f"{device.id} offers runtime {ORT_RUNTIME!r}, not {job.runtime!r}")
+        return HostSession(model, job.settings.threads)
+
+
+def _create_session(model: Model, options: ort.SessionOptions) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(model.path, options, providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise BenchError(f"{model.path}: ONNX Runtime cannot load the model: {error}") from error
+
+
+def parse_ort_profile(trace_path: str, skip_runs: int = 0) -> LayerProfile:
+    """Per-layer and per-run times from an ONNX Runtime profiler trace (Chrome trace JSON).
+
+    Node events (``<node>_kernel_time``) are attributed to the ``model_run`` window that
+    contains them; "Layers Time" of a run is the sum of its node times, "Forward Propagate"
+    the executor's time (``SequentialExecutor::Execute``), both in microseconds.
+    """
+    with open(trace_path, encoding="utf-8") as handle:
+        events = json.load(handle)
+    runs = sorted(
+        (e["ts"], e["ts"] + e["dur"])
+        for e in events
+        if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )[skip_runs:]
+    executes = sorted(
+        (e["ts"], e["dur"])
+        for e in events
+        if e.get("cat") == "Session" and e.get("name") == "SequentialExecutor::Execute"
+    )
+    nodes = [
+        e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
+    ]
+
+    def run_index(ts: float) -> int | None:
+        for index, (start, end) in enumerate(runs):
+            if start <= ts <= end:
+                return index
+        return None
+
+    per_run_layers = [0.0] * len(runs)
+    per_node: dict[str, list[float]] = defaultdict(list)
+    op_types: dict[str, str] = {}
+    for event in nodes:
+        index = run_index(event["ts"])
+        if index is None:
+            continue
+        name = event["name"][: -len("_kernel_time")]
+        per_run_layers[index] += float(event["dur"])
+        per_node[name].append(float(event["dur"]))
+        op_types[name] = event.get("args", {}).get("op_name", "")
+    forward = [float(dur) for ts, dur in executes if run_index(ts) is not None]
+    layers = [
+        LayerTime(name=name, op_type=op_types[name], mean_us=float(np.mean(times)))
+        for name, times in per_node.items()
+    ]
+    return LayerProfile(
+        layers=layers,
+        forward_stats=summarize(forward) if forward else None,
+        layers_stats=summarize(per_run_layers) if runs and nodes else None,
+        raw_log_path=trace_path,
+    )
+
+
+def host_properties() -> dict[str, Any]:
+    return {
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+    }
+
+
+def host_conditions() -> dict[str, Any]:
+    """Load average and CPU temperature where the kernel exposes them."""
+    conditions: dict[str, Any] = {}
+    with contextlib.suppress(OSError):
+        conditions["loadavg_1m"] = os.getloadavg()[0]
+    temperature = _cpu_temperature_c()
+    if temperature is not None:
+        conditions["temperature_c"] = temperature
+    return conditions
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_temperature_c() -> float | None:
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        try:
+            return int((zone / "temp").read_text().strip()) / 1000.0
+        except (OSError, ValueError):
+            continue
+    return None

@@ -1,0 +1,2 @@
+"""How numbers become trustworthy: statistics, the precision gate, canaries, output
+parity, probes."""

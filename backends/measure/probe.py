@@ -1,0 +1,90 @@
+"""The reference canary: a small fixed model measured on a device just before each round.
+
+Dividing a round's median by the canary measured right before it removes the machine's slow
+phases (bursts where everything runs ~1.45x slower) from the figure; multiplying by the
+canary's long-run median on that device keeps the unit (microseconds at the usual pace). The
+probe keeps one canary session per runtime and thread count alive for a whole batch of jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from pathlib import Path
+
+from backends.core.records import Device, Job, JobSettings, Model
+from backends.devices.base import BenchError, BenchSession, DeviceBackend
+from backends.models.intake import ModelError, load_model
+
+log = logging.getLogger(__name__)
+
+CANARY_PATH = Path(__file__).resolve().parents[2] / "assets" / "reference" / "canary.onnx"
+CANARY_WARMUP = 5
+CANARY_RUNS = 15
+
+
+class CanaryProbe:
+    """Measures the canary on one device; unavailable runtimes are remembered with the reason."""
+
+    def __init__(self, backend: DeviceBackend, device: Device, path: Path = CANARY_PATH) -> None:
+        self.backend = backend
+        self.device = device
+        self.path = path
+        self._model: Model | None = None
+        self._sessions: dict[tuple[str, int | None], BenchSession] = {}
+        self.unavailable: dict[tuple[str, int | None], str] = {}
+        self.supported = backend.supports_canary
+
+    def measure(self, job: Job) -> float | None:
+        """The canary's median latency (us) now, on ``job``'s runtime and threads; None when
+        the canary cannot run there (the reason is in ``unavailable``)."""
+        key = (job.runtime, job.settings.threads)
+        if key in self.unavailable:
+            return None
+        try:
+            session = self._sessions.get(key) or self._open(job, key)
+            timed = session.run(CANARY_RUNS, None, _ignore)
+        except (BenchError, ModelError, OSError) as error:
+            self.unavailable[key] = str(error)
+            self._drop(key)
+            return None
+        if timed.latencies_us:
+            return statistics.median(timed.latencies_us)
+        if timed.summary is not None:
+            return timed.summary.median or timed.summary.mean
+        return None
+
+    def _open(self, job: Job, key: tuple[str, int | None]) -> BenchSession:
+        if not self.supported:
+            raise BenchError(f"{self.device.id}: the reference canary does not run here")
+        if self._model is None:
+            self._model = load_model(self.path)
+        canary_job = Job(
+            id=f"canary-{job.id}",
+            model=self._model,
+            device_id=self.device.id,
+            runtime=job.runtime,
+            settings=JobSettings(
+                warmup=CANARY_WARMUP, runs=CANARY_RUNS, threads=job.settings.threads, rounds=1
+            ),
+        )
+        session = self.backend.open_session(self.device, canary_job, self._model)
+        session.warmup(CANARY_WARMUP)
+        self._sessions[key] = session
+        return session
+
+    def _drop(self, key: tuple[str, int | None]) -> None:
+        session = self._sessions.pop(key, None)
+        if session is not None:
+            try:
+                session.close()
+            except Exception:
+                log.exception("closing a canary session failed")
+
+    def close(self) -> None:
+        for key in list(self._sessions):
+            self._drop(key)
+
+
+def _ignore(done: int, latencies: list[float]) -> None:
+    """The canary's runs report no progress of their own."""

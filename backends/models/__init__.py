@@ -1,0 +1,1 @@
+"""Model intake (ONNX checks, inputs), MAC counting and conversion for device runtimes."""

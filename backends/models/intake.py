@@ -1,0 +1,517 @@
+"""Model intake: turn ONNX files into ``Model`` records, or into errors a person can act on.
+
+Every later stage (queue, device workers, tables) trusts a ``Model``: its inputs have concrete
+shapes, its identity is the sha256 of the file bytes, and it passed the ONNX checker and strict
+shape inference. Anything that fails here becomes a ``ModelError`` that names the file and,
+where there is one, the fix -- so a bad file is reported once, up front, not on every device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper, helper, shape_inference
+
+from backends.core.records import Model, ModelInput
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+_EXPORT_HINT = "export it to ONNX (e.g. torch.onnx.export) and pass the .onnx file"
+
+# Conv-like ops: index of the weight input ([M, C/group, k...]).
+_CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
+# MatMul-like ops: index of the A input (its last axis is the reduced one).
+_MATMUL_A = {"MatMul": 0, "MatMulInteger": 0, "QLinearMatMul": 0}
+
+Shape = list[int | None]
+
+
+class ModelError(Exception):
+    """A model that cannot be benchmarked; ``str()`` is ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type[ModelError], tuple[str, str]]:
+        # Keep (path, reason) intact when the error crosses a process boundary.
+        return (ModelError, (self.path, self.reason))
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def load_model(path: str | Path, input_shapes: dict[str, list[int]] | None = None) -> Model:
+    """Read, validate and describe one ONNX file; ``input_shapes`` fixes dynamic dimensions.
+
+    Raises ``ModelError`` (naming the file) for anything that would fail later on a device.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    proto = _decode(path, data)
+    _validate(path, proto)
+    inputs = _resolve_inputs(path, proto, input_shapes or {})
+    fixed = _infer_fixed(path, proto, inputs)
+    return Model(
+        path=str(path.resolve()),
+        name=path.stem,
+        sha256=hashlib.sha256(data).hexdigest(),
+        inputs=inputs,
+        opset=_default_opset(proto),
+        parameters=_count_parameters(proto.graph),
+        macs=_count_macs(fixed.graph),
+        size_bytes=len(data),
+        uid=_metadata(proto).get(MODULE_UID_KEY) or None,
+    )
+
+
+MODULE_UID_KEY = "devlab.module_uid"  # set by `devlab space modules` on each module model
+
+
+def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
+    return {entry.key: entry.value for entry in proto.metadata_props}
+
+
+def collect_models(
+    paths: Sequence[str | Path], input_shapes: dict[str, list[int]] | None = None
+) -> list[Model | ModelError]:
+    """Load every model the user named: files as given, folders searched recursively.
+
+    Errors are returned in place rather than raised, so one bad file does not hide the rest.
+    Output follows input order; a file reached twice (same resolved path) appears once.
+    """
+    results: list[Model | ModelError] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        for item in _expand(Path(raw)):
+            key = item.path.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            results.append(item.error or _load_or_error(item.path, input_shapes))
+    return results
+
+
+def random_inputs(model: Model, seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic random feeds for ``model``: floats ~ N(0, 1), ints in [0, 10), bools."""
+    rng = np.random.default_rng(seed)
+    return {i.name: _random_array(rng, i) for i in model.inputs}
+
+
+def parse_shape(text: str) -> list[int]:
+    """``"1x3x224x224"`` (or ``"1,3,224,224"``, ``"[1,3,224,224]"``) -> ``[1, 3, 224, 224]``."""
+    body = text.strip().removeprefix("[").removesuffix("]").strip()
+    if not body:
+        raise ValueError(f"empty shape {text!r}; expected dimensions like 1x3x224x224")
+    dims: list[int] = []
+    for part in re.split(r"[xX,]", body):
+        part = part.strip()
+        if not (part.isascii() and part.isdigit()) or int(part) < 1:
+            raise ValueError(
+                f"bad shape {text!r}: {part!r} is not a positive integer; "
+                "expected dimensions like 1x3x224x224"
+            )
+        dims.append(int(part))
+    return dims
+
+
+def parse_input_shape_arg(text: str) -> tuple[str, list[int]]:
+    """``"input=1x3x224x224"`` -> ``("input", [1, 3, 224, 224])`` (the ``--input-shape`` value)."""
+    name, sep, shape = text.rpartition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise ValueError(f"bad input shape {text!r}; expected NAME=DIMS, e.g. input=1x3x224x224")
+    return name, parse_shape(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and validating
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.is_dir():
+        raise ModelError(path, "is a folder, not a model file; pass a .onnx file inside it")
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(path, "no such file; check the path") from None
+    except OSError as exc:
+        raise ModelError(path, f"cannot read file: {exc.strerror or exc}") from None
+
+
+def _decode(path: Path, data: bytes) -> onnx.ModelProto:
+    """Parse the protobuf, telling "not ONNX at all" apart from "ONNX but damaged"."""
+    if not data:
+        raise ModelError(path, f"not an ONNX model: the file is empty; {_EXPORT_HINT}")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except DecodeError as exc:
+        if _looks_like_onnx(data):
+            raise ModelError(path, f"truncated or corrupt ONNX file: {exc}") from None
+        raise ModelError(path, f"not an ONNX model (cannot decode it); {_EXPORT_HINT}") from None
+    # Arbitrary bytes can decode "successfully" into a message made only of unknown fields.
+    if proto.ir_version == 0 or not proto.HasField("graph"):
+        raise ModelError(path, f"not an ONNX model (no IR version or graph); {_EXPORT_HINT}")
+    if not proto.graph.node:
+        raise ModelError(path, "the ONNX graph has no nodes; there is nothing to benchmark")
+    return proto
+
+
+def _looks_like_onnx(data: bytes) -> bool:
+    """ONNX writers emit ``ir_version`` (field 1, varint: tag byte 0x08) first."""
+    return len(data) >= 2 and data[0] == 0x08 and 1 <= data[1] < 0x80
+
+
+def _validate(path: Path, proto: onnx.ModelProto) -> None:
+    try:
+        if _uses_external_data(proto):
+            onnx.checker.check_model(str(path))  # lets the checker find the external files
+        else:
+            onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(path, f"invalid ONNX model: {_first_line(exc)}") from None
+    try:
+        _strict_inference(proto)
+    except (shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+        raise ModelError(path, f"shape inference failed: {_first_line(exc)}") from None
+
+
+def _strict_inference(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference that fails on type or shape conflicts instead of skipping them."""
+    return shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+
+
+def _uses_external_data(proto: onnx.ModelProto) -> bool:
+    return any(external_data_helper.uses_external_data(t) for t in proto.graph.initializer)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _default_opset(proto: onnx.ModelProto) -> int | None:
+    for opset in proto.opset_import:
+        if opset.domain in _DEFAULT_DOMAINS:
+            return int(opset.version)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs and their shapes
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _DeclaredInput:
+    """A graph input as the file declares it: ``dims`` holds None for dynamic dimensions."""
+
+    name: str
+    dtype: str
+    dims: Shape | None  # None: the rank itself is unknown
+    labels: list[str]  # how each dimension is shown to the user ("batch", "?", "224")
+
+    def shown(self) -> str:
+        return "[" + ",".join(self.labels) + "]" if self.dims is not None else "[?]"
+
+    def suggestion(self) -> str:
+        if self.dims is None:
+            return f"{self.name}=<dims, e.g. 1x3x224x224>"
+        return f"{self.name}=" + "x".join(str(d or 1) for d in self.dims)
+
+
+def _declared_inputs(path: Path, graph: onnx.GraphProto) -> list[_DeclaredInput]:
+    """Graph inputs that the caller must feed (initializers are weights, not inputs)."""
+    weights = {t.name for t in graph.initializer}
+    return [_declare(path, vi) for vi in graph.input if vi.name not in weights]
+
+
+def _declare(path: Path, vi: onnx.ValueInfoProto) -> _DeclaredInput:
+    if vi.type.WhichOneof("value") != "tensor_type":
+        kind = vi.type.WhichOneof("value") or "untyped value"
+        raise ModelError(path, f"input '{vi.name}' is a {kind}; devlab feeds tensor inputs only")
+    tensor = vi.type.tensor_type
+    dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    if not tensor.HasField("shape"):
+        return _DeclaredInput(vi.name, dtype, None, [])
+    dims: Shape = []
+    labels: list[str] = []
+    for dim in tensor.shape.dim:
+        static = dim.WhichOneof("value") == "dim_value"
+        dims.append(int(dim.dim_value) if static else None)
+        labels.append(str(dim.dim_value) if static else (dim.dim_param or "?"))
+    return _DeclaredInput(vi.name, dtype, dims, labels)
+
+
+def _resolve_inputs(
+    path: Path, proto: onnx.ModelProto, overrides: dict[str, list[int]]
+) -> list[ModelInput]:
+    """Concrete input shapes: the file's static dims, filled or confirmed by ``overrides``."""
+    declared = _declared_inputs(path, proto.graph)
+    unknown = sorted(set(overrides) - {d.name for d in declared})
+    if unknown:
+        names = ", ".join(repr(n) for n in unknown)
+        known = ", ".join(d.name for d in declared) or "(none)"
+        raise ModelError(
+            path,
+            f"--input-shape names {names}, but the model has no such input; its inputs: {known}",
+        )
+    inputs: list[ModelInput] = []
+    unresolved: list[_DeclaredInput] = []
+    for decl in declared:
+        shape = _apply_override(path, decl, overrides.get(decl.name))
+        if shape is None:
+            unresolved.append(decl)
+        else:
+            inputs.append(ModelInput(name=decl.name, shape=shape, dtype=decl.dtype))
+    if unresolved:
+        raise ModelError(path, _dynamic_message(unresolved))
+    return inputs
+
+
+def _apply_override(
+    path: Path, decl: _DeclaredInput, override: list[int] | None
+) -> list[int] | None:
+    """The input's final shape, or None when dynamic dims are left without an override."""
+    if override is None:
+        if decl.dims is None or any(d is None for d in decl.dims):
+            return None
+        return [int(d) for d in decl.dims]
+    override = [int(d) for d in override]
+    given = "x".join(str(d) for d in override)
+    if any(d < 1 for d in override):
+        raise ModelError(path, f"--input-shape {decl.name}={given}: dimensions must be >= 1")
+    if decl.dims is None:
+        return override
+    if len(override) != len(decl.dims):
+        raise ModelError(
+            path,
+            f"input '{decl.name}' has rank {len(decl.dims)} {decl.shown()}, but --input-shape "
+            f"{decl.name}={given} has rank {len(override)}",
+        )
+    for axis, (want, got) in enumerate(zip(decl.dims, override, strict=True)):
+        if want is not None and want != got:
+            raise ModelError(
+                path,
+                f"input '{decl.name}' has shape {decl.shown()}, but --input-shape "
+                f"{decl.name}={given} sets dimension {axis} to {got} instead of {want}",
+            )
+    return override
+
+
+def _dynamic_message(unresolved: list[_DeclaredInput]) -> str:
+    described = "; ".join(f"input '{d.name}' has dynamic shape {d.shown()}" for d in unresolved)
+    flags = " ".join(f"--input-shape {d.suggestion()}" for d in unresolved)
+    return f"{described}; pass {flags}"
+
+
+def _infer_fixed(path: Path, proto: onnx.ModelProto, inputs: list[ModelInput]) -> onnx.ModelProto:
+    """A copy of the model with the resolved input shapes baked in, shapes inferred throughout.
+
+    Stale value_info and declared output shapes are dropped so inference recomputes them for
+    the chosen shapes (exporters often leave the traced batch size in them).
+    """
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(proto)
+    graph = fixed.graph
+    graph.ClearField("value_info")
+    by_name = {i.name: i.shape for i in inputs}
+    for vi in graph.input:
+        if vi.name in by_name:
+            _set_shape(vi, by_name[vi.name])
+    for vi in graph.output:
+        if vi.type.WhichOneof("value") == "tensor_type":
+            vi.type.tensor_type.ClearField("shape")
+    try:
+        return _strict_inference(fixed)
+    except (shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+        chosen = " ".join(f"{i.name}={'x'.join(map(str, i.shape))}" for i in inputs)
+        raise ModelError(
+            path, f"the input shapes {chosen} do not fit the model: {_first_line(exc)}"
+        ) from None
+
+
+def _set_shape(vi: onnx.ValueInfoProto, shape: list[int]) -> None:
+    tensor_shape = vi.type.tensor_type.shape
+    tensor_shape.ClearField("dim")
+    for size in shape:
+        tensor_shape.dim.add().dim_value = size
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters and MACs
+# ---------------------------------------------------------------------------------------------
+
+
+def _count_parameters(graph: onnx.GraphProto) -> int:
+    """Elements of the weights: initializers plus tensors held by ``Constant`` nodes."""
+    total = sum(math.prod(t.dims) for t in graph.initializer)
+    total += sum(math.prod(s.values.dims) for s in graph.sparse_initializer)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
+            total += sum(_attribute_elements(a) for a in node.attribute)
+    return total
+
+
+def _attribute_elements(attr: onnx.AttributeProto) -> int:
+    if attr.name == "value":
+        return math.prod(attr.t.dims)
+    if attr.name == "sparse_value":
+        return math.prod(attr.sparse_tensor.values.dims)
+    if attr.name in ("value_floats", "value_ints"):
+        return len(attr.floats) + len(attr.ints)
+    return 1 if attr.name in ("value_float", "value_int") else 0
+
+
+def _count_macs(graph: onnx.GraphProto) -> int:
+    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul nodes in the main graph.
+
+    Nodes whose shapes inference could not pin down count 0: a lower bound beats a crash.
+    """
+    shapes = dict(_known_shapes(graph))
+    return sum(_node_macs(node, shapes) for node in graph.node if node.domain in _DEFAULT_DOMAINS)
+
+
+def _known_shapes(graph: onnx.GraphProto) -> Iterator[tuple[str, Shape]]:
+    for tensor in graph.initializer:
+        yield tensor.name, [int(d) for d in tensor.dims]
+    for vi in (*graph.input, *graph.value_info, *graph.output):
+        tensor = vi.type.tensor_type
+        if vi.type.WhichOneof("value") == "tensor_type" and tensor.HasField("shape"):
+            yield (
+                vi.name,
+                [
+                    int(d.dim_value) if d.WhichOneof("value") == "dim_value" else None
+                    for d in tensor.shape.dim
+                ],
+            )
+
+
+def _node_macs(node: onnx.NodeProto, shapes: dict[str, Shape]) -> int:
+    def shape(index: int, names: Sequence[str]) -> list[int] | None:
+        if index >= len(names) or names[index] not in shapes:
+            return None
+        dims = shapes[names[index]]
+        return None if any(d is None for d in dims) else [int(d) for d in dims]
+
+    op = node.op_type
+    if op in _CONV_WEIGHT:
+        return _conv_macs(shape(0, node.output), shape(_CONV_WEIGHT[op], node.input))
+    if op == "ConvTranspose":
+        return _conv_macs(shape(0, node.input), shape(1, node.input))
+    if op == "Gemm":
+        attrs = {a.name: a.i for a in node.attribute}
+        return _gemm_macs(shape(0, node.input), shape(1, node.input), attrs)
+    if op in _MATMUL_A:
+        return _matmul_macs(shape(_MATMUL_A[op], node.input), shape(0, node.output))
+    return 0
+
+
+def _conv_macs(elements_shape: list[int] | None, weight: list[int] | None) -> int:
+    """Conv: out elements x (C/group x kernel). ConvTranspose: in elements x (M/group x kernel).
+
+    Both are "each element of one side meets ``prod(W.shape[1:])`` weights".
+    """
+    if elements_shape is None or weight is None or len(weight) < 2:
+        return 0
+    return math.prod(elements_shape) * math.prod(weight[1:])
+
+
+def _gemm_macs(a: list[int] | None, b: list[int] | None, attrs: dict[str, int]) -> int:
+    if a is None or b is None or len(a) != 2 or len(b) != 2:
+        return 0
+    m, k = (a[1], a[0]) if attrs.get("transA", 0) else (a[0], a[1])
+    n = b[0] if attrs.get("transB", 0) else b[1]
+    return m * n * k
+
+
+def _matmul_macs(a: list[int] | None, out: list[int] | None) -> int:
+    """Every output element is a dot product over A's last axis (batch dims included in out)."""
+    if a is None or out is None or not a:
+        return 0
+    return math.prod(out) * a[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Folders and random data
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    path: Path
+    error: ModelError | None = None
+
+
+def _expand(path: Path) -> list[_Item]:
+    """What one user-given path stands for: itself, its .onnx files, or an error."""
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() == ".onnx" and p.is_file())
+        if not found:
+            reason = "folder contains no .onnx files (searched subfolders too)"
+            return [_Item(path, ModelError(path, reason))]
+        return [_Item(p) for p in found]
+    if not path.exists():
+        return [_Item(path, ModelError(path, "no such file or folder; check the path"))]
+    return [_Item(path)]
+
+
+def _load_or_error(path: Path, input_shapes: dict[str, list[int]] | None) -> Model | ModelError:
+    try:
+        return load_model(path, input_shapes)
+    except ModelError as err:
+        return err
+
+
+def _random_array(rng: np.random.Generator, spec: ModelInput) -> np.ndarray:
+    dtype = _numpy_dtype(spec.dtype)
+    shape = tuple(spec.shape)
+    if dtype == np.bool_:
+        return rng.random(shape) < 0.5
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(0, 10, size=shape, dtype=dtype)
+    if np.issubdtype(dtype, np.complexfloating):
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    if np.issubdtype(dtype, np.floating) or "float" in spec.dtype:
+        return rng.standard_normal(shape).astype(dtype)
+    if "int" in spec.dtype:  # 4-bit ints from ml_dtypes: stay inside their range
+        return rng.integers(0, 8, size=shape).astype(dtype)
+    raise ValueError(f"cannot make random data for input '{spec.name}' of dtype {spec.dtype}")
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    """numpy dtype for a name, including ONNX's ml_dtypes ones (bfloat16, float8_*, int4)."""
+    try:
+        return np.dtype(name)
+    except TypeError:
+        import ml_dtypes  # installed with onnx
+
+        return np.dtype(getattr(ml_dtypes, name))
+
+
+def graph_output_specs(model: Model) -> list[tuple[str, list[int] | None]]:
+    """``(name, shape)`` of each graph output in graph order (shape None when not static),
+    for sessions that read a device's outputs back from files named after them."""
+    from backends.devices.base import BenchError
+
+    try:
+        graph = onnx.load(model.path, load_external_data=False).graph
+    except Exception as error:  # noqa: BLE001 - onnx raises DecodeError and friends
+        raise BenchError(f"{model.path}: cannot read the model's outputs: {error}") from error
+    specs: list[tuple[str, list[int] | None]] = []
+    for value in graph.output:
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        specs.append((value.name, dims if dims and all(d > 0 for d in dims) else None))
+    return specs

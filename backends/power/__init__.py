@@ -1,0 +1,1 @@
+"""Power monitors: the Monsoon driver, capture windows and traces on disk."""

@@ -1,0 +1,224 @@
+"""Power capture: which monitor powers which device, live samples, traces, energy per inference.
+
+A monitor, once opened, streams all the time: every batch goes to the Lab's event bus (the
+console's Power view), and while a job captures, also into that job's trace file. Energy per
+inference is measured like FAI-PEP does: an idle baseline right before the timed window, then
+the timed window itself (both windows are devlab's own timestamps), from V x I.
+
+    [[power.monitors]]
+    powers = "adb:R5CT00000LK"     # the device this monitor powers
+    port = "/dev/ttyACM0"          # or serial_number = 12345 (found by USB id and status)
+    voltage = 4.2                  # optional: set the output voltage on open
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backends.core.events import Event
+from backends.devices.base import BenchError
+from backends.power.monsoon.driver import (
+    Monsoon,
+    MonsoonError,
+    SampleBatch,
+    SampleCounts,
+    as_power_samples,
+    find_monitor,
+)
+from backends.power.trace import TraceWriter, window_stats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MonitorLink:
+    """One ``[[power.monitors]]`` entry."""
+
+    device_id: str
+    port: str | None = None
+    serial_number: int | None = None
+    voltage: float | None = None
+
+
+def links_from_config(raw: dict[str, Any]) -> list[MonitorLink]:
+    """The ``[[power.monitors]]`` tables of the config; ValueError names what is wrong."""
+    links = []
+    for index, entry in enumerate(raw.get("power", {}).get("monitors", [])):
+        if not isinstance(entry, dict) or not entry.get("powers"):
+            raise ValueError(f'[[power.monitors]] #{index + 1}: needs powers = "<device id>"')
+        if not entry.get("port") and entry.get("serial_number") is None:
+            raise ValueError(f"[[power.monitors]] #{index + 1}: give port or serial_number")
+        links.append(
+            MonitorLink(
+                device_id=str(entry["powers"]),
+                port=str(entry["port"]) if entry.get("port") else None,
+                serial_number=int(entry["serial_number"]) if entry.get("serial_number") else None,
+                voltage=float(entry["voltage"]) if entry.get("voltage") is not None else None,
+            )
+        )
+    return links
+
+
+class PowerChannel:
+    """One open monitor streaming to the event bus, and to a trace file while capturing."""
+
+    def __init__(self, monitor_id: str, monsoon: Monsoon, publish: Callable[[Event], None]):
+        self.monitor_id = monitor_id
+        self.monsoon = monsoon
+        self._publish = publish
+        self._writer: TraceWriter | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self.monsoon.start_sampling(self._on_batch)
+
+    def _on_batch(self, batch: SampleBatch) -> None:
+        if len(batch):
+            self._publish(as_power_samples(self.monitor_id, batch))
+        with self._lock:
+            if self._writer is not None:
+                self._writer.write(batch)
+
+    @contextlib.contextmanager
+    def capture(self, path: Path) -> Iterator[Path]:
+        """Record every sample into ``path`` (CSV, written in chunks) while the block runs."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = TraceWriter(path)
+        with self._lock:
+            self._writer = writer
+        try:
+            yield path
+        finally:
+            with self._lock:
+                self._writer = None
+            writer.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(MonsoonError):
+            self.monsoon.stop_sampling()
+        self.monsoon.close()
+
+
+class PowerManager:
+    """Opens the monitor that powers a device on first use and keeps it streaming."""
+
+    def __init__(
+        self,
+        links: list[MonitorLink],
+        publish: Callable[[Event], None],
+        opener: Callable[[str], Monsoon] = Monsoon,
+    ) -> None:
+        self.links = {link.device_id: link for link in links}
+        self._publish = publish
+        self._opener = opener
+        self._channels: dict[str, PowerChannel] = {}
+        self._lock = threading.Lock()
+
+    def powers(self, device_id: str) -> bool:
+        return device_id in self.links
+
+    def channel_for(self, device_id: str) -> PowerChannel:
+        """The streaming channel of the monitor that powers ``device_id``."""
+        link = self.links.get(device_id)
+        if link is None:
+            raise BenchError(
+                f"{device_id}: power capture asked, but no monitor powers it; add "
+                f'[[power.monitors]] powers = "{device_id}" with its port or serial_number'
+            )
+        with self._lock:
+            channel = self._channels.get(device_id)
+            if channel is None:
+                channel = self._channels[device_id] = self._open(link)
+            return channel
+
+    def _open(self, link: MonitorLink) -> PowerChannel:
+        try:
+            port = link.port or find_monitor(link.serial_number or 0).port
+            monsoon = self._opener(port)
+            if link.voltage is not None:
+                monsoon.set_voltage(link.voltage)
+            monitor_id = f"monsoon:{monsoon.serial_number or port}"
+            channel = PowerChannel(monitor_id, monsoon, self._publish)
+            channel.start()
+            return channel
+        except MonsoonError as error:
+            raise BenchError(f"power monitor for {link.device_id}: {error}") from error
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            try:
+                channel.close()
+            except Exception:  # one monitor's teardown never stops the others'
+                log.exception("closing %s failed", channel.monitor_id)
+
+
+@dataclass(frozen=True)
+class EnergyWindows:
+    """devlab's own timestamps (wall clock) of the idle baseline and the timed window."""
+
+    baseline: tuple[float, float]
+    timed: tuple[float, float]
+    iterations: int
+
+
+def measure_energy(trace: Path, windows: EnergyWindows, dropped: int = 0) -> dict[str, Any]:
+    """Mean power, baseline and net energy per inference (mJ) from a trace, V x I."""
+    baseline_w, _, baseline_samples = window_stats(trace, *windows.baseline)
+    mean_w, energy_j, samples = window_stats(trace, *windows.timed)
+    if samples == 0 or baseline_samples == 0:
+        raise BenchError(
+            f"{trace}: the power trace has no samples in the "
+            f"{'timed' if samples == 0 else 'baseline'} window"
+        )
+    duration = windows.timed[1] - windows.timed[0]
+    net_j = energy_j - baseline_w * duration
+    return {
+        "mean_w": mean_w,
+        "baseline_w": baseline_w,
+        "energy_j": energy_j,
+        "net_energy_j": net_j,
+        "energy_per_inference_mj": net_j / max(windows.iterations, 1) * 1000.0,
+        "window_s": duration,
+        "baseline_window": list(windows.baseline),
+        "timed_window": list(windows.timed),
+        "samples": samples,
+        "dropped": dropped,
+        "trace_path": str(trace),
+    }
+
+
+def record_trace(
+    port: str,
+    out: Path,
+    stop: threading.Event,
+    seconds: float | None = None,
+    voltage: float | None = None,
+    on_batch: Callable[[SampleBatch], None] | None = None,
+    opener: Callable[[str], Monsoon] = Monsoon,
+) -> SampleCounts:
+    """Record a monitor into ``out`` until ``seconds`` pass or ``stop`` is set (``devlab
+    power``); ``on_batch`` sees every batch too (a live readout). Returns the run's counts."""
+    monsoon = opener(port)
+    try:
+        if voltage is not None:
+            monsoon.set_voltage(voltage)
+        with TraceWriter(out) as writer:
+
+            def handle(batch: SampleBatch) -> None:
+                writer.write(batch)
+                if on_batch is not None:
+                    on_batch(batch)
+
+            monsoon.start_sampling(handle)
+            stop.wait(seconds)
+            return monsoon.stop_sampling()
+    finally:
+        monsoon.close()

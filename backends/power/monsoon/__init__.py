@@ -1,0 +1,1 @@
+"""The Monsoon power monitor on a serial port: protocol, discovery and driver."""

@@ -1,0 +1,295 @@
+"""Modal dialogs: add models, export results, help. They collect input; the app acts on it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.suggester import Suggester
+from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
+
+from backends.core.options import BENCH_OPTIONS
+from backends.core.records import Device, DeviceState, JobSettings
+from backends.results.tables import RESULT_FORMATS
+
+OPTIONS_PER_ROW = 4  # number fields side by side in the add dialog
+
+
+class PathSuggester(Suggester):
+    """Completes file and folder names as the operator types a path."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        return complete_path(value)
+
+
+def complete_path(value: str) -> str | None:
+    """The first entry of the typed path's folder that extends it (folders end with ``/``)."""
+    if not value:
+        return None
+    expanded = os.path.expanduser(value)
+    folder, prefix = os.path.split(expanded)
+    try:
+        names = sorted(os.listdir(folder or "."))
+    except OSError:
+        return None
+    for name in names:
+        if name.startswith(prefix) and name != prefix and not name.startswith("."):
+            completed = os.path.join(folder, name)
+            if os.path.isdir(completed):
+                completed += os.sep
+            return value + completed[len(expanded) :]
+    return None
+
+
+@dataclass
+class AddRequest:
+    paths: list[str]
+    device_ids: list[str]
+    runtime: str | None
+    values: dict[str, Any]
+    priority: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class AddModelsScreen(ModalScreen[AddRequest | None]):
+    """Choose model files or folders, devices, runtime and the measurement options."""
+
+    AUTO_FOCUS = "#add-path"
+
+    BINDINGS = [Binding("escape", "dismiss_dialog", "Close", id="dialog.close")]
+
+    def __init__(
+        self,
+        devices: Iterable[Device],
+        defaults: JobSettings,
+        power_devices: Iterable[str] = (),
+        initial_path: str = "",
+    ) -> None:
+        super().__init__()
+        self.devices = [d for d in devices if d.state in (DeviceState.ONLINE, DeviceState.BUSY)]
+        self.defaults = defaults
+        self.power_devices = set(power_devices)
+        self.initial_path = initial_path
+
+    def compose(self) -> ComposeResult:
+        runtimes = sorted({r for device in self.devices for r in device.runtimes})
+        # the title and the buttons stay on screen; the fields scroll between them
+        with Vertical(classes="dialog", id="add-dialog"):
+            yield Label("Add models", classes="dialog-title")
+            with VerticalScroll(classes="dialog-body"):
+                yield Label("ONNX file or folder (tab completes)")
+                yield Input(
+                    self.initial_path,
+                    placeholder="path/to/model.onnx or a folder",
+                    suggester=PathSuggester(),
+                    id="add-path",
+                )
+                yield Label("Devices")
+                only_one = len(self.devices) == 1
+                yield SelectionList[str](
+                    *[
+                        (Text(f"{d.id}  {d.name}"), d.id, d.id == "host:cpu" or only_one)
+                        for d in self.devices
+                    ],
+                    id="add-devices",
+                )
+                yield Label("Runtime")
+                yield Select(
+                    [(r, r) for r in runtimes], prompt="the device's default", id="add-runtime"
+                )
+                yield from self._number_rows()
+                for option in BENCH_OPTIONS:
+                    if option.kind is str and option.dialog:  # a row each: names and paths are long
+                        default = getattr(self.defaults, option.field)
+                        yield Label(option.flag.lstrip("-"))
+                        yield Input(
+                            default or "", placeholder=option.help, id=f"add-{option.field}"
+                        )
+                for option in BENCH_OPTIONS:
+                    if option.kind is bool and option.dialog:
+                        box = Checkbox(
+                            option.help,
+                            bool(getattr(self.defaults, option.field)),
+                            id=f"add-{option.field}",
+                        )
+                        if option.field == "power":  # offered only where a monitor powers a device
+                            box.display = bool(self.power_devices)
+                        yield box
+            yield Static(id="add-error", classes="error")
+            with Horizontal(classes="buttons"):
+                yield Button("Queue", variant="primary", id="add-queue")
+                yield Button("Cancel", id="add-cancel")
+
+    def _number_rows(self) -> ComposeResult:
+        """The number options and the priority, ``OPTIONS_PER_ROW`` to a row."""
+        cells = [
+            (
+                option.flag.lstrip("-"),
+                getattr(self.defaults, option.field),
+                "integer" if option.kind is int else "number",
+                f"add-{option.field}",
+            )
+            for option in BENCH_OPTIONS
+            if option.kind in (int, float) and option.dialog
+        ]
+        cells.append(("priority", 0, "integer", "add-priority"))
+        for start in range(0, len(cells), OPTIONS_PER_ROW):  # rows keep the labels readable
+            with Horizontal(classes="options"):
+                for label, default, kind, widget_id in cells[start : start + OPTIONS_PER_ROW]:
+                    with Vertical(classes="option"):
+                        yield Label(label)
+                        shown = "" if default is None else str(default)
+                        yield Input(shown, type=kind, id=widget_id)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "add-cancel":
+            self.dismiss(None)
+        elif event.button.id == "add-queue":
+            self._submit()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._submit()
+
+    def action_dismiss_dialog(self) -> None:
+        self.dismiss(None)
+
+    def _submit(self) -> None:
+        request = self.request()
+        if request.errors:
+            self.query_one("#add-error", Static).update(Text("\n".join(request.errors)))
+            return
+        self.dismiss(request)
+
+    def request(self) -> AddRequest:
+        """What the dialog holds now, with what is wrong with it."""
+        errors = []
+        path = self.query_one("#add-path", Input).value.strip()
+        if not path:
+            errors.append("give a model file or a folder of .onnx files")
+        elif not Path(os.path.expanduser(path)).exists():
+            errors.append(f"{path} does not exist")
+        device_ids = list(self.query_one("#add-devices", SelectionList).selected)
+        if not device_ids:
+            errors.append("choose at least one device")
+        runtime_select = self.query_one("#add-runtime", Select)
+        if not runtime_select.is_blank():
+            for device in self.devices:
+                if device.id in device_ids and runtime_select.value not in device.runtimes:
+                    errors.append(
+                        f"{device.id} has no runtime {runtime_select.value} "
+                        f"(it offers: {', '.join(device.runtimes) or 'none'})"
+                    )
+        values: dict[str, Any] = {}
+        for option in BENCH_OPTIONS:
+            if not option.dialog:
+                continue  # left to the defaults (config file or CLI)
+            widget = self.query_one(f"#add-{option.field}")
+            if option.kind is bool:
+                values[option.field] = bool(widget.value)  # type: ignore[attr-defined]
+                continue
+            text = widget.value.strip()  # type: ignore[attr-defined]
+            try:
+                values[option.field] = option.kind(text) if text else None
+            except ValueError:
+                errors.append(f"{option.flag.lstrip('-')}: {text!r} is not a number")
+        if values.get("min_seconds") is not None:
+            values["runs"] = None  # timing by duration: the count does not apply
+        try:
+            priority = int(self.query_one("#add-priority", Input).value or 0)
+        except ValueError:
+            errors.append("priority must be a whole number")
+            priority = 0
+        return AddRequest(
+            paths=[os.path.expanduser(path)] if path else [],
+            device_ids=device_ids,
+            runtime=None if runtime_select.is_blank() else str(runtime_select.value),
+            values=values,
+            priority=priority,
+            errors=errors,
+        )
+
+
+@dataclass
+class ExportRequest:
+    folder: Path
+    formats: tuple[str, ...]
+
+
+class ExportScreen(ModalScreen[ExportRequest | None]):
+    """Where and in which format to export the results tables."""
+
+    BINDINGS = [Binding("escape", "dismiss_dialog", "Close", id="dialog.close")]
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="export-dialog"):
+            yield Label("Export results", classes="dialog-title")
+            yield Label("Folder (created if missing)")
+            yield Input(str(self.folder), suggester=PathSuggester(), id="export-folder")
+            yield Label("Format")
+            yield Select(
+                [(f, f) for f in RESULT_FORMATS], value="csv", allow_blank=False, id="export-format"
+            )
+            yield Static(id="export-error", classes="error")
+            with Horizontal(classes="buttons"):
+                yield Button("Export", variant="primary", id="export-go")
+                yield Button("Cancel", id="export-cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "export-cancel":
+            self.dismiss(None)
+        else:
+            self._submit()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._submit()
+
+    def action_dismiss_dialog(self) -> None:
+        self.dismiss(None)
+
+    def _submit(self) -> None:
+        folder = self.query_one("#export-folder", Input).value.strip()
+        if not folder:
+            self.query_one("#export-error", Static).update("give a folder")
+            return
+        fmt = str(self.query_one("#export-format", Select).value)
+        self.dismiss(ExportRequest(Path(os.path.expanduser(folder)), (fmt,)))
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every binding: key, what it does, and where it applies."""
+
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss_dialog", "Close", id="dialog.close")]
+
+    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        table = Table(title="devlab keys", expand=True)
+        table.add_column("key", style="bold", no_wrap=True)
+        table.add_column("action")
+        table.add_column("where", style="dim")
+        for key, description, where in self.rows:
+            table.add_row(key, description, where)
+        with VerticalScroll(classes="dialog", id="help-dialog"):
+            yield Static(table)
+            yield Label("ctrl+p opens the command palette; escape closes this help.", classes="dim")
+
+    def action_dismiss_dialog(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,101 @@
+"""Devices: a live table that follows hot-plug, and a pane with every property of one device."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from backends.core.records import Device, DeviceState
+from console.tui.state import Changes, LabState
+from console.tui.views.table import cursor_key, remove_rows, upsert_row
+
+COLUMNS = ("id", "kind", "name", "state", "runtimes", "temp", "battery")
+STATE_STYLE = {
+    DeviceState.ONLINE: "green",
+    DeviceState.BUSY: "yellow",
+    DeviceState.OFFLINE: "red",
+    DeviceState.UNAUTHORIZED: "magenta",
+}
+
+
+def device_cells(device: Device) -> list[str | Text]:
+    props = device.properties
+    temperature = props.get("temperature_c")
+    battery = props.get("battery_level")
+    state = Text(device.state.value, style=STATE_STYLE.get(device.state, ""))
+    drift = props.get("drift")
+    if isinstance(drift, dict) and drift.get("drifting"):
+        ratio = drift.get("ratio")
+        shown = f" drifting x{ratio:.2f}" if isinstance(ratio, int | float) else " drifting"
+        state.append(shown, style="bold red")
+    return [
+        device.id,
+        device.kind,
+        device.name,
+        state,
+        ", ".join(device.runtimes),
+        f"{temperature:.0f} °C" if isinstance(temperature, int | float) else "-",
+        f"{battery}%" if battery is not None else "-",
+    ]
+
+
+def device_detail(device: Device | None) -> Table | Text:
+    if device is None:
+        return Text("no device selected", style="dim")
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    table.add_row("id", Text(device.id))
+    table.add_row("state", device.state.value)
+    if device.state is DeviceState.UNAUTHORIZED and device.kind == "adb":
+        table.add_row("", "accept the USB debugging prompt on the device")
+    drift = device.properties.get("drift")
+    if isinstance(drift, dict) and drift.get("drifting"):
+        table.add_row(Text("drift", style="bold red"), Text(str(drift.get("reason", ""))))
+    table.add_row("runtimes", Text(", ".join(device.runtimes) or "-"))
+    for key, value in sorted(device.properties.items()):
+        table.add_row(Text(key), Text(str(value)))
+    return table
+
+
+class DevicesView(Vertical):
+    """Every device the lab sees; the detail pane follows the cursor."""
+
+    def __init__(self, state: LabState, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.state = state
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="devices-table", cursor_type="row", zebra_stripes=True)
+        yield Static(id="device-detail", classes="detail")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for column in COLUMNS:
+            table.add_column(column, key=column)
+
+    def update_from(self, changes: Changes | None) -> None:
+        """Apply changed rows (all rows when ``changes`` is None)."""
+        state = self.state
+        table = self.query_one(DataTable)
+        if changes is None:
+            remove_rows(table, [k.value for k in table.rows if k.value not in state.devices])
+            ids = list(state.devices)
+        else:
+            remove_rows(table, changes.removed_devices)
+            ids = [i for i in changes.devices if i in state.devices]
+        for device_id in ids:
+            upsert_row(table, device_id, device_cells(state.devices[device_id]))
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        key = cursor_key(self.query_one(DataTable))
+        self.query_one("#device-detail", Static).update(
+            device_detail(self.state.devices.get(key) if key else None)
+        )
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()

@@ -1,0 +1,350 @@
+"""The console as a person runs it: ``devlab --out DIR`` in a real terminal (tmux), driven by
+keystrokes and read back from the screen, then checked against the files and the store it left.
+
+Each test starts its own tmux server on a private socket (``tmux -L devlab-test-<uuid>``), with
+no user configuration (a one-line tmux config of its own, HOME and the XDG folders inside
+``tmp_path``), and kills that server in a ``finally`` block. Every wait is a bounded poll of
+``capture-pane``; a failure shows the last screen captured (and the exit status, if devlab has
+exited).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from support.helpers import MODELS_DIR, REPO_ROOT, STORE_NAME, read_results_csv, store_jobs
+
+TMUX = shutil.which("tmux")
+WIDTH, HEIGHT = 160, 45
+POLL_S = 0.2
+
+START_TIMEOUT_S = 30.0  # python + textual import, first device discovery
+DIALOG_TIMEOUT_S = 10.0
+JOB_TIMEOUT_S = 60.0  # the sample MLP takes well under a second on any CPU
+EXPORT_TIMEOUT_S = 30.0
+EXIT_TIMEOUT_S = 30.0
+
+PATH_PLACEHOLDER = "path/to/model.onnx or a folder"  # shown while the Add path field is empty
+MEDIAN_CELL = re.compile(r"\d+\.\d+ (?:us|ms)")
+
+pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+
+
+class Terminal:
+    """One tmux server on a private socket with one session running one command."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.socket = f"devlab-test-{uuid.uuid4().hex[:12]}"
+        self.session = "devlab"
+        self.last_screen = ""
+        self.conf = tmp_path / "tmux.conf"
+        self.conf.write_text("set -g status off\n", encoding="utf-8")  # the app gets all rows
+        # The command's exit status, written by a shell around it. tmux's own
+        # #{pane_dead_status} is not dependable: tmux 3.3a here sometimes never reaps the
+        # exited process (a zombie, pane_dead=1 but no status), so the status comes from sh.
+        self.exit_file = tmp_path / "devlab.exit"
+        self.socket_path: Path | None = None
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path / "home"),
+            "LANG": "C.UTF-8",
+        }
+
+    def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        assert TMUX is not None
+        return subprocess.run(
+            [TMUX, "-L", self.socket, "-f", str(self.conf), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=check,
+        )
+
+    def start(self, command: list[str], cwd: Path) -> None:
+        exit_file = shlex.quote(str(self.exit_file))
+        wrapper = f'"$@"; echo $? > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}'
+        self.tmux(
+            "new-session",
+            "-d",
+            "-s",
+            self.session,
+            "-x",
+            str(WIDTH),
+            "-y",
+            str(HEIGHT),
+            "-c",
+            str(cwd),
+            "/bin/sh",
+            "-c",
+            wrapper,
+            "sh",
+            *command,
+        )
+        socket_path = self.tmux("display-message", "-p", "#{socket_path}").stdout.strip()
+        self.socket_path = Path(socket_path) if socket_path else None
+
+    def exit_status(self) -> str | None:
+        """The command's exit status once it has exited, else None."""
+        try:
+            return self.exit_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+
+    def session_alive(self) -> bool:
+        return self.tmux("has-session", "-t", self.session, check=False).returncode == 0
+
+    def kill(self) -> None:
+        """Stop this test's tmux server and remove its socket (tmux leaves it behind)."""
+        self.tmux("kill-server", check=False)
+        if self.socket_path is not None and self.socket_path.name == self.socket:
+            self.socket_path.unlink(missing_ok=True)
+
+    def capture(self) -> str:
+        """The visible screen as plain text (kept for failure messages)."""
+        done = self.tmux("capture-pane", "-p", "-t", self.session, check=False)
+        if done.returncode == 0:
+            self.last_screen = done.stdout
+        return self.last_screen
+
+    def keys(self, *keys: str) -> None:
+        """Named keys (``Enter``, ``Tab``, ``C-q``) or single characters."""
+        self.tmux("send-keys", "-t", self.session, *keys)
+
+    def type(self, text: str) -> None:
+        """Literal text, as typed (never interpreted as key names)."""
+        self.tmux("send-keys", "-t", self.session, "-l", text)
+
+    def wait_for(self, what: str, predicate: Callable[[str], bool], timeout: float) -> str:
+        """Poll the screen until ``predicate(screen)`` holds; fail with the last screen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.capture()
+            if predicate(screen):
+                return screen
+            if time.monotonic() >= deadline:
+                pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{self.report()}")
+            time.sleep(POLL_S)
+
+    def wait_for_text(self, text: str, timeout: float) -> str:
+        return self.wait_for(repr(text), lambda screen: text in screen, timeout)
+
+    def report(self) -> str:
+        status = self.exit_status()
+        exited = "" if status is None else f"devlab has exited with status {status}\n"
+        return (
+            f"{exited}--- last screen ({WIDTH}x{HEIGHT}) ---\n{self.last_screen}\n"
+            "--- end of screen ---"
+        )
+
+
+@pytest.fixture
+def terminal(tmp_path: Path) -> Iterator[Terminal]:
+    term = Terminal(tmp_path)
+    try:
+        yield term
+    finally:
+        term.kill()
+
+
+def devlab_command(tmp_path: Path, out: Path) -> list[str]:
+    """``devlab --out DIR`` with a terminal type and no user configuration."""
+    home = tmp_path / "home"
+    env = {
+        "TERM": "xterm-256color",
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    # env -u: nothing from the caller's terminal or Python setup changes what is drawn
+    unset = ["COLUMNS", "LINES", "PYTHONPATH", "NO_COLOR", "TEXTUAL", "TEXTUAL_DRIVER"]
+    return [
+        "env",
+        *(arg for name in unset for arg in ("-u", name)),
+        *(f"{key}={value}" for key, value in env.items()),
+        sys.executable,
+        "-m",
+        "console.cli.main",
+        "--out",
+        str(out),
+    ]
+
+
+def private_model(tmp_path: Path) -> Path:
+    target = tmp_path / "models" / "mlp.onnx"
+    target.parent.mkdir(exist_ok=True)
+    return Path(shutil.copy(MODELS_DIR / "mlp.onnx", target))
+
+
+def open_console(terminal: Terminal, tmp_path: Path, out: Path) -> str:
+    (tmp_path / "home").mkdir(exist_ok=True)
+    terminal.start(devlab_command(tmp_path, out), cwd=REPO_ROOT)
+    # the app is up and its first discovery found the host CPU (the Add dialog lists it)
+    return terminal.wait_for(
+        "the console with host:cpu discovered",
+        lambda s: "Queue [2]" in s and re.search(r"\b[1-9]\d* device\(s\)", s) is not None,
+        START_TIMEOUT_S,
+    )
+
+
+def path_field_empty(screen: str) -> bool:
+    return PATH_PLACEHOLDER in screen
+
+
+def focus_path_field(terminal: Terminal) -> None:
+    """Put the keyboard in the Add dialog's path field, whichever widget has focus on open.
+
+    Today the dialog focuses its scroll container (see test_add_dialog_focuses_path_field), so
+    a person presses Tab first. Keys typed right after Tab can still reach the container (Textual
+    forwards them before the Tab has moved the focus), so probe with ``x`` (bound to nothing)
+    until one lands in the field, then empty the field (ctrl+a: start, ctrl+k: delete right).
+    """
+    terminal.type("x")
+    if not poll(lambda: not path_field_empty(terminal.capture()), 2.0):
+        terminal.keys("Tab")  # from the scroll container to the path field
+
+        def typed_x_landed() -> bool:
+            terminal.type("x")
+            time.sleep(POLL_S)
+            return not path_field_empty(terminal.capture())
+
+        if not poll(typed_x_landed, DIALOG_TIMEOUT_S):
+            pytest.fail(f"the Add dialog's path field never took keys\n{terminal.report()}")
+    terminal.keys("C-a", "C-k")
+    terminal.wait_for("the path field to be empty again", path_field_empty, DIALOG_TIMEOUT_S)
+
+
+def poll(condition: Callable[[], bool], timeout: float) -> bool:
+    """True as soon as ``condition()`` holds, False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+def path_typed(screen: str, path: Path) -> bool:
+    """The whole path shows in the field (its tail, when longer than the field)."""
+    return str(path)[-70:] in screen and not path_field_empty(screen)
+
+
+def table_row(screen: str, model: str) -> str | None:
+    for line in screen.splitlines():
+        if f" {model} " in line and "host:cpu" in line:
+            return line
+    return None
+
+
+def test_add_run_results_export_quit(terminal: Terminal, tmp_path: Path) -> None:
+    out = tmp_path / "lab"
+    model = private_model(tmp_path)
+    seen: list[str] = []
+
+    seen.append(open_console(terminal, tmp_path, out))
+
+    terminal.keys("a")
+    seen.append(terminal.wait_for_text("Add models", DIALOG_TIMEOUT_S))
+    focus_path_field(terminal)
+    terminal.type(str(model))
+    seen.append(
+        terminal.wait_for(
+            "the model path in the Add dialog",
+            lambda s: path_typed(s, model),
+            DIALOG_TIMEOUT_S,
+        )
+    )
+    terminal.keys("Enter")
+
+    def mlp_done(screen: str) -> bool:
+        if "does not exist" in screen or "not queued" in screen:
+            pytest.fail(f"the model was not queued\n{terminal.report()}")
+        row = table_row(screen, "mlp")
+        return "Add models" not in screen and row is not None and " done " in row
+
+    screen = terminal.wait_for("the mlp job to be done in the Queue view", mlp_done, JOB_TIMEOUT_S)
+    seen.append(screen)
+    assert "1 done" in screen, terminal.report()
+
+    terminal.keys("5")
+
+    def results_shown(screen: str) -> bool:
+        row = table_row(screen, "mlp")
+        return (
+            "median latency (bar)" in screen
+            and row is not None
+            and "done" in row
+            and MEDIAN_CELL.search(row) is not None
+        )
+
+    screen = terminal.wait_for("mlp with a median in the Results view", results_shown, 10.0)
+    seen.append(screen)
+    assert "mlp @ host:cpu" in screen, terminal.report()  # the latency plot
+
+    terminal.keys("e")
+    screen = terminal.wait_for_text("Export results", DIALOG_TIMEOUT_S)
+    seen.append(screen)
+    assert str(out / "export") in screen, terminal.report()  # the default folder, prefilled
+    terminal.keys("Enter")
+
+    results_csv = out / "export" / "results.csv"
+    deadline = time.monotonic() + EXPORT_TIMEOUT_S
+    while not results_csv.exists():
+        if time.monotonic() >= deadline:
+            terminal.capture()
+            pytest.fail(f"{results_csv} was not written\n{terminal.report()}")
+        time.sleep(POLL_S)
+    seen.append(terminal.wait_for_text("written to", EXPORT_TIMEOUT_S))  # the notification
+
+    rows = read_results_csv(results_csv.parent)
+    mlp_rows = [row for row in rows if row["model"] == "mlp"]
+    assert len(mlp_rows) == 1, rows
+    assert mlp_rows[0]["status"] == "done", mlp_rows[0]
+    median = float(mlp_rows[0]["median_us"])
+    assert math.isfinite(median) and median > 0, mlp_rows[0]
+    with open(results_csv, newline="", encoding="utf-8") as handle:
+        assert "median_us" in (csv.DictReader(handle).fieldnames or [])
+
+    everything = "\n".join(seen)
+    assert "done" in everything and "mlp" in everything, terminal.report()
+
+    assert terminal.exit_status() is None, terminal.report()
+    terminal.keys("C-q")
+    if not poll(lambda: terminal.exit_status() is not None, EXIT_TIMEOUT_S):
+        terminal.capture()
+        pytest.fail(f"devlab still runs {EXIT_TIMEOUT_S:g} s after ctrl+q\n{terminal.report()}")
+    assert terminal.exit_status() == "0", terminal.report()
+    # the pane closes with the command, and the session with its only pane
+    assert poll(lambda: not terminal.session_alive(), EXIT_TIMEOUT_S), terminal.report()
+
+    jobs = store_jobs(out / STORE_NAME)
+    assert [(job["model_path"], job["state"]) for job in jobs] == [(str(model), "done")], jobs
+    assert jobs[0]["result_json"] is not None, jobs
+
+
+def test_add_dialog_focuses_path_field(terminal: Terminal, tmp_path: Path) -> None:
+    """Press ``a`` and type a path: the path lands in the dialog's path field."""
+    model = private_model(tmp_path)
+    open_console(terminal, tmp_path, tmp_path / "lab")
+    terminal.keys("a")
+    terminal.wait_for_text("Add models", DIALOG_TIMEOUT_S)
+    terminal.type(str(model))
+    landed = poll(lambda: path_typed(terminal.capture(), model), 5.0)
+    # a plain assert: only this AssertionError is the expected failure (raises= below)
+    assert landed, f"the typed path is not in the Add dialog's path field\n{terminal.report()}"
