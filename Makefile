@@ -19,11 +19,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check backends console tests assets
 	$(BIN)/ruff format --check backends console tests assets
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check backends console tests assets
 	$(BIN)/ruff format --check backends console tests assets
+	$(BIN)/lint-imports --no-cache
 
 perf: $(STAMP)
 	$(BIN)/python tests/perf/host_overhead.py

@@ -18,7 +18,7 @@ import onnx
 from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_models import MAX_BYTES, GraphBuilder, parameters, smoke_run  # noqa: E402
+from make_models import MAX_BYTES, GraphBuilder, parameters, smoke_run
 
 NAME = "canary"
 SEED = 20

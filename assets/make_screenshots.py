@@ -22,12 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.core.events import PowerSamples  # noqa: E402
-from backends.core.lab import Lab  # noqa: E402
-from backends.core.plan import queue_paths  # noqa: E402
-from backends.core.records import JobSettings, JobState  # noqa: E402
-from backends.core.store import STORE_FILE, Store  # noqa: E402
-from console.tui.app import DevLabApp  # noqa: E402
+from backends.core.events import PowerSamples
+from backends.core.lab import Lab
+from backends.core.plan import queue_paths
+from backends.core.records import JobSettings, JobState
+from backends.core.store import STORE_FILE, Store
+from console.tui.app import DevLabApp
 
 SIZE = (150, 42)
 
@@ -49,7 +49,7 @@ def synthetic_power(lab: Lab, stop: threading.Event) -> None:
         time.sleep(batch / rate)
 
 
-async def wait_for(pilot, condition, timeout: float = 60.0) -> None:  # noqa: ANN001
+async def wait_for(pilot, condition, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

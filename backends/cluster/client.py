@@ -161,6 +161,10 @@ class ClusterLab:
             raise LabError(f"unknown device {device_id!r} (cluster devices: {known})")
         return found
 
+    def has_power_monitor(self, device_id: str) -> bool:
+        """Monitors live on the lab hosts; a console does not see them here (yet)."""
+        return False
+
     # -- the queue -------------------------------------------------------------------------
 
     def submit(

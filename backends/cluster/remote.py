@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLL_S = 2.0  # discovery poll, as the console's
 CANCEL_POLL_S = 0.25  # how often running jobs' cancel events are looked at
+# Two jobs starting at once on one lab host (two devices) would both create the worker's client:
+# distributed's get_client is not safe against that race (its handshake then fails with a bare
+# AssertionError in Client._ensure_connected), so the first call is made one at a time.
+_CLIENT_LOCK = threading.Lock()
 
 
 class LabHostPlugin(WorkerPlugin):
@@ -120,7 +124,8 @@ def run_remote_job(job: dict[str, Any], model_bytes: bytes | None = None) -> dic
     plugin = worker.plugins.get(PLUGIN_NAME)
     if not isinstance(plugin, LabHostPlugin):
         return {"state": "interrupted", "error": f"worker {worker.name} is not a devlab worker"}
-    client = get_client()
+    with _CLIENT_LOCK:
+        client = get_client()
 
     def fetch_model(sha256: str) -> bytes:
         if model_bytes is not None:

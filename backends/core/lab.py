@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from backends.core.config import Config
 from backends.core.events import (
     DeviceAdded,
     DeviceChanged,
@@ -46,32 +45,6 @@ class LabError(ValueError):
 
 class ModelRefused(LabError):
     """This one model cannot go where it was sent (the rest of a plan still can)."""
-
-
-def default_backends(config: Config | None = None) -> list[DeviceBackend]:
-    """The device backends of a plain installation: the host CPU is always one; phones
-    appear when an adb server is running."""
-    from backends.devices.android.backend import AndroidBackend, AndroidConfig
-    from backends.devices.android.snpe import load_snpe_config
-    from backends.devices.dpu.backend import DpuBackend, DpuConfig
-    from backends.devices.host import HostBackend
-    from backends.devices.openvino.backend import OpenVinoBackend
-    from backends.devices.openvino.ncs import NcsBackend, NcsConfig
-
-    raw = config.raw if config is not None else {}
-    android = AndroidConfig.from_raw(raw.get("android", {}))
-    return [
-        HostBackend(),
-        AndroidBackend(android, load_snpe_config(raw)),
-        NcsBackend(NcsConfig.from_raw(raw.get("ncs", {}))),
-        OpenVinoBackend(),
-        DpuBackend(DpuConfig.from_raw(raw.get("dpu", {}), _config_dir(config))),
-    ]
-
-
-def _config_dir(config: Config | None) -> Path | None:
-    """Relative file names in the config (token files) are relative to the config file."""
-    return config.path.parent if config is not None and config.path is not None else None
 
 
 def discover_devices(
@@ -106,7 +79,7 @@ class Lab:
     def __init__(
         self,
         store: Store,
-        backends: Sequence[DeviceBackend] | None = None,
+        backends: Sequence[DeviceBackend],
         log_dir: str | Path | None = None,
         power_links: Sequence[MonitorLink] = (),
         canaries: CanaryStore | None = None,
@@ -117,7 +90,7 @@ class Lab:
         self.canaries = canaries or CanaryStore(store.path.parent / CANARY_FILE)
         self.events = EventBus()
         self.log_dir = Path(log_dir) if log_dir else store.path.parent / "logs"
-        self._backends = list(backends) if backends is not None else default_backends()
+        self._backends = list(backends)
         self._devices: dict[str, tuple[Device, DeviceBackend]] = {}
         self._workers: dict[str, DeviceWorker] = {}
         self._wake = threading.Condition()
@@ -164,6 +137,9 @@ class Lab:
         except KeyError:
             known = ", ".join(sorted(self._devices)) or "none"
             raise LabError(f"unknown device {device_id!r} (devices: {known})") from None
+
+    def has_power_monitor(self, device_id: str) -> bool:
+        return self.power.powers(device_id)
 
     def backend_for(self, device_id: str) -> DeviceBackend:
         self.device(device_id)

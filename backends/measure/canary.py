@@ -7,16 +7,15 @@ long-run median on that device turns the ratio back into microseconds:
 
     normalised = latency_us / canary_us * canary_long_run_median_us
 
-No device code and no storage here: the worker measures, the store persists
-``CanaryHistory.to_rows()``.
+No device code and no storage here: the worker measures, ``canary_store.CanaryStore`` keeps
+each device's history across runs.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,7 +46,7 @@ def normalise_rounds(
 ) -> list[float]:
     """Each round median normalised by the canary measured just before that round.
 
-    ``long_run`` is the device's long-run canary median (``CanaryHistory.long_run_median``);
+    ``long_run`` is the device's long-run canary median (from ``CanaryStore``);
     None (no history yet) uses the median of this job's own canaries, which still removes the
     drift between rounds.
     """
@@ -63,89 +62,6 @@ def normalise_rounds(
         normalise(latency, canary, scale)
         for latency, canary in zip(round_medians, round_canaries, strict=True)
     ]
-
-
-def normalised_median(
-    round_medians: Sequence[float],
-    round_canaries: Sequence[float],
-    long_run: float | None = None,
-) -> float:
-    """The drift-normalised headline: the median of the normalised round medians."""
-    values = normalise_rounds(round_medians, round_canaries, long_run)
-    if not values:
-        raise ValueError("no rounds to normalise")
-    return statistics.median(values)
-
-
-@dataclass
-class CanarySample:
-    timestamp: float  # epoch seconds
-    canary_latency_us: float
-
-
-class CanaryHistory:
-    """Canary latencies per (device id, runtime), oldest first, at most ``max_samples`` each.
-
-    Storage-agnostic: ``to_rows`` / ``from_rows`` give flat dicts the store can persist.
-    """
-
-    def __init__(self, max_samples: int = 1000) -> None:
-        if max_samples < 1:
-            raise ValueError(f"max_samples must be at least 1, not {max_samples}")
-        self.max_samples = max_samples
-        self._samples: dict[tuple[str, str], list[CanarySample]] = {}
-
-    def add(
-        self,
-        device_id: str,
-        runtime: str,
-        canary_latency_us: float,
-        timestamp: float | None = None,
-    ) -> None:
-        """Record one canary measurement (``timestamp`` defaults to now)."""
-        if not (math.isfinite(canary_latency_us) and canary_latency_us > 0):
-            raise ValueError(f"canary latency must be positive, not {canary_latency_us}")
-        when = time.time() if timestamp is None else float(timestamp)
-        samples = self._samples.setdefault((device_id, runtime), [])
-        samples.append(CanarySample(when, float(canary_latency_us)))
-        if len(samples) > 1 and when < samples[-2].timestamp:
-            samples.sort(key=lambda s: s.timestamp)
-        del samples[: max(0, len(samples) - self.max_samples)]
-
-    def values(self, device_id: str, runtime: str, last: int | None = None) -> list[float]:
-        """Canary latencies of one device and runtime, oldest first (the ``last`` N if given)."""
-        samples = self._samples.get((device_id, runtime), [])
-        if last is not None:
-            samples = samples[-last:] if last > 0 else []
-        return [s.canary_latency_us for s in samples]
-
-    def long_run_median(self, device_id: str, runtime: str) -> float | None:
-        """Median canary latency over the whole history; None before the first measurement."""
-        values = self.values(device_id, runtime)
-        return statistics.median(values) if values else None
-
-    def keys(self) -> list[tuple[str, str]]:
-        return sorted(self._samples)
-
-    def to_rows(self) -> list[dict[str, Any]]:
-        """Flat rows ``device_id, runtime, timestamp, canary_latency_us`` for any storage."""
-        return [
-            {"device_id": device, "runtime": runtime, **asdict(sample)}
-            for (device, runtime), samples in sorted(self._samples.items())
-            for sample in samples
-        ]
-
-    @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[str, Any]], max_samples: int = 1000) -> CanaryHistory:
-        history = cls(max_samples=max_samples)
-        for row in sorted(rows, key=lambda r: float(r["timestamp"])):
-            history.add(
-                str(row["device_id"]),
-                str(row["runtime"]),
-                float(row["canary_latency_us"]),
-                float(row["timestamp"]),
-            )
-        return history
 
 
 @dataclass

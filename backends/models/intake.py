@@ -508,7 +508,7 @@ def graph_output_specs(model: Model) -> list[tuple[str, list[int] | None]]:
 
     try:
         graph = onnx.load(model.path, load_external_data=False).graph
-    except Exception as error:  # noqa: BLE001 - onnx raises DecodeError and friends
+    except Exception as error:
         raise BenchError(f"{model.path}: cannot read the model's outputs: {error}") from error
     specs: list[tuple[str, list[int] | None]] = []
     for value in graph.output:

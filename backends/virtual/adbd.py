@@ -262,7 +262,7 @@ class _Stream:
         for callback in self.on_abort:
             try:
                 callback()
-            except Exception:  # noqa: BLE001 - cleanup must go on for the other callbacks
+            except Exception:
                 log.exception("stream cleanup failed")
         if self.service is not None:
             self.service.cancel()
@@ -338,7 +338,7 @@ class _Connection:
             log.info("%s: closing the connection: %s", peer, error)
         except (ConnectionError, OSError) as error:
             log.debug("%s: connection lost: %s", peer, error)
-        except Exception:  # noqa: BLE001 - an emulator bug: drop this connection, keep serving
+        except Exception:
             log.exception("%s: closing the connection after an internal error", peer)
         finally:
             self.close_all_streams()
@@ -426,7 +426,7 @@ class _Connection:
             await factory(stream)
         except (StreamClosed, asyncio.CancelledError):
             pass
-        except Exception:  # noqa: BLE001 - a service bug must not take the connection down
+        except Exception:
             log.exception("service failed on stream %d", stream.local_id)
         finally:
             if not stream.closed:
@@ -668,7 +668,7 @@ class _SyncService:
 
     async def _recv(self, stream: _Stream, path: str) -> bool:
         try:
-            handle = open(self.sandbox.resolve(path), "rb")  # noqa: SIM115 - closed below
+            handle = open(self.sandbox.resolve(path), "rb")
         except SandboxError:
             await stream.write(_sync_fail("open failed: Permission denied"))
             return False

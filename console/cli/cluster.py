@@ -3,8 +3,7 @@
 ``devlab scheduler`` runs a Dask scheduler with devlab's dispatcher beside it (the store
 lives in its ``--out``); ``devlab worker tcp://HOST:PORT`` on each lab host advertises that
 host's devices and runs their jobs. Both bind 127.0.0.1 unless told otherwise and stop on
-Ctrl-C or SIGTERM. This module imports rich but never textual (the TUI is imported lazily by
-``run_cluster_tui`` only).
+Ctrl-C or SIGTERM. This module imports rich but never textual.
 """
 
 from __future__ import annotations
@@ -21,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import platformdirs
 from rich.console import Console
 
-from backends.core.config import Config, ConfigError, load_config
+from backends.core.config import Config
 from backends.core.store import STORE_FILE, Store, StoreLocked
 from console.cli.exit_codes import ExitCode, UsageError
+from console.cli.run import device_ids, job_settings, load_config_or_usage, run_jobs
 
 if TYPE_CHECKING:
     from backends.cluster.client import ClusterLab
@@ -201,7 +201,7 @@ def worker_command(parsed: argparse.Namespace, err: Console) -> int:
     from backends.cluster.lab_host import DeviceHost
     from backends.cluster.resources import parse_aliases
     from backends.cluster.services import cluster_security
-    from backends.core.lab import default_backends
+    from backends.devices.registry import default_backends
     from backends.power.capture import links_from_config
 
     _quiet_dask(parsed.verbose)
@@ -209,7 +209,7 @@ def worker_command(parsed: argparse.Namespace, err: Console) -> int:
     if parsed.nthreads < 1 or parsed.poll <= 0:
         raise UsageError("--nthreads must be 1 or more and --poll a positive number of seconds")
     security = cluster_security(_tls(parsed), "worker")
-    config = _config(parsed.config)
+    config = load_config_or_usage(parsed.config)
     name = parsed.name or platform.node() or "lab-host"
     try:
         aliases = parse_aliases(parsed.alias)
@@ -321,46 +321,23 @@ def run_cluster_command(args: argparse.Namespace, err: Console) -> int:
     ``args`` is ``console.cli.main.build_parser()``'s namespace with a ``cluster`` attribute; the
     tables are written to ``--out`` here, the store is the dispatcher's.
     """
-    from console.cli.main import _config as cli_config
-    from console.cli.main import _device_ids, _run, _settings
-
     if args.fresh:
         raise UsageError(
             "--fresh forgets a local store; with --cluster the store is the scheduler's "
             "(start devlab scheduler with a new --out instead)"
         )
-    config = cli_config(args.config)
-    settings = _settings(args, config)
+    config = load_config_or_usage(args.config)
+    settings = job_settings(args, config)
     lab = open_cluster_lab(args.cluster, config, own_jobs_only=True)
     try:
         found = {device.id: device for device in lab.devices}
         if not args.device:
             known = ", ".join(sorted(found)) or "none"
             raise UsageError(f"with --cluster name the devices: --device ID (devices: {known})")
-        device_ids = _device_ids(args, config, found)
-        return _run(lab, args, device_ids, settings, Path(args.out or "results"), err)  # type: ignore[arg-type]
+        wanted = device_ids(args, config, found)
+        return run_jobs(lab, args, wanted, settings, Path(args.out or "results"), err)
     finally:
         lab.shutdown()
-
-
-def run_cluster_tui(address: str, out: str | None, config: Config) -> int:
-    """The Textual console on a cluster (the only function here that loads textual)."""
-    from console.tui.app import DevLabApp
-
-    lab = open_cluster_lab(address, config)
-    folder = Path(out) if out else Path(platformdirs.user_data_dir("devlab"))
-    keymap = config.raw.get("keymap", {})
-    app = DevLabApp(
-        lab,  # type: ignore[arg-type]  # the Lab API, answered by the cluster
-        defaults=config.defaults,
-        export_folder=folder / "export",
-        keymap={str(k): str(v) for k, v in keymap.items()},
-    )
-    try:
-        app.run()
-    finally:
-        lab.shutdown()
-    return ExitCode.OK
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -378,13 +355,6 @@ def _tls(parsed: argparse.Namespace) -> Any:
 def _check_address(address: str) -> None:
     if not address.startswith(SCHEMES):
         raise UsageError(f"{address!r} is not a scheduler address: use tcp://HOST:PORT (or tls://)")
-
-
-def _config(path: str | None) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
 
 
 def _stop_event() -> asyncio.Event:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from backends.core.config import Config, ConfigError, load_config
 from console.cli.exit_codes import ExitCode, UsageError
+from console.cli.run import load_config_or_usage
 
 
 def run_device_tool(args: list[str], err: Console) -> int:
@@ -26,13 +26,6 @@ def run_device_tool(args: list[str], err: Console) -> int:
     if args[:2] == ["virtual", "monsoon"]:
         return virtual_monsoon_command(build_virtual_monsoon_parser().parse_args(args[2:]), err)
     raise UsageError("devlab virtual needs a device: phone or monsoon")
-
-
-def _config(path: str | None) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
 
 
 def build_virtual_phone_parser() -> argparse.ArgumentParser:
@@ -97,7 +90,7 @@ def virtual_phone_command(args: argparse.Namespace, err: Console) -> int:
     from backends.virtual.attach import AttachError, attach_virtual_phone
     from backends.virtual.profile import ProfileError
 
-    config = _config(args.config)
+    config = load_config_or_usage(args.config)
     try:
         android = AndroidConfig.from_raw(config.raw.get("android", {}))
         attached = attach_virtual_phone(android, args.port, args.name, args.profile, args.sandbox)

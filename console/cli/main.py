@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 
-from backends.core.config import Config, ConfigError, load_config
-from backends.core.lab import Lab, LabError, default_backends, discover_devices
-from backends.core.options import BENCH_OPTIONS, build_settings
-from backends.core.records import JobSettings, JobState
+from backends.core.lab import Lab, discover_devices
+from backends.core.options import BENCH_OPTIONS
 from backends.core.store import STORE_FILE, Store, StoreLocked
 from console.cli.exit_codes import ExitCode, UsageError
+from console.cli.run import (
+    ConsoleOpener,
+    backends_from_config,
+    default_lab_folder,
+    device_ids,
+    job_settings,
+    load_config_or_usage,
+    power_links,
+    run_jobs,
+)
 
 EPILOG = """\
 exit codes: 0 all jobs done, 1 some jobs or inputs failed, 2 usage error or no valid input,
@@ -118,7 +125,9 @@ def build_devices_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, open_console: ConsoleOpener | None = None) -> int:
+    """``devlab``: the tools, ``--run``, or (with ``open_console``, see ``console.entry``) the
+    interactive console on a lab this function opens and closes."""
     args = list(sys.argv[1:] if argv is None else argv)
     err = Console(stderr=True, soft_wrap=True)
     try:
@@ -145,16 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_compare_tool(args, err)
         parsed = build_parser().parse_args(args)
-        if parsed.cluster:
-            from console.cli.cluster import run_cluster_command, run_cluster_tui
+        if parsed.cluster and parsed.run:
+            from console.cli.cluster import run_cluster_command
 
-            if parsed.run:
-                return run_cluster_command(parsed, err)
-            return run_cluster_tui(parsed.cluster, parsed.out, _config(parsed.config))
+            return run_cluster_command(parsed, err)
         if not parsed.run:
-            from console.tui.launch import run_tui  # the only path that loads textual
-
-            return run_tui(parsed.out, _config(parsed.config))
+            return console_command(parsed, open_console)
         return run_command(parsed, err)
     except UsageError as error:
         err.print(f"devlab: error: {error}", markup=False, highlight=False)
@@ -163,9 +168,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
 
 
+def console_command(args: argparse.Namespace, open_console: ConsoleOpener | None) -> int:
+    """Open the lab (this machine's or a cluster's), hand it to the console, close it after."""
+    if open_console is None:
+        raise UsageError("the interactive console is not available here: use --run PATH")
+    config = load_config_or_usage(args.config)
+    folder = Path(args.out) if args.out else default_lab_folder()
+    if args.cluster:
+        from console.cli.cluster import open_cluster_lab
+
+        cluster_lab = open_cluster_lab(args.cluster, config)
+        try:
+            return open_console(cluster_lab, config, folder)
+        finally:
+            cluster_lab.shutdown()
+    try:
+        store = Store(folder / STORE_FILE)
+    except StoreLocked as error:
+        raise UsageError(str(error)) from None
+    from backends.measure.canary_store import CanaryStore
+
+    lab = Lab(
+        store,
+        backends_from_config(config),
+        power_links=power_links(config),
+        canaries=CanaryStore(),
+    )
+    try:
+        return open_console(lab, config, folder)
+    finally:
+        lab.shutdown(interrupt=True)
+        store.close()
+
+
 def devices_command(args: argparse.Namespace) -> int:
-    config = _config(args.config)
-    devices = [device for device, _ in discover_devices(_backends(config)).values()]
+    config = load_config_or_usage(args.config)
+    devices = [device for device, _ in discover_devices(backends_from_config(config)).values()]
     out = Console()
     if args.json:
         print(json.dumps([device.to_dict() for device in devices], indent=2))
@@ -182,11 +220,11 @@ def devices_command(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace, err: Console) -> int:
-    config = _config(args.config)
-    settings = _settings(args, config)
-    backends = _backends(config)
-    power_links = _power_links(config)
-    device_ids = _device_ids(args, config, discover_devices(backends))
+    config = load_config_or_usage(args.config)
+    settings = job_settings(args, config)
+    backends = backends_from_config(config)
+    links = power_links(config)
+    wanted = device_ids(args, config, discover_devices(backends))
     out_dir = Path(args.out or "results")
     try:
         store = Store(out_dir / STORE_FILE, fresh=args.fresh)
@@ -196,159 +234,12 @@ def run_command(args: argparse.Namespace, err: Console) -> int:
         raise UsageError(f"cannot use --out {out_dir}: {error.strerror or error}") from None
     from backends.measure.canary_store import CanaryStore
 
-    lab = Lab(store, backends, power_links=power_links, canaries=CanaryStore())
+    lab = Lab(store, backends, power_links=links, canaries=CanaryStore())
     try:
-        return _run(lab, args, device_ids, settings, out_dir, err)
+        return run_jobs(lab, args, wanted, settings, out_dir, err)
     finally:
         lab.shutdown(interrupt=True)
         store.close()
-
-
-def _device_ids(args: argparse.Namespace, config: Config, found: dict) -> list[str]:
-    """The devices asked for (aliases resolved); a usage error names the known ones."""
-    device_ids = [config.resolve_device(d) for d in (args.device or ["host:cpu"])]
-    for device_id in device_ids:
-        if device_id not in found:
-            known = ", ".join(sorted(found)) or "none"
-            hint = ""
-            if device_id.startswith("dpu:"):
-                hint = (
-                    "; add the agent to the config: [[dpu.endpoints]] with "
-                    f'url = "{device_id[4:]}" and token_file = "..."'
-                )
-            raise UsageError(f"unknown device {device_id!r} (devices: {known}){hint}")
-    return device_ids
-
-
-def _run(
-    lab: Lab,
-    args: argparse.Namespace,
-    device_ids: list[str],
-    settings: JobSettings,
-    out_dir: Path,
-    err: Console,
-) -> int:
-    from backends.core.plan import queue_paths
-    from backends.results.tables import write_all
-    from console.cli.progress import ProgressView, summary_table
-
-    lab.discover()
-    view = ProgressView(err, total_jobs=0)
-    lab.subscribe(view)
-    try:
-        report = queue_paths(lab, args.run, device_ids, args.runtime, settings, args.priority)
-    except LabError as error:
-        raise UsageError(str(error)) from None
-    if report.kept:
-        err.print(
-            f"{len(report.kept)} job(s) already measured in {out_dir}: results kept "
-            "(use --fresh to measure again)",
-            highlight=False,
-        )
-    view.set_total(
-        len(report.failed) + len(report.kept) + len(lab.pending()), already_done=len(report.kept)
-    )
-
-    interrupted = False
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        with view:
-            lab.start()
-            lab.wait_until_idle()
-    except KeyboardInterrupt:
-        interrupted = True
-        err.print(
-            "interrupted: stopping; finished results are kept, run again to resume", highlight=False
-        )
-        lab.shutdown(interrupt=True)
-    finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-
-    rows = lab.rows()
-    written = write_all(out_dir, rows, {d.id: d for d in lab.devices})
-    if args.json:
-        from backends.results.tables import results_records
-
-        print(json.dumps(results_records(rows, {d.id: d for d in lab.devices}), indent=2))
-    else:
-        stdout = Console()
-        if not stdout.is_terminal:  # logs and pipes: do not squeeze names to 80 columns
-            stdout = Console(width=160)
-        stdout.print(summary_table(rows))
-    _report_unconverged(rows, err)
-    err.print(f"tables written to {out_dir}: {', '.join(p.name for p in written)}", highlight=False)
-
-    planned = {job.id for job in report.jobs}
-    states = {job.id: job.state for job, _ in rows}
-    if interrupted:
-        return ExitCode.INTERRUPTED
-    if not report.queued and not report.kept:
-        err.print("devlab: no valid input: no model could be read", highlight=False)
-        return ExitCode.USAGE
-    if view.failures or any(states.get(job_id) is not JobState.DONE for job_id in planned):
-        return ExitCode.JOBS_FAILED
-    return ExitCode.OK
-
-
-def _report_unconverged(rows: list, err: Console) -> None:
-    """Name the results whose precision gate stopped at a cap (their numbers are less sure)."""
-    unconverged = [
-        (job, result) for job, result in rows if result is not None and result.converged is False
-    ]
-    if not unconverged:
-        return
-    err.print(
-        f"{len(unconverged)} result(s) did not reach the precision target "
-        "(more --runs or --max-rounds, or a quieter machine, would help):",
-        highlight=False,
-    )
-    for job, result in unconverged:
-        width = result.ci_half_width_pct
-        shown = f"+-{width:.1f}%" if width is not None else "no interval"
-        err.print(
-            f"  {job.model.name} on {job.device_id}: {shown} after "
-            f"{len(result.round_sizes)} rounds (target +-{job.settings.precision_pct:g}%)",
-            highlight=False,
-        )
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _backends(config: Config) -> list:
-    try:
-        return default_backends(config)
-    except ValueError as error:  # a bad [android] table
-        raise UsageError(f"config: {error}") from None
-
-
-def _power_links(config: Config) -> list:
-    from backends.power.capture import links_from_config
-
-    try:
-        return links_from_config(config.raw)
-    except ValueError as error:
-        raise UsageError(f"config: {error}") from None
-
-
-def _config(path: str | None) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
-
-
-def _settings(args: argparse.Namespace, config: Config) -> JobSettings:
-    from backends.models.intake import parse_input_shape_arg
-
-    values = {option.field: getattr(args, option.field) for option in BENCH_OPTIONS}
-    try:
-        settings = build_settings(values, config.defaults)
-        settings.input_shapes = dict(parse_input_shape_arg(text) for text in args.input_shape)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    return settings
 
 
 if __name__ == "__main__":

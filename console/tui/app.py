@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 from textual.worker import Worker, WorkerState
 
 from backends.core.events import Event
-from backends.core.lab import Lab
+from backends.core.lab_api import LabApi
 from backends.core.options import build_settings
 from backends.core.plan import queue_paths
 from backends.core.records import JobSettings, JobState
@@ -40,7 +40,8 @@ UI_TICK_S = 0.1
 
 
 class DevLabApp(App[None]):
-    """``DevLabApp(lab)``: tests hand it a Lab with fixed or virtual devices."""
+    """``DevLabApp(lab)``: any LabApi (in process or a cluster); tests hand it a Lab with fixed or
+    virtual devices."""
 
     CSS_PATH = "devlab.tcss"
     TITLE = "devlab"
@@ -66,7 +67,7 @@ class DevLabApp(App[None]):
 
     def __init__(
         self,
-        lab: Lab,
+        lab: LabApi,
         *,
         defaults: JobSettings | None = None,
         start_dispatch: bool = True,
@@ -79,7 +80,7 @@ class DevLabApp(App[None]):
         self.defaults = defaults or JobSettings()
         self.start_dispatch = start_dispatch
         self.poll_devices_s = poll_devices_s
-        self.export_folder = export_folder or lab.store.path.parent / "export"
+        self.export_folder = export_folder or Path("export")
         self.state = LabState()
         self.inbox = EventInbox()
         self._unsubscribe = None
@@ -281,7 +282,7 @@ class DevLabApp(App[None]):
             tables.first().focus()
 
     def action_add_models(self) -> None:
-        power = [d.id for d in self.lab.devices if self.lab.power.powers(d.id)]
+        power = [d.id for d in self.lab.devices if self.lab.has_power_monitor(d.id)]
         screen = AddModelsScreen(self.lab.devices, self.defaults, power)
         self.push_screen(screen, self._added)
 

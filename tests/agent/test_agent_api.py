@@ -241,7 +241,7 @@ def test_restart_keeps_finished_jobs_and_fails_interrupted_ones(tmp_path: Path) 
 
 # ------------------------------------------------------------------------------ real process
 
-AGENT_CMD = [sys.executable, "-m", "console.cli.main", "agent"]  # `devlab agent`
+AGENT_CMD = [sys.executable, "-m", "console.entry", "agent"]  # `devlab agent`
 
 
 def test_real_agent_process(tmp_path: Path) -> None:

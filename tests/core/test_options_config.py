@@ -211,13 +211,14 @@ def test_defaults_that_are_not_a_table_raise_config_error(tmp_path: Path) -> Non
 
 
 def test_cli_keeps_per_layer_from_the_config_file(tmp_path: Path) -> None:
-    from console.cli.main import _settings, build_parser
+    from console.cli.main import build_parser
+    from console.cli.run import job_settings
 
     config = load_config(write(tmp_path / "devlab.toml", "[defaults]\nper_layer = true\n"))
     assert config.defaults.per_layer is True
     args = build_parser().parse_args(["--run", "model.onnx"])
 
-    assert _settings(args, config).per_layer is True
+    assert job_settings(args, config).per_layer is True
 
 
 def test_unknown_default_setting_is_named(tmp_path: Path) -> None:

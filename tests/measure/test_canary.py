@@ -17,11 +17,9 @@ import pytest
 from backends.devices.host import session_options
 from backends.measure.canary import (
     REFERENCE_MODEL,
-    CanaryHistory,
     drift_status,
     normalise,
     normalise_rounds,
-    normalised_median,
 )
 from backends.models.intake import load_model, random_inputs
 
@@ -80,8 +78,8 @@ def test_two_passes_in_different_bursts_agree_after_normalisation() -> None:
     raw_busy = statistics.median(busy_medians)
     assert raw_busy / raw_quiet > 1.40
     long_run = TRUE_CANARY_US * 1.003  # the device's history, measured on other days
-    quiet = normalised_median(quiet_medians, quiet_canaries, long_run)
-    busy = normalised_median(busy_medians, busy_canaries, long_run)
+    quiet = statistics.median(normalise_rounds(quiet_medians, quiet_canaries, long_run))
+    busy = statistics.median(normalise_rounds(busy_medians, busy_canaries, long_run))
     assert busy == pytest.approx(quiet, rel=0.01)
 
 
@@ -98,55 +96,6 @@ def test_every_round_needs_its_canary() -> None:
     with pytest.raises(ValueError, match="2 canary measurements for 3 rounds"):
         normalise_rounds([1.0, 2.0, 3.0], [1.0, 1.0])
     assert normalise_rounds([], []) == []
-    with pytest.raises(ValueError, match="no rounds"):
-        normalised_median([], [])
-
-
-# --- history -------------------------------------------------------------------------------
-
-
-def test_history_is_kept_per_device_and_runtime() -> None:
-    history = CanaryHistory()
-    for i, value in enumerate([400.0, 410.0, 405.0]):
-        history.add("adb:R58M", "tflite", value, timestamp=1000.0 + i)
-    history.add("adb:R58M", "snpe-dsp", 90.0, timestamp=1000.0)
-    assert history.long_run_median("adb:R58M", "tflite") == 405.0
-    assert history.long_run_median("adb:R58M", "snpe-dsp") == 90.0
-    assert history.long_run_median("host:cpu", "onnxruntime") is None
-    assert history.values("adb:R58M", "tflite", last=2) == [410.0, 405.0]
-    assert history.values("adb:R58M", "tflite", last=0) == []
-    assert history.keys() == [("adb:R58M", "snpe-dsp"), ("adb:R58M", "tflite")]
-
-
-def test_history_round_trips_through_rows() -> None:
-    history = CanaryHistory()
-    history.add("host:cpu", "onnxruntime", 420.0, timestamp=2.0)
-    history.add("host:cpu", "onnxruntime", 421.5, timestamp=1.0)  # late arrival: sorted
-    history.add("adb:X", "tflite", 1000.0, timestamp=3.0)
-    rows = history.to_rows()
-    assert rows[0] == {
-        "device_id": "adb:X",
-        "runtime": "tflite",
-        "timestamp": 3.0,
-        "canary_latency_us": 1000.0,
-    }
-    assert [r["timestamp"] for r in rows[1:]] == [1.0, 2.0]
-    again = CanaryHistory.from_rows(reversed(rows))
-    assert again.to_rows() == rows
-
-
-def test_history_keeps_only_the_latest_samples() -> None:
-    history = CanaryHistory(max_samples=3)
-    for i in range(5):
-        history.add("host:cpu", "onnxruntime", 100.0 + i, timestamp=float(i))
-    assert history.values("host:cpu", "onnxruntime") == [102.0, 103.0, 104.0]
-    before = time.time()
-    history.add("host:cpu", "onnxruntime", 200.0)
-    assert history.to_rows()[-1]["timestamp"] >= before
-    with pytest.raises(ValueError):
-        history.add("host:cpu", "onnxruntime", 0.0)
-    with pytest.raises(ValueError):
-        CanaryHistory(max_samples=0)
 
 
 # --- drift flag ----------------------------------------------------------------------------

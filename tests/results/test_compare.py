@@ -145,13 +145,13 @@ def drop_columns(folder: Path, columns: tuple[str, ...]) -> Path:
     return path
 
 
-def only(report_rows: list, model: str):  # noqa: ANN201 - a Comparison
+def only(report_rows: list, model: str):
     matches = [row for row in report_rows if row.model == model]
     assert len(matches) == 1, report_rows
     return matches[0]
 
 
-def compare(a: Path, b: Path, **kwargs: Any):  # noqa: ANN201 - a CompareReport
+def compare(a: Path, b: Path, **kwargs: Any):
     return compare_tables(load_results(a), load_results(b), **kwargs)
 
 
@@ -373,7 +373,7 @@ def test_csv_json_and_folders_give_the_same_comparison(tmp_path: Path) -> None:
     a = write_run(tmp_path / "a", [record("x", 1000.0), record("y", 500.0, seed=1)])
     b = write_run(tmp_path / "b", [record("x", 1100.0, seed=2), record("y", 505.0, seed=3)])
 
-    def verdicts(report) -> list[tuple]:  # noqa: ANN001 - a CompareReport
+    def verdicts(report) -> list[tuple]:
         return [
             (r.model, r.verdict, round(r.delta_pct, 6), r.conditions_differ) for r in report.rows
         ]

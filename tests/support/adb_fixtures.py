@@ -69,7 +69,7 @@ def device_state(client: adbutils.AdbClient, serial: str) -> str | None:
 def adb_binary() -> str | None:
     try:
         path = adbutils.adb_path()
-    except Exception:  # noqa: BLE001 - adbutils raises its own errors when it has no binary
+    except Exception:
         return None
     return path if path and os.access(path, os.X_OK) else None
 
@@ -110,7 +110,7 @@ def private_adb_server(
         "ANDROID_ADB_SERVER_PORT": str(port),
         "LANG": "C.UTF-8",
     }
-    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed in the finally below
+    log = open(home / "server.log", "wb")
     process = subprocess.Popen(
         [adb, "-P", str(port), "server", "nodaemon"],
         env=env,

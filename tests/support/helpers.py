@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO_ROOT / "assets" / "models"
-from backends.core.store import STORE_FILE as STORE_NAME  # noqa: E402,F401
+from backends.core.store import STORE_FILE as STORE_NAME
 
 # rich wraps non-terminal output at 80 columns; a wide COLUMNS keeps each message on one line
 # so assertions do not depend on the length of pytest's tmp paths (see test_cli's xfail test
@@ -65,7 +65,7 @@ def devlab_env(home: Path, columns: str | None = WIDE_COLUMNS) -> dict[str, str]
 
 
 def devlab_cmd(*args: str | os.PathLike[str]) -> list[str]:
-    return [sys.executable, "-m", "console.cli.main", *map(str, args)]
+    return [sys.executable, "-m", "console.entry", *map(str, args)]
 
 
 def run_devlab(

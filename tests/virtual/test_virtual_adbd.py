@@ -851,7 +851,7 @@ def test_concurrent_shell_push_pull(device: adbutils.AdbDevice) -> None:
             device.sync.push(data, path)
             assert device.sync.read_bytes(path) == data
             assert device.shell(f"echo {index}") == str(index)
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
@@ -919,7 +919,7 @@ def test_device_vanishes_mid_push(
     def push() -> None:
         try:
             outcome.append(device.sync.push(SlowSource(), "/data/local/tmp/vanish.bin"))
-        except BaseException as error:  # noqa: BLE001 - inspected below
+        except BaseException as error:
             outcome.append(error)
 
     thread = threading.Thread(target=push)

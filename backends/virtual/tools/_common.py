@@ -98,7 +98,7 @@ def create_session(model_path: str, options: Any) -> Any:
 
     try:
         return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # noqa: BLE001 - ORT raises several unrelated types
+    except Exception as error:
         raise ToolError(device_text(str(error).strip()) or type(error).__name__) from error
 
 

@@ -324,7 +324,7 @@ def benchmark(values: dict[str, Any], given: set[str], log: Logger) -> int:
             )
             log(timed.line())
             log.raw("\n")
-        except Exception as error:  # noqa: BLE001 - ORT raises several unrelated types
+        except Exception as error:
             log(f"Node execution failed: {error}", "ERROR")
             log("Benchmarking failed.", "ERROR")
             return 1

@@ -224,7 +224,7 @@ def run(config: Config, out=sys.stdout) -> int:
         started = time.perf_counter()
         try:
             session.run(None, feeds)
-        except Exception as error:  # noqa: BLE001 - ORT raises several unrelated types
+        except Exception as error:
             print(f"Run failed: {error}", file=sys.stderr)
             return 1
         first_ms = (time.perf_counter() - started) * 1000
@@ -347,7 +347,7 @@ def _timed_runs(session, feeds, config: Config) -> tuple[list[float], float]:
             start = time.perf_counter()
             try:
                 session.run(None, feeds)
-            except BaseException as error:  # noqa: BLE001 - reported by the caller
+            except BaseException as error:
                 with lock:
                     errors.append(error)
                 return

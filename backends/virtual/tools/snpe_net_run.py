@@ -227,7 +227,7 @@ def run(argv: Sequence[str], out=sys.stdout) -> int:
                 forward_start = time.perf_counter()
                 try:
                     results = session.run(None, feeds)
-                except Exception as error:  # noqa: BLE001 - ORT raises several types
+                except Exception as error:
                     raise StandinError(
                         f"execute failed on input line {number + 1}: {error}"
                     ) from error

@@ -73,7 +73,7 @@ def run(argv: Sequence[str], out=sys.stdout) -> int:
         raise StandinError(f"cannot read {source}: {error.strerror or error}") from error
     try:
         activations, params = _model_tensors(onnx_bytes)
-    except Exception as error:  # noqa: BLE001 - onnx raises DecodeError and friends
+    except Exception as error:
         raise StandinError(f"{source} is not a readable ONNX model: {error}") from error
 
     overrides = None

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 def devlab(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "console.cli.main", *args],
+        [sys.executable, "-m", "console.entry", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -56,7 +56,7 @@ def test_virtual_monsoon_command_injects_faults_the_driver_survives(tmp_path: Pa
         [
             sys.executable,
             "-m",
-            "console.cli.main",
+            "console.entry",
             "virtual",
             "monsoon",
             "--faults",

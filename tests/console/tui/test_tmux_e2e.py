@@ -180,7 +180,7 @@ def devlab_command(tmp_path: Path, out: Path) -> list[str]:
         *(f"{key}={value}" for key, value in env.items()),
         sys.executable,
         "-m",
-        "console.cli.main",
+        "console.entry",
         "--out",
         str(out),
     ]

@@ -616,7 +616,7 @@ def cli_env(tmp_path: Path, port: int) -> dict[str, str]:
 
 def devlab(*args: Any, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "console.cli.main", *map(str, args)],
+        [sys.executable, "-m", "console.entry", *map(str, args)],
         cwd=REPO,
         env=env,
         capture_output=True,

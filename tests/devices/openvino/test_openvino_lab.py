@@ -82,7 +82,7 @@ def test_cli_runs_the_sample_models_on_openvino_cpu(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "console.cli.main",
+            "console.entry",
             "--run",
             str(REPO / "assets" / "models"),
             "--device",

@@ -1,0 +1,180 @@
+"""The shared pieces of a headless run: config, settings and devices from the command line,
+and ``run_jobs``, which queues, shows progress, writes the tables and picks the exit code.
+
+Used by ``devlab --run`` on this machine and with ``--cluster``; imports rich, never textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import platformdirs
+from rich.console import Console
+
+from backends.core.config import Config, ConfigError, load_config
+from backends.core.lab import LabError
+from backends.core.lab_api import LabApi
+from backends.core.options import BENCH_OPTIONS, build_settings
+from backends.core.records import JobSettings, JobState
+from backends.devices.registry import default_backends
+from console.cli.exit_codes import ExitCode, UsageError
+
+# Runs the interactive console on an open lab and returns the exit code; console.entry passes the
+# Textual one, so that this package never imports textual.
+ConsoleOpener = Callable[[LabApi, Config, Path], int]
+
+
+def default_lab_folder() -> Path:
+    """Where the console keeps its store when no ``--out`` is given."""
+    return Path(platformdirs.user_data_dir("devlab"))
+
+
+def device_ids(args: argparse.Namespace, config: Config, found: dict) -> list[str]:
+    """The devices asked for (aliases resolved); a usage error names the known ones."""
+    device_ids = [config.resolve_device(d) for d in (args.device or ["host:cpu"])]
+    for device_id in device_ids:
+        if device_id not in found:
+            known = ", ".join(sorted(found)) or "none"
+            hint = ""
+            if device_id.startswith("dpu:"):
+                hint = (
+                    "; add the agent to the config: [[dpu.endpoints]] with "
+                    f'url = "{device_id[4:]}" and token_file = "..."'
+                )
+            raise UsageError(f"unknown device {device_id!r} (devices: {known}){hint}")
+    return device_ids
+
+
+def run_jobs(
+    lab: LabApi,
+    args: argparse.Namespace,
+    device_ids: list[str],
+    settings: JobSettings,
+    out_dir: Path,
+    err: Console,
+) -> int:
+    from backends.core.plan import queue_paths
+    from backends.results.tables import write_all
+    from console.cli.progress import ProgressView, summary_table
+
+    lab.discover()
+    view = ProgressView(err, total_jobs=0)
+    lab.subscribe(view)
+    try:
+        report = queue_paths(lab, args.run, device_ids, args.runtime, settings, args.priority)
+    except LabError as error:
+        raise UsageError(str(error)) from None
+    if report.kept:
+        err.print(
+            f"{len(report.kept)} job(s) already measured in {out_dir}: results kept "
+            "(use --fresh to measure again)",
+            highlight=False,
+        )
+    view.set_total(
+        len(report.failed) + len(report.kept) + len(lab.pending()), already_done=len(report.kept)
+    )
+
+    interrupted = False
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with view:
+            lab.start()
+            lab.wait_until_idle()
+    except KeyboardInterrupt:
+        interrupted = True
+        err.print(
+            "interrupted: stopping; finished results are kept, run again to resume", highlight=False
+        )
+        lab.shutdown(interrupt=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+    rows = lab.rows()
+    written = write_all(out_dir, rows, {d.id: d for d in lab.devices})
+    if args.json:
+        from backends.results.tables import results_records
+
+        print(json.dumps(results_records(rows, {d.id: d for d in lab.devices}), indent=2))
+    else:
+        stdout = Console()
+        if not stdout.is_terminal:  # logs and pipes: do not squeeze names to 80 columns
+            stdout = Console(width=160)
+        stdout.print(summary_table(rows))
+    _report_unconverged(rows, err)
+    err.print(f"tables written to {out_dir}: {', '.join(p.name for p in written)}", highlight=False)
+
+    planned = {job.id for job in report.jobs}
+    states = {job.id: job.state for job, _ in rows}
+    if interrupted:
+        return ExitCode.INTERRUPTED
+    if not report.queued and not report.kept:
+        err.print("devlab: no valid input: no model could be read", highlight=False)
+        return ExitCode.USAGE
+    if view.failures or any(states.get(job_id) is not JobState.DONE for job_id in planned):
+        return ExitCode.JOBS_FAILED
+    return ExitCode.OK
+
+
+def _report_unconverged(rows: list, err: Console) -> None:
+    """Name the results whose precision gate stopped at a cap (their numbers are less sure)."""
+    unconverged = [
+        (job, result) for job, result in rows if result is not None and result.converged is False
+    ]
+    if not unconverged:
+        return
+    err.print(
+        f"{len(unconverged)} result(s) did not reach the precision target "
+        "(more --runs or --max-rounds, or a quieter machine, would help):",
+        highlight=False,
+    )
+    for job, result in unconverged:
+        width = result.ci_half_width_pct
+        shown = f"+-{width:.1f}%" if width is not None else "no interval"
+        err.print(
+            f"  {job.model.name} on {job.device_id}: {shown} after "
+            f"{len(result.round_sizes)} rounds (target +-{job.settings.precision_pct:g}%)",
+            highlight=False,
+        )
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def backends_from_config(config: Config) -> list:
+    try:
+        return default_backends(config)
+    except ValueError as error:  # a bad [android] table
+        raise UsageError(f"config: {error}") from None
+
+
+def power_links(config: Config) -> list:
+    from backends.power.capture import links_from_config
+
+    try:
+        return links_from_config(config.raw)
+    except ValueError as error:
+        raise UsageError(f"config: {error}") from None
+
+
+def load_config_or_usage(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def job_settings(args: argparse.Namespace, config: Config) -> JobSettings:
+    from backends.models.intake import parse_input_shape_arg
+
+    values = {option.field: getattr(args, option.field) for option in BENCH_OPTIONS}
+    try:
+        settings = build_settings(values, config.defaults)
+        settings.input_shapes = dict(parse_input_shape_arg(text) for text in args.input_shape)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return settings
