@@ -1,4 +1,4 @@
-"""Regenerate the README's screenshots of every console view (SVG, exported by Textual).
+"""Regenerate the console screenshots of README.md and docs/console.md (SVG, exported by Textual).
 
 Runs the real console headless on a temporary store: the sample models are benchmarked on
 the host CPU, one bad file shows a failure, and the Power view is fed by a synthetic source
@@ -22,12 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.core.events import PowerSamples
-from backends.core.lab import Lab
-from backends.core.plan import queue_paths
-from backends.core.records import JobSettings, JobState
-from backends.core.store import STORE_FILE, Store
-from console.tui.app import DevLabApp
+from backends.core.events import PowerSamples  # noqa: E402
+from backends.core.lab import Lab  # noqa: E402
+from backends.core.plan import queue_paths  # noqa: E402
+from backends.core.records import JobSettings, JobState  # noqa: E402
+from backends.core.store import STORE_FILE, Store  # noqa: E402
+from console.tui.app import DevLabApp  # noqa: E402
 
 SIZE = (150, 42)
 

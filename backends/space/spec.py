@@ -1,6 +1,6 @@
 """Search-space files: read, validate and lay out a MobileNetV2-style space.
 
-A space file is small JSON (documented in the README): the input, the stem, stages of blocks
+A space file is small JSON (documented in docs/space.md): the input, the stem, stages of blocks
 given as ``[out_channels, repeats, first_stride]``, the choices every block offers, and the
 head. Everything downstream (module tables, sampled architectures, estimates) derives from the
 ``Space`` this module returns, so a bad file fails here once, naming the file and the field.

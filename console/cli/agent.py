@@ -1,4 +1,4 @@
-"""``devlab agent``: serve this machine's benchmark runners over HTTP (see the README).
+"""``devlab agent``: serve this machine's benchmark runners over HTTP (see docs/agent.md).
 
 Imports rich but never textual. Usage errors exit with code 2 and name the fix.
 """

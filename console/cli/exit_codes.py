@@ -1,4 +1,4 @@
-"""Exit codes are an API: scripts and CI branch on them (documented in the README)."""
+"""Exit codes are an API: scripts and CI branch on them (documented in docs/cli.md)."""
 
 from __future__ import annotations
 
