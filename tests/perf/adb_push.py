@@ -1,11 +1,12 @@
 """adb throughput and latency against a virtual phone, through adbutils and a real adb server.
 
 It starts a PRIVATE adb server (the ``adb`` binary of the adbutils wheel, on a free port, never
-5037; see ``tests/adb_fixtures.py``), starts a ``VirtualPhone`` with a temp sandbox, connects it
-and measures through ``DevlabAdbClient`` (an AdbClient that never starts a server by itself):
+5037; see ``tests/support/adb_fixtures.py``), starts a ``VirtualPhone`` with a temp sandbox,
+connects it and measures through ``DevlabAdbClient`` (an AdbClient that never starts a server by
+itself):
 
-- push of a 20 MiB random file to /data/local/tmp/devlab/bench.bin and pull back (``--runs``
-  each, MB/s with MB = 1e6 bytes); every pulled copy must equal the original;
+- push of a random file (``--mib``, 20 MiB) to /data/local/tmp/devlab/bench.bin and pull back
+  (``--runs`` each, MB/s with MB = 1e6 bytes); every pulled copy must equal the original;
 - the median round trip of ``device.shell("echo hi")`` over ``--calls`` calls, the device
   addressed by serial, and also by transport id.
 
@@ -13,7 +14,8 @@ Every figure is printed; the last line is
 ``RESULT push_mb_s=<median> pull_mb_s=<median> shell_ms=<median> shell_ms_transport_id=<median>``.
 Cleanup always runs: disconnect, stop the phone, end the adb server started here (by its pid)
 and remove the temp folders.
-Usage: python tests/perf/adb_push.py [--runs 3] [--calls 100]
+Usage: python tests/perf/adb_push.py [--runs 3] [--calls 100] [--mib 20] [--smoke]
+--smoke: one push/pull of 2 MiB and 10 shell calls each way, the same path (make test).
 """
 
 from __future__ import annotations
@@ -41,13 +43,15 @@ from backends.virtual import VirtualPhone  # noqa: E402
 from support.adb_fixtures import connect_phone, private_adb_server  # noqa: E402
 
 DEFAULT_ADB_PORT = 5037
-FILE_SIZE = 20 * 1024 * 1024  # 20,971,520 bytes
+MIB = 1024 * 1024
 REMOTE_PATH = f"{WORKDIR}/bench.bin"
+SMOKE = {"runs": 1, "calls": 10, "mib": 2}
 
 
 def transfer(device: AdbDevice, source: Path, pulled: Path, runs: int) -> tuple[list, list]:
     """Push ``source`` and pull it back ``runs`` times; MB/s lists (push, pull)."""
     original = source.read_bytes()
+    size = len(original)
     push_rates: list[float] = []
     pull_rates: list[float] = []
     for run in range(1, runs + 1):
@@ -58,12 +62,12 @@ def transfer(device: AdbDevice, source: Path, pulled: Path, runs: int) -> tuple[
         start = time.perf_counter()
         received = device.sync.pull(REMOTE_PATH, pulled)
         pull_s = time.perf_counter() - start
-        if pushed != FILE_SIZE or received != FILE_SIZE:
+        if pushed != size or received != size:
             raise RuntimeError(f"run {run}: pushed {pushed} and pulled {received} bytes")
         if pulled.read_bytes() != original:
             raise RuntimeError(f"run {run}: the pulled file differs from the original")
-        push_rates.append(FILE_SIZE / push_s / 1e6)
-        pull_rates.append(FILE_SIZE / pull_s / 1e6)
+        push_rates.append(size / push_s / 1e6)
+        pull_rates.append(size / pull_s / 1e6)
         print(
             f"run {run}: push {push_s:.3f} s = {push_rates[-1]:.1f} MB/s, "
             f"pull {pull_s:.3f} s = {pull_rates[-1]:.1f} MB/s, pulled bytes equal",
@@ -107,8 +111,9 @@ def benchmark(client: DevlabAdbClient, phone: VirtualPhone, work: Path, args) ->
     """Run every measurement on the connected ``phone``; the RESULT line."""
     device = client.device(serial=phone.serial)
     source = work / "bench.bin"
-    source.write_bytes(os.urandom(FILE_SIZE))
-    print(f"file: {FILE_SIZE} random bytes -> {REMOTE_PATH}", flush=True)
+    size = args.mib * MIB
+    source.write_bytes(os.urandom(size))
+    print(f"file: {size} random bytes -> {REMOTE_PATH}", flush=True)
     push_rates, pull_rates = transfer(device, source, work / "pulled.bin", args.runs)
     push = describe("push", push_rates, "MB/s")
     pull = describe("pull", pull_rates, "MB/s")
@@ -131,13 +136,22 @@ def benchmark(client: DevlabAdbClient, phone: VirtualPhone, work: Path, args) ->
     return result
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="push/pull runs")
-    parser.add_argument("--calls", type=int, default=100, help="timed shell calls")
-    args = parser.parse_args()
-    if args.runs < 1 or args.calls < 1:
-        parser.error("--runs and --calls must be at least 1")
+    parser.add_argument("--runs", type=int, default=3, help="push/pull runs (default 3)")
+    parser.add_argument("--calls", type=int, default=100, help="timed shell calls (default 100)")
+    parser.add_argument("--mib", type=int, default=20, help="size of the file in MiB (default 20)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny arguments, so the script cannot rot (make test runs it so): "
+        + " ".join(f"--{k}={v}" for k, v in SMOKE.items()),
+    )
+    if parser.parse_known_args(argv)[0].smoke:
+        parser.set_defaults(**SMOKE)
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.calls < 1 or args.mib < 1:
+        parser.error("--runs, --calls and --mib must be at least 1")
 
     work = Path(tempfile.mkdtemp(prefix="devlab-perf-adb-"))
     result = None

@@ -4,6 +4,8 @@ It times ``median_ci`` on 10 rounds of 100 iterations (2000 resamples, the gate'
 with bursty synthetic latencies, and ends with ``RESULT ms_per_call=<x>`` (the median of
 several repeats, so a busy neighbour on a shared machine does not decide the figure).
 Usage: python tests/perf/bootstrap_speed.py [--rounds 10] [--iterations 100] [--calls 200]
+       [--repeats 5] [--smoke]
+--smoke: the same rounds, 10 calls in each of 2 repeats (make test runs it so).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from backends.measure.precision import median_ci  # noqa: E402
 
+SMOKE = {"calls": 10, "repeats": 2}
+
 
 def synthetic_rounds(rounds: int, iterations: int) -> list[list[float]]:
     """Lognormal jitter around 1 ms; every third round is slowed 1.45x, as in a burst."""
@@ -33,10 +37,18 @@ def synthetic_rounds(rounds: int, iterations: int) -> list[list[float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--iterations", type=int, default=100)
-    parser.add_argument("--calls", type=int, default=200, help="calls per repeat")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10, help="rounds (default 10)")
+    parser.add_argument("--iterations", type=int, default=100, help="per round (default 100)")
+    parser.add_argument("--calls", type=int, default=200, help="calls per repeat (default 200)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (default 5)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny arguments, so the script cannot rot (make test runs it so): "
+        + " ".join(f"--{k}={v}" for k, v in SMOKE.items()),
+    )
+    if parser.parse_known_args(argv)[0].smoke:
+        parser.set_defaults(**SMOKE)
     args = parser.parse_args(argv)
 
     latencies = synthetic_rounds(args.rounds, args.iterations)

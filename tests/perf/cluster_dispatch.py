@@ -16,9 +16,11 @@ Measures:
   outside the job (claiming it from the store, Dask scheduling, fetching its model once per
   host, returning its result, writing it to the store), including the start and the tail.
 
-Last line: ``RESULT overhead_ms=<x> utilisation_pct=<y>``.
+Last line: ``RESULT overhead_ms=<x> utilisation_pct=<y>``. With too few jobs (``--smoke``) the
+start and the tail dominate, so the figures only show that the path works.
 Usage: python tests/perf/cluster_dispatch.py [--jobs 200] [--workers 4] [--job-ms 250]
-       [--iteration-ms 10] [--prefetch 2]
+       [--iteration-ms 10] [--prefetch 2] [--stall-s 120] [--smoke]
+--smoke: the scheduler and two workers, 8 jobs of 8 x 5 ms (make test runs it so).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from backends.cluster.client import ClusterLab  # noqa: E402
-from backends.core.events import JobFinished  # noqa: E402
+from backends.core.events import JobFailed, JobFinished  # noqa: E402
 from backends.core.records import Device, Job, JobSettings, Model  # noqa: E402
 from backends.devices.base import (  # noqa: E402
     BenchSession,
@@ -49,6 +51,7 @@ from backends.devices.base import (  # noqa: E402
     Timed,
 )
 
+SMOKE = {"jobs": 8, "workers": 2, "job_ms": 40.0, "iteration_ms": 5.0}
 TOOL = (
     "import sys; from rich.console import Console; "
     "from console.cli.cluster import run_cluster_tool; "
@@ -192,6 +195,8 @@ def run_jobs(options: argparse.Namespace, folder: Path, address: str) -> tuple[f
             with done:
                 finished.append(time.monotonic())
                 done.notify_all()
+        elif isinstance(event, JobFailed):
+            print(f"job {event.job.id} failed: {event.error}", file=sys.stderr, flush=True)
 
     lab.subscribe(on_event)
     try:
@@ -211,9 +216,19 @@ def run_jobs(options: argparse.Namespace, folder: Path, address: str) -> tuple[f
         total = per_device * len(devices)
         started = time.monotonic()
         lab.resume()
+        seen, last_progress = 0, started
         with done:
             while len(finished) < total:
-                done.wait(timeout=5)
+                done.wait(timeout=1)
+                now = time.monotonic()
+                if len(finished) > seen:
+                    seen, last_progress = len(finished), now
+                elif now - last_progress > options.stall_s:
+                    # a failed or lost job never finishes: stop instead of waiting forever
+                    raise SystemExit(
+                        f"stalled: {seen} of {total} jobs finished, none in the last "
+                        f"{options.stall_s:g} s"
+                    )
         makespan = max(finished) - started
         busy = {device: 0.0 for device in devices}
         for job, result in lab.rows():
@@ -241,14 +256,34 @@ def model_file(folder: Path, index: int) -> Model:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--job-ms", type=float, default=250.0)
-    parser.add_argument("--iteration-ms", type=float, default=10.0)
-    parser.add_argument("--prefetch", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=200, help="jobs in all (default 200)")
+    parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
+    parser.add_argument(
+        "--job-ms", type=float, default=250.0, help="ms of device time per job (default 250)"
+    )
+    parser.add_argument(
+        "--iteration-ms", type=float, default=10.0, help="ms per stand-in iteration (default 10)"
+    )
+    parser.add_argument(
+        "--prefetch", type=int, default=2, help="the scheduler's --prefetch (default 2)"
+    )
+    parser.add_argument(
+        "--stall-s",
+        type=float,
+        default=120.0,
+        help="give up when no job finishes for this long (default 120)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny arguments, so the script cannot rot (make test runs it so): "
+        + " ".join(f"--{k.replace('_', '-')}={v:g}" for k, v in SMOKE.items()),
+    )
     parser.add_argument("--worker", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", help=argparse.SUPPRESS)
+    if parser.parse_known_args()[0].smoke:
+        parser.set_defaults(**SMOKE)
     options = parser.parse_args()
     if options.worker:
         serve_worker(

@@ -11,7 +11,10 @@
 Prints the wall time of every stage; the last line is
 ``RESULT within10=<pct> within5=<pct> mape=<pct>`` (held-out, pass 1).
 Usage: python tests/perf/estimator_accuracy.py [--n 50] [--runs 100] [--rounds 5] [--quick]
-       [--space FILE] [--work DIR] [--bench-arg=--precision=2 ...]
+       [--space FILE] [--work DIR] [--bench-arg=--precision=2 ...] [--smoke]
+--smoke: every stage, with 6 sampled architectures, one round of 5 runs per model (the canary
+runs, the precision gate may add no round) and 3 folds (make test runs it so; with so few
+points the figures mean nothing).
 """
 
 from __future__ import annotations
@@ -44,8 +47,16 @@ from backends.space.sample import write_samples  # noqa: E402
 from backends.space.spec import load_space  # noqa: E402
 
 DEFAULT_SPACE = ROOT / "assets" / "spaces" / "mobilenetv2_cifar10.json"
-DEVLAB = [sys.executable, "-c", "import sys; from console.cli.main import main; sys.exit(main())"]
+DEVLAB = [sys.executable, "-c", "import sys; from console.entry import main; sys.exit(main())"]
 NOISE_LIMIT_PCT = 95.0
+SMOKE = {
+    "n": 6,
+    "runs": 5,
+    "rounds": 1,
+    "warmup": 1,
+    "folds": 3,
+    "bench_arg": ["--max-rounds=1"],
+}
 timings: list[tuple[str, float]] = []
 
 
@@ -128,7 +139,7 @@ def module_table(out: Path, index_uids: set[str]) -> LatencyTable:
     return read_latency_table(out / "results.csv")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50, help="sampled architectures (50)")
     parser.add_argument("--runs", type=int, help="timed runs per model (100; quick: 40)")
@@ -142,7 +153,18 @@ def main() -> int:
     parser.add_argument(
         "--bench-arg", action="append", default=[], help="extra devlab --run argument"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny arguments, so the script cannot rot (make test runs it so): "
+        + " ".join(
+            f"--{k.replace('_', '-')}={v[0] if isinstance(v, list) else v}"
+            for k, v in SMOKE.items()
+        ),
+    )
+    if parser.parse_known_args(argv)[0].smoke:
+        parser.set_defaults(**SMOKE)
+    args = parser.parse_args(argv)
     args.runs = args.runs or (40 if args.quick else 100)
     args.rounds = args.rounds or (4 if args.quick else 5)
     args.warmup = args.warmup or (5 if args.quick else 10)

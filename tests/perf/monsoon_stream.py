@@ -21,7 +21,9 @@ Measured:
 
 The last line is ``RESULT dropped=<n> cpu_pct=<x> rss_growth_mb=<y>``.
 
-Usage: python tests/perf/monsoon_stream.py [--seconds 600] [--format parquet|csv] [--keep DIR]
+Usage: python tests/perf/monsoon_stream.py [--seconds 600] [--warmup 5] [--format parquet|csv]
+       [--batch 250] [--keep DIR] [--smoke]
+--smoke: 3 s of the same stream, the RSS base after 1 s (make test runs it so).
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from backends.power.monsoon.driver import Monsoon, SampleBatch  # noqa: E402
+from backends.power.monsoon.driver import Monsoon  # noqa: E402
+from backends.power.monsoon.stream import SampleBatch  # noqa: E402
 from backends.power.trace import TraceWriter, window_stats  # noqa: E402
 from backends.virtual.monsoon import VirtualMonsoon, periodic_load  # noqa: E402
 
 MIB = 1024 * 1024
+SMOKE = {"seconds": 3.0, "warmup": 1.0}
 
 
 def rss_bytes() -> int:
@@ -59,14 +63,28 @@ def rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak, Linux units
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=600.0)
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before the RSS base")
-    parser.add_argument("--format", choices=("parquet", "csv"), default="parquet")
-    parser.add_argument("--batch", type=int, default=250, help="samples per driver batch")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--seconds", type=float, default=600.0, help="capture (default 600)")
+    parser.add_argument(
+        "--warmup", type=float, default=5.0, help="seconds before the RSS base (default 5)"
+    )
+    parser.add_argument(
+        "--format", choices=("parquet", "csv"), default="parquet", help="trace (default parquet)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=250, help="samples per driver batch (default 250)"
+    )
     parser.add_argument("--keep", type=Path, help="write the trace into this folder and keep it")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny arguments, so the script cannot rot (make test runs it so): "
+        + " ".join(f"--{k}={v:g}" for k, v in SMOKE.items()),
+    )
+    if parser.parse_known_args(argv)[0].smoke:
+        parser.set_defaults(**SMOKE)
+    args = parser.parse_args(argv)
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="monsoon-perf-"))
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,11 @@ naive 1, devlab 1, a pause of ``--gap`` seconds, naive 2, devlab 2, so both prot
 machine's slow phases alike. Prints the share of models whose two medians agree within +-5%
 and +-10% for each protocol; the last line is
 ``RESULT agree5_naive=<pct> agree5_devlab=<pct>``.
+
+Usage: python tests/perf/repeatability.py [--archs 30] [--seed 7] [--gap 180] [--naive-runs 50]
+       [--work DIR] [--smoke] [-- DEVLAB OPTIONS...]
+--smoke: the sample models and 2 architectures, no pause, 5 naive runs, and a devlab protocol
+cut to 2 rounds of 5 runs (the canary and the gate still run; make test runs it so).
 """
 
 from __future__ import annotations
@@ -41,6 +46,12 @@ from backends.space.spec import load_space  # noqa: E402
 
 SPACE = REPO / "assets" / "spaces" / "mobilenetv2_cifar10.json"
 SAMPLE_MODELS = REPO / "assets" / "models"
+SMOKE = {
+    "archs": 2,
+    "gap": 0.0,
+    "naive_runs": 5,
+    "devlab_args": ["--warmup=1", "--runs=10", "--rounds=2", "--max-rounds=3"],
+}
 
 
 def prepare_models(folder: Path, archs: int, seed: int) -> list[Path]:
@@ -81,7 +92,7 @@ def devlab_pass(
     command = [
         sys.executable,
         "-m",
-        "console.cli.main",
+        "console.entry",
         "--run",
         str(folder),
         "--device",
@@ -114,17 +125,29 @@ def agreement(first: dict[str, float], second: dict[str, float], within_pct: flo
     return 100.0 * close / len(keys)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--archs", type=int, default=30, help="sampled architectures (>= 30)")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--archs", type=int, default=30, help="sampled architectures (30; >= 30 for the figure)"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="sampling seed (7)")
     parser.add_argument("--gap", type=float, default=180.0, help="seconds between the passes")
-    parser.add_argument("--naive-runs", type=int, default=50)
+    parser.add_argument("--naive-runs", type=int, default=50, help="naive timed runs (50)")
     parser.add_argument("--work", type=Path, help="keep the models and runs here")
     parser.add_argument(
         "devlab_args", nargs="*", help="extra devlab options after --, e.g. -- --precision 1"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny arguments, so the script cannot rot (make test runs it so): "
+        + " ".join(f"--{k.replace('_', '-')}={v:g}" for k, v in SMOKE.items() if k != "devlab_args")
+        + " -- "
+        + " ".join(SMOKE["devlab_args"]),
+    )
+    if parser.parse_known_args(argv)[0].smoke:
+        parser.set_defaults(**SMOKE)
+    args = parser.parse_args(argv)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="devlab-repeatability-"))
     models = prepare_models(work / "models", args.archs, args.seed)
@@ -149,7 +172,7 @@ def main() -> None:
     for name, seconds in timings.items():
         print(f"{name:>14}: {seconds:7.1f} s")
     rows = [
-        ("naive (fresh session, median of 50)", naive_1, naive_2),
+        (f"naive (fresh session, median of {args.naive_runs})", naive_1, naive_2),
         ("devlab raw median of round medians", raw_1, raw_2),
         ("devlab drift-normalised (headline)", devlab_1, devlab_2),
     ]
