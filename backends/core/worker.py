@@ -8,13 +8,16 @@ every job instead of ruining one, and the canary measures it. After the planned 
 precision gate adds rounds to the jobs whose bootstrap interval is still too wide (within its
 caps). Each job then gets its optional per-layer pass, its output parity check and its result.
 Only one round runs on a device at any moment.
+
+The worker schedules and gathers; what the numbers become is computed elsewhere: the rounds
+and the Result in ``backends.measure`` (``rounds``, ``assemble``), a power job's energy windows
+in ``backends.power.capture``.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import statistics
 import threading
 import time
 import traceback
@@ -33,74 +36,28 @@ from backends.core.events import (
     JobStarted,
     LogLine,
 )
-from backends.core.records import Device, DeviceState, Job, JobState, Result, Stats
+from backends.core.records import Device, DeviceState, Job, JobState
 from backends.core.store import Store
-from backends.devices.base import BenchError, BenchSession, DeviceBackend, JobInterrupted, Timed
-from backends.measure.canary import drift_status, normalise_rounds
+from backends.devices.base import BenchError, BenchSession, DeviceBackend, JobInterrupted
+from backends.measure.assemble import assemble_result
+from backends.measure.canary import drift_status
 from backends.measure.canary_store import CanaryStore
-from backends.measure.precision import PrecisionGate
+from backends.measure.precision import GateDecision, PrecisionGate
 from backends.measure.probe import CanaryProbe
-from backends.measure.stats import live_median_p90, merge_summaries, summarize
-from backends.power.capture import EnergyWindows, PowerManager, measure_energy
+from backends.measure.rounds import Rounds, every_round_has_canary, split_runs
+from backends.measure.stats import live_median_p90
+from backends.power.capture import PowerManager, capture_energy
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.2
 SETTLE_POLL_S = 2.0
-POWER_TAIL_S = 0.3
 RECENT_CAP = 200  # latencies carried by one progress event, for live plots
 MAX_INTERLEAVED = 16  # jobs whose sessions one device keeps loaded at once
 DRIFT_BAND_PCT = 10.0
 CANARY_FILE = "canary.sqlite"  # beside the store when the lab names no shared history
 
 DriftCallback = Callable[[str, dict[str, Any] | None], None]
-
-
-def split_runs(total: int | None, rounds: int) -> list[int | None]:
-    """Iterations per round: ``total`` spread as evenly as possible over ``rounds``."""
-    rounds = max(1, rounds)
-    if total is None:
-        return [None] * rounds
-    rounds = min(rounds, max(total, 1))
-    base, extra = divmod(total, rounds)
-    return [base + (1 if index < extra else 0) for index in range(rounds)]
-
-
-def headline(round_medians: list[float], round_stat: str) -> float:
-    """The reported latency: the median of the round medians, or their minimum on request."""
-    return min(round_medians) if round_stat == "min" else statistics.median(round_medians)
-
-
-@dataclass
-class Rounds:
-    """The timed rounds of one job: every latency where the tool gives them, else summaries."""
-
-    latencies: list[float] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    medians: list[float] = field(default_factory=list)
-    summaries: list[Stats] = field(default_factory=list)
-    per_round: list[list[float]] = field(default_factory=list)
-
-    def add(self, timed: Timed) -> None:
-        summary = summarize(timed.latencies_us) if timed.latencies_us else timed.summary
-        assert summary is not None  # Timed.count > 0 guarantees one of the two
-        self.latencies.extend(timed.latencies_us)
-        self.per_round.append(list(timed.latencies_us))
-        self.sizes.append(timed.count)
-        self.medians.append(summary.median if summary.median is not None else summary.mean)
-        self.summaries.append(summary)
-
-    @property
-    def source(self) -> str:
-        return "iterations" if len(self.latencies) == sum(self.sizes) else "tool summary"
-
-    def stats(self, round_stat: str = "median") -> Stats:
-        """Summary of every timed run; its median is the headline from the round medians."""
-        stats = summarize(self.latencies) if self.source == "iterations" else None
-        stats = stats or merge_summaries(self.summaries)
-        if len(self.medians) > 1 or round_stat == "min":
-            stats.median = headline(self.medians, round_stat)
-        return stats
 
 
 @dataclass
@@ -116,18 +73,10 @@ class JobRun:
     warnings: list[str] = field(default_factory=list)
     extra_rounds: int = 0
     gate_started: float | None = None
-    gate: dict[str, Any] = field(default_factory=dict)
+    gate: GateDecision | None = None  # the precision gate's last decision
     power: dict[str, Any] | None = None
     drift: dict[str, Any] | None = None  # the device's canary against its history
     ended: bool = False  # done, failed or cancelled
-
-    def gate_medians(self) -> list[float]:
-        """The round medians the precision gate judges: drift-normalised when every round has
-        its canary (a slow phase of the machine then does not count as imprecision), else raw."""
-        medians = self.rounds.medians
-        if self.canaries and all(c is not None for c in self.canaries):
-            return normalise_rounds(medians, self.canaries)  # type: ignore[arg-type]
-        return list(medians)
 
     def fraction(self, done: int, round_elapsed_s: float = 0.0) -> float:
         """The whole job's progress, 0..1, so a live bar never falls back between rounds:
@@ -379,16 +328,13 @@ class DeviceWorker(threading.Thread):
             time_cap_s=settings.precision_time_cap_s,
             min_rounds=min(3, len(run.plan)),
         )
-        per_round = run.rounds.per_round if run.rounds.source == "iterations" else None
-        decision = gate.decide(
-            run.gate_medians(), per_round, time.monotonic() - run.gate_started, run.extra_rounds
+        run.gate = gate.decide(
+            run.rounds.gate_medians(run.canaries),
+            run.rounds.iterations_by_round,
+            time.monotonic() - run.gate_started,
+            run.extra_rounds,
         )
-        run.gate = {
-            "converged": decision.converged,
-            "interval": decision.interval,
-            "reason": decision.reason,
-        }
-        return decision.run_more
+        return run.gate.run_more
 
     def _with_power(self, run: JobRun, probe: CanaryProbe) -> None:
         """A power job runs alone, its rounds inside one energy window with a baseline."""
@@ -398,27 +344,22 @@ class DeviceWorker(threading.Thread):
                 f"{self.device.id}: power capture asked, but this lab has no "
                 "power monitors configured ([[power.monitors]])"
             )
-        channel = self.power.channel_for(self.device.id)
-        trace = self.log_dir / job.id / "power.csv"
-        dropped_before = channel.monsoon.counts.dropped
-        with channel.capture(trace):
-            baseline_start = time.time()
-            self._pause(job, job.settings.power_baseline_s, "power baseline")
-            timed_start = time.time()
+
+        def timed() -> int | None:
             self._interleave([run], probe)
-            timed_end = time.time()
-            self._pause(job, POWER_TAIL_S, "power")  # the window's last samples arrive
-        if run.ended:
-            return
-        windows = EnergyWindows(
-            (baseline_start, timed_start), (timed_start, timed_end), sum(run.rounds.sizes)
+            return None if run.ended else sum(run.rounds.sizes)
+
+        reading = capture_energy(
+            self.power.channel_for(self.device.id),
+            self.log_dir / job.id / "power.csv",
+            job.settings.power_baseline_s,
+            timed,
+            lambda seconds, phase: self._pause(job, seconds, phase),
         )
-        dropped = channel.monsoon.counts.dropped - dropped_before
-        try:
-            run.power = measure_energy(trace, windows, dropped)
-        except BenchError as error:  # the latencies stand even when the trace is unusable
-            run.warnings.append(f"energy not measured: {error}")
-            run.power = {"trace_path": str(trace), "dropped": dropped}
+        if reading is not None:
+            if reading.warning:
+                run.warnings.append(reading.warning)
+            run.power = reading.power
 
     def _record_canaries(self, runs: list[JobRun]) -> None:
         """Add this batch's canaries to each runtime's history; flag a drifting device."""
@@ -457,65 +398,34 @@ class DeviceWorker(threading.Thread):
             reason = probe.unavailable.get((job.runtime, job.settings.threads))
             if reason:
                 run.warnings.append(f"no reference canary: {reason}")
-        result = Result(
-            job_id=job.id,
-            latencies_us=run.rounds.latencies,
-            stats=run.rounds.stats(job.settings.round_stat),
-            stats_source=run.rounds.source,
-            round_sizes=run.rounds.sizes,
-            round_medians_us=run.rounds.medians,
-            forward_stats=profile.forward_stats if profile else None,
-            layers_stats=profile.layers_stats if profile else None,
-            layers=profile.layers if profile else [],
-            load_us=run.session.info.load_us,
-            first_inference_us=run.session.info.first_inference_us,
-            tool=run.session.info.tool,
-            tool_version=run.session.info.tool_version,
-            device_properties=dict(self.device.properties),
-            conditions_start=run.conditions_start,
-            conditions_end=self.backend.conditions(self.device),
-            raw_log_path=profile.raw_log_path if profile else None,
-            power=run.power,
-            warnings=run.warnings,
-            round_canary_us=list(run.canaries),
+        conditions_end = self.backend.conditions(self.device)
+        history = (
+            self.canaries.canary_history(self.device.id, _canary_key(job))
+            if every_round_has_canary(run.canaries)
+            else []
+        )
+        result = assemble_result(
+            job,
+            run.rounds,
+            run.canaries,
+            run.session.info,
+            profile=profile,
+            gate=run.gate,
+            canary_history=history,
             extra_rounds=run.extra_rounds,
+            device_properties=self.device.properties,
+            conditions_start=run.conditions_start,
+            conditions_end=conditions_end,
+            power=run.power,
             parity=parity,
             drift=run.drift,
+            warnings=run.warnings,
         )
-        self._add_trust_figures(run, result)
-        for warning in run.warnings:
+        for warning in result.warnings:
             self.events.publish(LogLine(warning, job.id, level="warning"))
         run.ended = True
         finished = self._end(job, lambda job_id: self.store.finish(job_id, result))
         self.events.publish(JobFinished(finished, result))
-
-    def _add_trust_figures(self, run: JobRun, result: Result) -> None:
-        """The canary-normalised headline and the precision gate's interval."""
-        canaries = run.canaries
-        if canaries and all(c is not None for c in canaries):
-            history = self.canaries.canary_history(self.device.id, _canary_key(run.job))
-            long_run = statistics.median(history) if history else None
-            normalised = normalise_rounds(run.rounds.medians, canaries, long_run)  # type: ignore[arg-type]
-            result.canary_reference_us = long_run or statistics.median(canaries)  # type: ignore[type-var]
-            result.normalised_median_us = headline(normalised, run.job.settings.round_stat)
-        interval = run.gate.get("interval")
-        if interval is None and len(run.rounds.medians) > 1:
-            from backends.measure.precision import median_ci
-
-            per_round = run.rounds.per_round if run.rounds.source == "iterations" else None
-            interval = median_ci(run.gate_medians(), per_round)
-        if interval is not None and interval.finite:
-            # The interval is relative to what the gate judged; expressed around the headline
-            # it is reported with (the normalised one when the canary ran).
-            centre = result.normalised_median_us or result.stats.median or result.stats.mean
-            scale = centre / interval.estimate if interval.estimate else 1.0
-            result.ci_low_us = interval.low * scale if interval.low is not None else None
-            result.ci_high_us = interval.high * scale if interval.high is not None else None
-            result.ci_half_width_pct = interval.half_width_pct
-        if run.gate:
-            result.converged = bool(run.gate["converged"])
-            if not result.converged:
-                run.warnings.append(f"precision gate: {run.gate['reason']}")
 
     def _parity(self, run: JobRun) -> dict[str, Any] | None:
         """One fixed input through the device and through host ONNX Runtime, compared."""

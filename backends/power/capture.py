@@ -3,7 +3,8 @@
 A monitor, once opened, streams all the time: every batch goes to the Lab's event bus (the
 console's Power view), and while a job captures, also into that job's trace file. Energy per
 inference is measured like FAI-PEP does: an idle baseline right before the timed window, then
-the timed window itself (both windows are devlab's own timestamps), from V x I.
+the timed window itself (both windows are devlab's own timestamps), from V x I
+(``capture_energy``: the worker calls it around a power job's rounds).
 
     [[power.monitors]]
     powers = "adb:R5CT00000LK"     # the device this monitor powers
@@ -16,24 +17,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backends.core.events import Event
+from backends.core.events import Event, PowerSamples
 from backends.devices.base import BenchError
-from backends.power.monsoon.driver import (
-    Monsoon,
-    MonsoonError,
-    SampleBatch,
-    SampleCounts,
-    as_power_samples,
-    find_monitor,
-)
+from backends.power.monsoon.discovery import find_monitor
+from backends.power.monsoon.driver import Monsoon
+from backends.power.monsoon.protocol import MonsoonError
+from backends.power.monsoon.stream import SampleBatch, SampleCounts
 from backends.power.trace import TraceWriter, window_stats
 
 log = logging.getLogger(__name__)
+
+POWER_TAIL_S = 0.3  # idle after the timed window, so that its last samples reach the trace
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,22 @@ def links_from_config(raw: dict[str, Any]) -> list[MonitorLink]:
     return links
 
 
+def as_power_samples(monitor_id: str, batch: SampleBatch) -> PowerSamples:
+    """A ``SampleBatch`` as the Lab's ``PowerSamples`` event (t0 = first sample's time).
+
+    ``PowerSamples`` assumes evenly spaced samples; samples dropped inside the batch shift the
+    later ones by the gap (``dropped`` says how many were lost).
+    """
+    t0 = float(batch.t[0]) if len(batch) else time.time()
+    return PowerSamples(
+        monitor_id=monitor_id,
+        t0=t0,
+        interval_s=batch.interval_s,
+        watts=tuple(batch.watts.tolist()),
+        dropped=batch.dropped,
+    )
+
+
 class PowerChannel:
     """One open monitor streaming to the event bus, and to a trace file while capturing."""
 
@@ -77,6 +93,12 @@ class PowerChannel:
 
     def start(self) -> None:
         self.monsoon.start_sampling(self._on_batch)
+
+    @property
+    def dropped(self) -> int:
+        """Samples lost so far in this channel's run (lost packets, the device's own drops,
+        batches a slow consumer missed); the difference over a window is that window's loss."""
+        return self.monsoon.counts.dropped
 
     def _on_batch(self, batch: SampleBatch) -> None:
         if len(batch):
@@ -167,6 +189,51 @@ class EnergyWindows:
     baseline: tuple[float, float]
     timed: tuple[float, float]
     iterations: int
+
+
+@dataclass(frozen=True)
+class EnergyReading:
+    """A power job's figures (``Result.power``) and, when the trace was unusable, why the
+    energy is missing from them."""
+
+    power: dict[str, Any]
+    warning: str | None = None
+
+
+def capture_energy(
+    channel: PowerChannel,
+    trace: Path,
+    baseline_s: float,
+    timed: Callable[[], int | None],
+    wait: Callable[[float, str], None],
+    tail_s: float = POWER_TAIL_S,
+) -> EnergyReading | None:
+    """Record ``trace`` over an idle baseline, the timed window and a short tail, then measure
+    energy per inference from it.
+
+    ``wait(seconds, phase)`` idles for the baseline (phase "power baseline") and the tail
+    ("power"), honouring cancel; ``timed()`` runs the timed window and returns the iterations
+    it timed, or None when the job ended inside it (then there is no reading). The latencies
+    stand even when the trace is unusable: the reading then holds the trace path, the dropped
+    samples and a warning.
+    """
+    dropped_before = channel.dropped
+    with channel.capture(trace):
+        baseline_start = time.time()
+        wait(baseline_s, "power baseline")
+        timed_start = time.time()
+        iterations = timed()
+        timed_end = time.time()
+        wait(tail_s, "power")  # the window's last samples arrive
+    if iterations is None:
+        return None
+    windows = EnergyWindows((baseline_start, timed_start), (timed_start, timed_end), iterations)
+    dropped = channel.dropped - dropped_before
+    try:
+        return EnergyReading(measure_energy(trace, windows, dropped))
+    except BenchError as error:
+        partial = {"trace_path": str(trace), "dropped": dropped}
+        return EnergyReading(partial, f"energy not measured: {error}")
 
 
 def measure_energy(trace: Path, windows: EnergyWindows, dropped: int = 0) -> dict[str, Any]:

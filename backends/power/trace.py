@@ -50,7 +50,7 @@ class TraceWriter:
     """Append sample batches to a CSV or Parquet trace with bounded memory.
 
     ``write(batch)`` takes anything with ``t``, ``amps``, ``volts`` and ``watts`` arrays (a
-    ``backends.power.monsoon.driver.SampleBatch``);
+    ``backends.power.monsoon.stream.SampleBatch``);
     ``write_arrays`` takes the arrays (``watts`` defaults to
     volts x amps). Not thread-safe: use it from one thread.
     """

@@ -111,7 +111,7 @@ def power_command(args: argparse.Namespace, err: Console) -> int:
     from rich.live import Live
 
     from backends.power.capture import record_trace
-    from backends.power.monsoon.driver import MonsoonError
+    from backends.power.monsoon.protocol import MonsoonError
     from backends.power.trace import RollingPower, window_stats
 
     out = Path(args.out or time.strftime("power-%Y%m%d-%H%M%S.csv"))

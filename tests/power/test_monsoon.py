@@ -18,23 +18,17 @@ import pandas as pd
 import pytest
 import serial
 
-from backends.core.events import PowerSamples
-from backends.power.monsoon.driver import (
-    LvpmStreamParser,
-    Monsoon,
+from backends.power.monsoon.discovery import discover_monitors, find_monitor
+from backends.power.monsoon.driver import Monsoon
+from backends.power.monsoon.protocol import (
     MonsoonError,
-    MonsoonStatus,
-    SampleBatch,
-    SampleCounts,
-    as_power_samples,
     current_limit_raw,
-    discover_monitors,
-    find_monitor,
-    find_status_frame,
     frame,
     start_payload,
     voltage_byte,
 )
+from backends.power.monsoon.status import MonsoonStatus, find_status_frame
+from backends.power.monsoon.stream import LvpmStreamParser, SampleBatch, SampleCounts
 from backends.power.trace import RollingPower, TraceWriter, read_trace, window_stats
 from backends.virtual.monsoon import VirtualMonsoon, periodic_load
 
@@ -540,22 +534,6 @@ def test_two_monitors_selected_by_serial_number(silent_pty: str) -> None:
         assert find_monitor(222, ports=[a.port, b.port]).port == b.port
         with pytest.raises(MonsoonError, match="no Monsoon with serial number 999"):
             find_monitor(999, ports=[a.port, b.port])
-
-
-def test_as_power_samples() -> None:
-    batch = SampleBatch(
-        t=np.array([10.0, 10.0002]),
-        amps=np.array([0.1, 0.2]),
-        volts=np.array([4.0, 4.0]),
-        watts=np.array([0.4, 0.8]),
-        received=2,
-        dropped=3,
-        garbage_bytes=0,
-        interval_s=0.0002,
-        counts=SampleCounts(),
-    )
-    event = as_power_samples("monsoon:12345", batch)
-    assert event == PowerSamples("monsoon:12345", 10.0, 0.0002, (0.4, 0.8), dropped=3)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Energy per inference end to end: a virtual phone powered by a virtual Monsoon on a pty.
+"""Power capture: a channel's dropped samples, the energy windows around a power job, and
+energy per inference end to end (a virtual phone powered by a virtual Monsoon on a pty).
 
-The Monsoon draws ``active_w`` while a benchmark tool runs on the phone and ``baseline_w``
-otherwise. devlab must report a net energy per inference within 5% of what that waveform
-implies for the time the phone was loaded inside devlab's timed window.
+End to end, the Monsoon draws ``active_w`` while a benchmark tool runs on the phone and
+``baseline_w`` otherwise. devlab must report a net energy per inference within 5% of what that
+waveform implies for the time the phone was loaded inside devlab's timed window.
 """
 
 from __future__ import annotations
@@ -10,22 +11,142 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from backends.core.events import Event, PowerSamples
 from backends.core.lab import Lab
 from backends.core.records import JobSettings, JobState
 from backends.core.store import Store
 from backends.devices.android.backend import AndroidBackend, AndroidConfig
 from backends.models.intake import load_model
-from backends.power.capture import MonitorLink
+from backends.power.capture import (
+    MonitorLink,
+    PowerChannel,
+    PowerManager,
+    as_power_samples,
+    capture_energy,
+)
+from backends.power.monsoon.driver import Monsoon
+from backends.power.monsoon.stream import SampleBatch, SampleCounts
 from backends.virtual.monsoon import VirtualMonsoon
 from backends.virtual.registry import phone_load
+from support.adb_fixtures import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BASELINE_W, ACTIVE_W = 0.6, 2.4
 RUNS = 2000  # about 2 s of load: edge effects of a busy machine stay far below 5%
+
+
+WAIT_S = 15.0
+
+
+@pytest.fixture
+def streaming() -> Iterator[tuple[VirtualMonsoon, PowerChannel, list[Event]]]:
+    """A virtual Monsoon on a pty (constant 0.5 W) and the manager's streaming channel to it."""
+    events: list[Event] = []
+    with VirtualMonsoon(serial_number=777, baseline_w=0.5, noise_w=0.005) as sim:
+        manager = PowerManager([MonitorLink("adb:phone", port=sim.port)], events.append)
+        try:
+            channel = manager.channel_for("adb:phone")
+            assert wait_until(lambda: channel.monsoon.counts.received > 0, WAIT_S)
+            yield sim, channel, events
+        finally:
+            manager.close()
+
+
+def drop_and_wait(sim: VirtualMonsoon, channel: PowerChannel, packets: int) -> None:
+    """Drop ``packets`` measurement packets and wait until the driver has counted them."""
+    target = channel.dropped + packets * 15
+    sim.drop_packets(packets)
+    assert wait_until(lambda: channel.dropped >= target, WAIT_S), "the drop was not counted"
+    assert channel.dropped == target
+
+
+def test_as_power_samples() -> None:
+    batch = SampleBatch(
+        t=np.array([10.0, 10.0002]),
+        amps=np.array([0.1, 0.2]),
+        volts=np.array([4.0, 4.0]),
+        watts=np.array([0.4, 0.8]),
+        received=2,
+        dropped=3,
+        garbage_bytes=0,
+        interval_s=0.0002,
+        counts=SampleCounts(),
+    )
+    event = as_power_samples("monsoon:12345", batch)
+    assert event == PowerSamples("monsoon:12345", 10.0, 0.0002, (0.4, 0.8), dropped=3)
+
+
+def test_power_channel_counts_the_samples_its_monitor_lost(streaming) -> None:
+    sim, channel, events = streaming
+    assert channel.monitor_id == "monsoon:777"
+    assert channel.dropped == 0
+    drop_and_wait(sim, channel, 3)
+    assert channel.dropped == sim.counters()["injected_dropped_samples"] == 45
+    assert any(isinstance(event, PowerSamples) and event.dropped for event in events)
+
+
+def test_capture_energy_measures_both_windows_and_the_drops_inside_them(
+    streaming, tmp_path: Path
+) -> None:
+    sim, channel, _ = streaming
+    drop_and_wait(sim, channel, 1)  # lost before the capture: not this job's
+    phases: list[str] = []
+
+    def wait(seconds: float, phase: str) -> None:
+        phases.append(phase)
+        time.sleep(seconds)
+
+    def timed() -> int:
+        time.sleep(0.3)
+        drop_and_wait(sim, channel, 2)
+        time.sleep(0.2)
+        return 100
+
+    trace = tmp_path / "job" / "power.csv"
+    reading = capture_energy(channel, trace, 0.5, timed, wait, tail_s=0.3)
+    assert reading is not None and reading.warning is None
+    power = reading.power
+    assert phases == ["power baseline", "power"]
+    assert power["dropped"] == 30
+    assert power["trace_path"] == str(trace) and trace.is_file()
+    assert power["baseline_w"] == pytest.approx(0.5, rel=0.05)
+    assert power["mean_w"] == pytest.approx(0.5, rel=0.05)
+    baseline, timed_window = power["baseline_window"], power["timed_window"]
+    assert baseline[0] < baseline[1] == timed_window[0] < timed_window[1]
+    assert power["window_s"] == pytest.approx(timed_window[1] - timed_window[0])
+    assert power["samples"] > 0
+    # a constant draw: the timed window costs no more than the baseline
+    assert abs(power["net_energy_j"]) < 0.05 * power["energy_j"]
+
+
+def test_capture_energy_gives_no_reading_when_the_job_ended_inside(
+    streaming, tmp_path: Path
+) -> None:
+    _, channel, _ = streaming
+    phases: list[str] = []
+    reading = capture_energy(
+        channel, tmp_path / "power.csv", 0.1, lambda: None, lambda s, p: phases.append(p)
+    )
+    assert reading is None
+    assert phases == ["power baseline", "power"]  # the tail still runs: cancel is honoured
+
+
+def test_capture_energy_keeps_the_trace_path_when_the_trace_is_empty(tmp_path: Path) -> None:
+    with VirtualMonsoon() as sim, Monsoon(sim.port) as monsoon:
+        channel = PowerChannel("monsoon:12345", monsoon, lambda event: None)  # never started
+        trace = tmp_path / "power.csv"
+        reading = capture_energy(channel, trace, 0.0, lambda: 10, lambda s, p: None)
+    assert reading is not None
+    assert reading.power == {"trace_path": str(trace), "dropped": 0}
+    assert reading.warning is not None
+    assert reading.warning.startswith("energy not measured: ")
+    assert "no samples" in reading.warning
 
 
 class RecordedLoad:

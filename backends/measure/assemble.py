@@ -1,0 +1,96 @@
+"""A job's Result from what its rounds measured: statistics, the canary-normalised headline,
+the precision interval and the warnings (pure: the worker gathers, this computes)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from backends.core.records import Job, Result
+from backends.devices.base import LayerProfile, SessionInfo
+from backends.measure.canary import normalise_rounds
+from backends.measure.precision import GateDecision, median_ci
+from backends.measure.rounds import Rounds, every_round_has_canary, headline
+
+
+def assemble_result(
+    job: Job,
+    rounds: Rounds,
+    canaries: Sequence[float | None],
+    info: SessionInfo,
+    *,
+    profile: LayerProfile | None = None,
+    gate: GateDecision | None = None,
+    canary_history: Sequence[float] = (),
+    extra_rounds: int = 0,
+    device_properties: dict[str, Any] | None = None,
+    conditions_start: dict[str, Any] | None = None,
+    conditions_end: dict[str, Any] | None = None,
+    power: dict[str, Any] | None = None,
+    parity: dict[str, Any] | None = None,
+    drift: dict[str, Any] | None = None,
+    warnings: Sequence[str] = (),
+) -> Result:
+    """The finished job's Result. ``gate`` is the precision gate's last decision (None when
+    it never ran); ``canary_history`` the device's canary history for this runtime (used only
+    when every round has its canary); ``warnings`` those of the earlier steps, to which the
+    gate's own is added when it did not converge."""
+    result = Result(
+        job_id=job.id,
+        latencies_us=rounds.latencies,
+        stats=rounds.stats(job.settings.round_stat),
+        stats_source=rounds.source,
+        round_sizes=rounds.sizes,
+        round_medians_us=rounds.medians,
+        forward_stats=profile.forward_stats if profile else None,
+        layers_stats=profile.layers_stats if profile else None,
+        layers=profile.layers if profile else [],
+        load_us=info.load_us,
+        first_inference_us=info.first_inference_us,
+        tool=info.tool,
+        tool_version=info.tool_version,
+        device_properties=dict(device_properties or {}),
+        conditions_start=conditions_start if conditions_start is not None else {},
+        conditions_end=conditions_end if conditions_end is not None else {},
+        raw_log_path=profile.raw_log_path if profile else None,
+        power=power,
+        warnings=list(warnings),
+        round_canary_us=list(canaries),
+        extra_rounds=extra_rounds,
+        parity=parity,
+        drift=drift,
+    )
+    add_trust_figures(result, rounds, canaries, gate, canary_history, job.settings.round_stat)
+    return result
+
+
+def add_trust_figures(
+    result: Result,
+    rounds: Rounds,
+    canaries: Sequence[float | None],
+    gate: GateDecision | None,
+    canary_history: Sequence[float],
+    round_stat: str,
+) -> None:
+    """The canary-normalised headline and the precision gate's interval, set on ``result``."""
+    if every_round_has_canary(canaries):
+        long_run = statistics.median(canary_history) if canary_history else None
+        normalised = normalise_rounds(rounds.medians, canaries, long_run)  # type: ignore[arg-type]
+        result.canary_reference_us = long_run or statistics.median(canaries)  # type: ignore[type-var]
+        result.normalised_median_us = headline(normalised, round_stat)
+    interval = gate.interval if gate is not None else None
+    if interval is None and len(rounds.medians) > 1:
+        interval = median_ci(rounds.gate_medians(canaries), rounds.iterations_by_round)
+    if interval is not None and interval.finite:
+        # The interval is relative to what the gate judged; expressed around the headline
+        # it is reported with (the normalised one when the canary ran).
+        centre = result.normalised_median_us or result.stats.median or result.stats.mean
+        scale = centre / interval.estimate if interval.estimate else 1.0
+        result.ci_low_us = interval.low * scale if interval.low is not None else None
+        result.ci_high_us = interval.high * scale if interval.high is not None else None
+        result.ci_half_width_pct = interval.half_width_pct
+    if gate is not None:
+        result.converged = bool(gate.converged)
+        if not result.converged:
+            result.warnings.append(f"precision gate: {gate.reason}")

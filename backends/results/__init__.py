@@ -1,0 +1,1 @@
+"""Tables on disk (tidy results, nnabla-nas latency tables) and comparisons between runs."""
