@@ -232,6 +232,8 @@ class DeviceWorker(threading.Thread):
         except JobInterrupted:
             if job.id not in self._cancelled:
                 raise
+            if run.ended:  # an inner step already ended it (a round inside an energy window)
+                return
             run.ended = True
             if run.session is not None:
                 run.session.cancel()

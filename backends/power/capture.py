@@ -224,9 +224,9 @@ def capture_energy(
         timed_start = time.time()
         iterations = timed()
         timed_end = time.time()
+        if iterations is None:  # the job ended inside the window: no reading to wait for
+            return None
         wait(tail_s, "power")  # the window's last samples arrive
-    if iterations is None:
-        return None
     windows = EnergyWindows((baseline_start, timed_start), (timed_start, timed_end), iterations)
     dropped = channel.dropped - dropped_before
     try:

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.core.events import Event, PowerSamples
+from backends.core.events import Event, JobCancelled, JobProgress, PowerSamples
 from backends.core.lab import Lab
 from backends.core.records import JobSettings, JobState
 from backends.core.store import Store
 from backends.devices.android.backend import AndroidBackend, AndroidConfig
+from backends.devices.host import HOST_DEVICE_ID, HostBackend
 from backends.models.intake import load_model
 from backends.power.capture import (
     MonitorLink,
@@ -134,7 +135,7 @@ def test_capture_energy_gives_no_reading_when_the_job_ended_inside(
         channel, tmp_path / "power.csv", 0.1, lambda: None, lambda s, p: phases.append(p)
     )
     assert reading is None
-    assert phases == ["power baseline", "power"]  # the tail still runs: cancel is honoured
+    assert phases == ["power baseline"]  # no tail: the job already ended (cancelled or failed)
 
 
 def test_capture_energy_keeps_the_trace_path_when_the_trace_is_empty(tmp_path: Path) -> None:
@@ -224,3 +225,42 @@ def test_energy_per_inference_matches_the_simulated_waveform(
     assert isinstance(power["dropped"], int) and power["dropped"] >= 0
     trace = Path(power["trace_path"])
     assert trace.is_file() and trace.stat().st_size > 0
+
+
+def test_a_power_job_cancelled_during_its_rounds_is_cancelled_once(tmp_path: Path) -> None:
+    """The cancel ends the job inside the energy window; the tail wait that follows must not
+    cancel it a second time (one JobCancelled, one store transition)."""
+    monsoon = VirtualMonsoon(serial_number=4343, load=lambda: 0.0).start()
+    store = Store(tmp_path / "lab" / "devlab.sqlite")
+    lab = Lab(
+        store,
+        [HostBackend()],
+        power_links=[MonitorLink(device_id=HOST_DEVICE_ID, port=monsoon.port)],
+    )
+    events: list[Event] = []
+    lab.subscribe(events.append)
+    try:
+        lab.discover()
+        lab.start()
+        settings = JobSettings(warmup=1, runs=None, min_seconds=30.0, rounds=30, power=True)
+        settings.power_baseline_s = 0.2
+        job = lab.submit(
+            load_model(REPO / "assets" / "models" / "mlp.onnx"), HOST_DEVICE_ID, settings=settings
+        )
+        assert wait_until(
+            lambda: any(
+                isinstance(e, JobProgress) and e.job_id == job.id and "round" in e.phase
+                for e in events
+            ),
+            timeout=WAIT_S,
+        ), "the power job never started measuring"
+        lab.cancel(job.id)
+        assert lab.wait_until_idle(timeout=60)
+        time.sleep(0.5)  # a second transition, if any, would land now
+        assert store.job(job.id).state is JobState.CANCELLED
+    finally:
+        lab.shutdown()
+        store.close()
+        monsoon.stop()
+    cancelled = [e for e in events if isinstance(e, JobCancelled) and e.job.id == job.id]
+    assert len(cancelled) == 1, cancelled
