@@ -123,8 +123,8 @@ class OnnxRuntimeRunner(Runner):
     ) -> RunnerResult:
         import onnxruntime as ort
 
-        from backends.devices.host import session_options
         from backends.models.intake import ModelError, load_model, random_inputs
+        from backends.runtimes.ort_session import session_options
 
         progress(ProgressUpdate("load"))
         try:

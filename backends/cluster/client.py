@@ -37,7 +37,6 @@ from backends.core.events import (
 )
 from backends.core.lab import LabError, ModelRefused
 from backends.core.records import Device, Job, JobSettings, JobState, Model, Result
-from backends.power.capture import PowerManager
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ IDLE_POLL_S = 1.0  # wait_until_idle asks the dispatcher at least this often
 
 
 class ClusterLab:
-    """The Lab of a cluster, seen from one console."""
+    """The Lab of a cluster, seen from one console (a ``LabApi``, as ``Lab`` is)."""
 
     def __init__(
         self,
@@ -58,7 +57,6 @@ class ClusterLab:
         self.own_jobs_only = own_jobs_only
         self._mine: set[str] = set()  # ids of the jobs this console queued
         self.events = EventBus()
-        self.power = PowerManager([], self.events.publish)  # monitors live on the lab hosts
         self._client = Client(
             address, security=security, timeout=timeout, set_as_default=False, name="devlab"
         )
@@ -264,7 +262,6 @@ class ClusterLab:
         self._client.close(timeout=timeout)
         self._inbox.put(None)
         self._delivery.join(timeout=timeout)
-        self.power.close()
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -338,7 +335,7 @@ def _refuse_external_data(model: Model) -> None:
 
     try:
         proto = onnx.load(model.path, load_external_data=False)
-    except Exception:  # noqa: BLE001 - not readable as ONNX: the upload's own checks say why
+    except Exception:  # not readable as ONNX: the upload's own checks say why
         return
     if any(external_data_helper.uses_external_data(t) for t in proto.graph.initializer):
         raise ModelRefused(

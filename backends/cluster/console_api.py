@@ -3,23 +3,41 @@
 
 Records travel as JSON text (msgpack would turn their lists into tuples); a request the Lab
 refuses comes back as ``{"error": text}``, which the console raises as ``LabError``.
+
+The dispatcher registers these handlers; they see it only as a ``Dispatching`` (the few things
+they ask of it), so this module never imports the dispatcher.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from backends.cluster.model_files import ModelFileError
-from backends.core.lab import LabError
+from backends.cluster.model_files import ModelFileError, ModelFiles
+from backends.core.lab import Lab, LabError
 from backends.core.records import JobSettings, JobState, Model
-
-if TYPE_CHECKING:
-    from backends.cluster.dispatcher import Dispatcher
+from backends.core.store import Store
 
 
-def console_handlers(dispatcher: Dispatcher) -> dict[str, Callable[..., Any]]:
+class Dispatching(Protocol):
+    """What the handlers ask of the dispatcher (``backends.cluster.dispatcher.Dispatcher``)."""
+
+    lab: Lab  # the cluster's devices and queue, over the dispatcher's store
+    store: Store
+    models: ModelFiles  # model files consoles uploaded
+    paused: bool
+
+    async def cancel(self, job_id: str) -> None:
+        """Cancel a queued job at once, a handed-out one at its next check."""
+        ...
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume the whole cluster's dispatch."""
+        ...
+
+
+def console_handlers(dispatcher: Dispatching) -> dict[str, Callable[..., Any]]:
     """``devlab_*`` handler name -> handler, answered from ``dispatcher``'s Lab and store."""
     lab, models = dispatcher.lab, dispatcher.models
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from backends.core.records import Device, DeviceState, Job, Model
+from backends.core.records import Capabilities, Device, DeviceState, Job, Model
 from backends.devices.base import BenchError, BenchSession, DeviceBackend
 
 ONLINE_STATES = (DeviceState.ONLINE, DeviceState.BUSY)
@@ -128,6 +128,11 @@ class ClusterDevices(DeviceBackend):
 
     def discover(self) -> list[Device]:
         return self.registry.devices(self._busy())
+
+    def capabilities(self, device: Device, runtime: str | None = None) -> Capabilities:
+        """What the lab host's backend said (the announced record carries it); nothing
+        optional where the host did not say."""
+        return device.capabilities_for(runtime) or Capabilities()
 
     def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
         raise BenchError(f"{device.id} runs on its lab host, not in the dispatcher")

@@ -2,8 +2,9 @@
 
 Phones and boards carry ids that are unique in the world (``adb:<serial>``, ``dpu:<url>``);
 ids that only say "the CPU of this machine" (``host:cpu``, ``openvino:CPU``, ``ncs:<usb
-path>``) get the worker's name appended (``host:cpu@lab-a``), so two hosts never claim the
-same id for two different things. An *alias* (``--alias sim:gpu0=host:cpu``) lets a worker
+path>``: the kinds whose backend is ``machine_local``, asked of the device registry) get the
+worker's name appended (``host:cpu@lab-a``), so two hosts never claim the same id for two
+different things. An *alias* (``--alias sim:gpu0=host:cpu``) lets a worker
 advertise one of its devices under an extra, shared id: every worker that advertises the
 same alias holds that id, and a job queued for it may run on any of them.
 
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 from urllib.parse import quote, unquote
 
+from backends.devices.registry import is_machine_local
+
 RESOURCE_PREFIX = "device:"
-MACHINE_LOCAL_KINDS = ("host", "openvino", "ncs")  # id prefixes that name this machine's parts
 _SAFE = "/:@._-+~"
 
 
@@ -34,8 +36,7 @@ def device_of_resource(name: str) -> str | None:
 
 def cluster_device_id(local_id: str, worker_name: str) -> str:
     """The id a worker publishes for one of its devices: machine-local ids get ``@<worker>``."""
-    kind = local_id.split(":", 1)[0]
-    return f"{local_id}@{worker_name}" if kind in MACHINE_LOCAL_KINDS else local_id
+    return f"{local_id}@{worker_name}" if is_machine_local(local_id) else local_id
 
 
 def parse_aliases(items: list[str]) -> dict[str, str]:

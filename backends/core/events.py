@@ -42,6 +42,16 @@ class JobQueued(Event):
 
 
 @dataclass(frozen=True)
+class JobPriorityChanged(Event):
+    """A job's priority changed (``job.priority`` is the new one), so every console shows it.
+
+    Only the priority is news: the rest of ``job`` may be older than other events of the job
+    (it can start between the change and its announcement)."""
+
+    job: Job
+
+
+@dataclass(frozen=True)
 class JobStarted(Event):
     job: Job
 

@@ -26,6 +26,7 @@ from backends.core.events import (
     JobCancelled,
     JobFailed,
     JobFinished,
+    JobPriorityChanged,
     JobQueued,
     JobStarted,
 )
@@ -50,12 +51,21 @@ class ModelRefused(LabError):
 def discover_devices(
     backends: Sequence[DeviceBackend],
 ) -> dict[str, tuple[Device, DeviceBackend]]:
-    """Every backend's devices, described; one backend's failure never hides the others'."""
+    """Every backend's devices, described, with what each of their runtimes can do (the
+    ``Device.capabilities`` front ends read); one backend's failure never hides the others'."""
     seen: dict[str, tuple[Device, DeviceBackend]] = {}
     for backend in backends:
         try:
             for device in backend.discover():
-                seen[device.id] = (backend.describe(device), backend)
+                described = backend.describe(device)
+                capabilities = {
+                    runtime: backend.capabilities(described, runtime)
+                    for runtime in described.runtimes
+                }
+                seen[device.id] = (
+                    dataclasses.replace(described, capabilities=capabilities),
+                    backend,
+                )
         except Exception:
             log.exception("discovery failed in the %s backend", backend.kind)
     return seen
@@ -181,6 +191,7 @@ class Lab:
         a done job keeps its result; a failed or cancelled one is queued again.
         """
         job = self._new_job(model, device_id, runtime, settings, priority)
+        self._check_capabilities(job)
         self.store.forget_failed(intake_key(model.path, device_id))  # the item is fine now
         stored, inserted = self.store.add_job(
             job, job_key(model.sha256, device_id, job.runtime, job.settings)
@@ -230,7 +241,9 @@ class Lab:
         return job
 
     def set_priority(self, job_id: str, priority: int) -> Job:
+        """Give a job a new priority (lower runs first); every subscriber hears of it."""
         job = self.store.set_priority(job_id, priority)
+        self.events.publish(JobPriorityChanged(job))
         self._notify()
         return job
 
@@ -258,6 +271,17 @@ class Lab:
             settings=settings or JobSettings(),
             priority=priority,
         )
+
+    def _check_capabilities(self, job: Job) -> None:
+        """Refuse what the device cannot do with the job's runtime (a per-layer pass it does
+        not have would silently measure nothing); unknown capabilities refuse nothing."""
+        capabilities = self.device(job.device_id).capabilities_for(job.runtime)
+        if job.settings.per_layer and capabilities is not None and not capabilities.per_layer:
+            raise LabError(
+                f"device {job.device_id} cannot profile per layer with runtime {job.runtime}: "
+                "queue the job without per-layer profiling (no --per-layer; per_layer = false "
+                "in the config's [defaults]) or on a device that can"
+            )
 
     def _runtime_for(self, device: Device, runtime: str | None) -> str:
         if not device.runtimes and device.state is not DeviceState.ONLINE:

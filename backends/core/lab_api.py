@@ -2,8 +2,10 @@
 
 ``backends.core.lab.Lab`` (in process) and ``backends.cluster.client.ClusterLab`` (a Dask
 cluster seen from one console) both satisfy this Protocol; the TUI and the headless CLI are typed
-against it and never against either class. Calls may block on the network (cluster): a UI must
-make them off its event loop.
+against it and never against either class (tests/core/test_lab_api.py checks both classes, and
+that the front ends call nothing else). Calls may block on the network (cluster): a UI makes
+them off its event loop. Only ``devices``, ``paused`` and ``has_power_monitor`` answer from
+what the lab knows already (a UI may read them on its loop).
 """
 
 from __future__ import annotations
@@ -66,11 +68,17 @@ class LabApi(Protocol):
         """Keep a job that could not even be queued (a bad model) as failed, with the reason."""
         ...
 
-    def cancel(self, job_id: str) -> None: ...
+    def cancel(self, job_id: str) -> None:
+        """Cancel a queued job now, a running one at its next check (``JobCancelled``)."""
+        ...
 
-    def retry(self, job_id: str) -> Job: ...
+    def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again (``JobQueued``)."""
+        ...
 
-    def set_priority(self, job_id: str, priority: int) -> Job: ...
+    def set_priority(self, job_id: str, priority: int) -> Job:
+        """A new priority, lower runs first (``JobPriorityChanged``: every console sees it)."""
+        ...
 
     def jobs(self, states: Sequence[JobState] | None = None) -> list[Job]: ...
 

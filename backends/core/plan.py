@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backends.core.lab import Lab, ModelRefused
+from backends.core.lab import ModelRefused
+from backends.core.lab_api import LabApi
 from backends.core.records import Job, JobSettings, JobState, Model
 from backends.models.intake import ModelError, collect_models
 
@@ -30,7 +31,7 @@ class QueueReport:
 
 
 def queue_paths(
-    lab: Lab,
+    lab: LabApi,
     paths: Sequence[str | Path],
     device_ids: Sequence[str],
     runtime: str | None = None,

@@ -32,9 +32,39 @@ class JobState(enum.StrEnum):
         return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
 
+#: A ``Device.properties`` key: advice for the device's state, filled by its backend ("accept the
+#: prompt on the phone"); front ends show it as it is.
+STATE_HINT = "state_hint"
+
+
+@dataclass
+class Capabilities:
+    """What a job on one device, with one runtime, may ask for: the front ends offer only that
+    (the Add dialog greys out per-layer profiling or a thread count that would be ignored).
+
+    ``per_layer``: the session has a profiled pass (``BenchSession.profile_layers``, in
+    ``backends.devices.base``). ``threads``: the runtime honours ``JobSettings.threads``. The
+    runtimes themselves are ``Device.runtimes``. ``power_capture`` is not the device's to say
+    (it depends on a Monsoon wired to it, which the power config knows) and no backend sets
+    it; ``extras`` is free-form and read by nobody.
+    A backend answers with ``DeviceBackend.capabilities``; the Lab keeps the answers on the
+    ``Device`` record, so they travel with it (to a console, across a cluster).
+    """
+
+    per_layer: bool = False
+    power_capture: bool = False
+    threads: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class Device:
-    """A benchmark target. ``id`` is stable across restarts (``host:cpu``, ``adb:<serial>``)."""
+    """A benchmark target. ``id`` is stable across restarts (``host:cpu``, ``adb:<serial>``).
+
+    ``capabilities`` maps each of its runtimes to what a job with that runtime may ask for,
+    as its backend said when the Lab discovered it; a runtime missing there is unknown (a
+    record from before devlab carried them), and nothing is refused on its account.
+    """
 
     id: str
     kind: str
@@ -42,13 +72,30 @@ class Device:
     state: DeviceState = DeviceState.ONLINE
     runtimes: list[str] = field(default_factory=list)
     properties: dict[str, Any] = field(default_factory=dict)
+    capabilities: dict[str, Capabilities] = field(default_factory=dict)
+
+    def capabilities_for(self, runtime: str | None = None) -> Capabilities | None:
+        """What a job with ``runtime`` (None: the device's default, its first) may ask for;
+        None when unknown."""
+        if runtime is None:
+            runtime = self.runtimes[0] if self.runtimes else None
+        return self.capabilities.get(runtime) if runtime is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Device:
-        return cls(**{**data, "state": DeviceState(data.get("state", "online"))})
+        capabilities = {
+            runtime: Capabilities(**caps) for runtime, caps in data.get("capabilities", {}).items()
+        }
+        return cls(
+            **{
+                **data,
+                "state": DeviceState(data.get("state", "online")),
+                "capabilities": capabilities,
+            }
+        )
 
 
 @dataclass

@@ -346,7 +346,7 @@ def _job_from_row(row: tuple) -> Job:
     return job
 
 
-def _take_lock(lock_path: Path):  # noqa: ANN202 - an open file object
+def _take_lock(lock_path: Path):
     """Hold an exclusive lock for the life of the Store; say who holds it otherwise."""
     handle = open(lock_path, "a+")  # noqa: SIM115 - kept open while the store lives
     try:

@@ -38,7 +38,13 @@ from backends.core.events import (
 )
 from backends.core.records import Device, DeviceState, Job, JobState
 from backends.core.store import Store
-from backends.devices.base import BenchError, BenchSession, DeviceBackend, JobInterrupted
+from backends.devices.base import (
+    BenchError,
+    BenchSession,
+    DeviceBackend,
+    JobInterrupted,
+    returns_outputs,
+)
 from backends.measure.assemble import assemble_result
 from backends.measure.canary import drift_status
 from backends.measure.canary_store import CanaryStore
@@ -431,8 +437,8 @@ class DeviceWorker(threading.Thread):
 
     def _parity(self, run: JobRun) -> dict[str, Any] | None:
         """One fixed input through the device and through host ONNX Runtime, compared."""
-        outputs = getattr(run.session, "outputs", None)
-        if outputs is None:
+        session = run.session
+        if session is None or not returns_outputs(session):
             return None
         from backends.measure.parity import (
             ParityError,
@@ -443,7 +449,7 @@ class DeviceWorker(threading.Thread):
 
         try:
             feeds = parity_inputs(run.job.model)
-            candidate = outputs(feeds)
+            candidate = session.outputs(feeds)
             if candidate is None:
                 return None
             report = compare_outputs(reference_outputs(run.job.model.path, feeds), candidate)

@@ -4,18 +4,25 @@ A backend discovers its devices and opens *bench sessions*: a model loaded on a 
 a runtime, ready to run timed rounds. The device worker drives sessions round by round
 (warmup, rounds of timed runs, optional per-layer profiling) and interleaves the rounds of the
 jobs waiting for one device, so a session must stay usable between its rounds. A session that
-can hand back its outputs (``outputs(feeds) -> list[np.ndarray] | None``) gets output parity
-against host ONNX Runtime.
+can hand back its outputs (:meth:`BenchSession.outputs`) gets output parity against host ONNX
+Runtime.
+
+What only a kind of device knows stays on its backend class: how it reads its config tables
+(:meth:`DeviceBackend.from_config`), whether its ids name a part of this machine
+(``machine_local``), what to tell someone who asks for one of its ids that is not there
+(:meth:`DeviceBackend.hint_for_unknown`), and advice for a device's state (the
+``core.records.STATE_HINT`` property). Front ends and the cluster read these, never ``kind ==``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
-from backends.core.records import Device, Job, LayerTime, Model, Stats
+from backends.core.records import Capabilities, Device, Job, LayerTime, Model, Stats
 
 IterationCallback = Callable[[int, list[float]], None]
 """Called after each timed iteration with (iterations done, the latencies so far in us).
@@ -96,6 +103,16 @@ class BenchSession(ABC):
         """Per-layer times from a separate profiled pass; ``None`` where the tool has none."""
         return None
 
+    def outputs(self, feeds: Mapping[str, Any]) -> list[Any] | None:
+        """The model's outputs (numpy arrays, in graph order) for ``feeds``, as the device
+        computes them, for output parity against host ONNX Runtime.
+
+        ``None`` means this session cannot return outputs (the default: a tool that prints
+        only timings); the job then records no parity. Raises BenchError when it should
+        return them and fails.
+        """
+        return None
+
     def cancel(self) -> None:  # noqa: B027 - optional hook, most sessions need nothing
         """The operator cancelled the job: stop work the device does on its own (a remote
         agent's job). Not called when the lab shuts down, so such work can be re-attached."""
@@ -104,20 +121,21 @@ class BenchSession(ABC):
         """Release the model and the device."""
 
 
-@dataclass
-class Capabilities:
-    """Optional features the front ends read to offer only what a device can do."""
-
-    per_layer: bool = False
-    power_capture: bool = False
-    threads: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
+def returns_outputs(session: BenchSession) -> bool:
+    """Whether ``session`` implements ``outputs`` (so parity inputs are worth making for it)."""
+    return type(session).outputs is not BenchSession.outputs
 
 
 class DeviceBackend(ABC):
     """One kind of device (host CPU, Android phones, NCS sticks, DPU boards)."""
 
     kind: str
+    #: What every id of this kind starts with (``adb:`` for phones, ``host:`` ...).
+    id_prefix: ClassVar[str]
+    #: Whether an id of this kind names a part of this machine (``host:cpu``, ``openvino:CPU``,
+    #: ``ncs:<usb path>``: the same id means another thing on another machine, so a cluster
+    #: worker appends its name), or something unique in the world (a phone's serial, a URL).
+    machine_local: ClassVar[bool] = True
     #: Seconds a device of this kind may stay offline before its queued jobs fail with the
     #: reason; None lets them wait for it indefinitely.
     offline_timeout_s: float | None = None
@@ -127,15 +145,32 @@ class DeviceBackend(ABC):
     #: Whether the reference canary can be measured before each round.
     supports_canary: bool = True
 
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any], config_dir: Path | None) -> Self:
+        """The backend as the config file sets it up. ``raw`` holds the config tables this kind
+        reads (see ``backends.devices.registry``), only those present; relative file names in
+        them are relative to ``config_dir``. ValueError names the bad setting."""
+        return cls()
+
+    @classmethod
+    def hint_for_unknown(cls, device_id: str) -> str | None:
+        """What to tell someone who asked for ``device_id`` when no such device is attached,
+        if the id is of this kind and there is something to do about it (a config entry)."""
+        return None
+
     @abstractmethod
     def discover(self) -> list[Device]:
-        """The devices of this kind that are attached now (cheap enough to poll)."""
+        """The devices of this kind that are attached now (cheap enough to poll). A device
+        whose state needs the operator (unauthorized...) says what to do in its ``STATE_HINT``
+        property (``backends.core.records``)."""
 
     def describe(self, device: Device) -> Device:
         """The device with its properties filled in (may talk to the device)."""
         return device
 
-    def capabilities(self, device: Device) -> Capabilities:
+    def capabilities(self, device: Device, runtime: str | None = None) -> Capabilities:
+        """What a job on ``device`` with ``runtime`` may ask for (None: the device's first
+        runtime, its default)."""
         return Capabilities()
 
     def conditions(self, device: Device) -> dict[str, Any]:

@@ -9,22 +9,18 @@ inflates the timed runs.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 
-from backends.core.records import Device, Job, LayerTime, Model
+from backends.core.records import Capabilities, Device, Job, Model
 from backends.devices.base import (
     BenchError,
     BenchSession,
-    Capabilities,
     DeviceBackend,
     IterationCallback,
     LayerProfile,
@@ -33,28 +29,12 @@ from backends.devices.base import (
 )
 from backends.measure.stats import summarize
 from backends.models.intake import random_inputs
+from backends.runtimes.ort_profile import read_ort_profile
+from backends.runtimes.ort_session import session_options
 
 HOST_DEVICE_ID = "host:cpu"
 ORT_RUNTIME = "onnxruntime"
 TOOL = "onnxruntime-python"
-
-
-def session_options(threads: int | None, profile_prefix: str | None = None) -> ort.SessionOptions:
-    """Options shared by devlab's host runs and the bare baseline loop of the perf script."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.inter_op_num_threads = 1
-    # Sessions stay alive across interleaved rounds: spinning idle threads of the waiting
-    # sessions would steal the CPU from the one that runs (2 threads then lose to 1).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    options.log_severity_level = 3
-    return options
 
 
 class HostSession(BenchSession):
@@ -122,8 +102,7 @@ class HostSession(BenchSession):
         profiled = _create_session(self.model, session_options(self.threads, prefix))
         for _ in range(max(iterations, 1) + 1):  # the first run is dropped as warm-up
             profiled.run(None, self.feeds)
-        trace_path = profiled.end_profiling()
-        return parse_ort_profile(trace_path, skip_runs=1)
+        return ort_layer_profile(profiled.end_profiling(), skip_runs=1)
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
@@ -133,6 +112,8 @@ class HostBackend(DeviceBackend):
     """``host:cpu``: always present."""
 
     kind = "host"
+    id_prefix = "host:"
+    machine_local = True
 
     def discover(self) -> list[Device]:
         return [
@@ -145,7 +126,7 @@ class HostBackend(DeviceBackend):
             )
         ]
 
-    def capabilities(self, device: Device) -> Capabilities:
+    def capabilities(self, device: Device, runtime: str | None = None) -> Capabilities:
         return Capabilities(per_layer=True, threads=True)
 
     def conditions(self, device: Device) -> dict[str, Any]:
@@ -164,55 +145,15 @@ def _create_session(model: Model, options: ort.SessionOptions) -> ort.InferenceS
         raise BenchError(f"{model.path}: ONNX Runtime cannot load the model: {error}") from error
 
 
-def parse_ort_profile(trace_path: str, skip_runs: int = 0) -> LayerProfile:
-    """Per-layer and per-run times from an ONNX Runtime profiler trace (Chrome trace JSON).
-
-    Node events (``<node>_kernel_time``) are attributed to the ``model_run`` window that
-    contains them; "Layers Time" of a run is the sum of its node times, "Forward Propagate"
-    the executor's time (``SequentialExecutor::Execute``), both in microseconds.
-    """
-    with open(trace_path, encoding="utf-8") as handle:
-        events = json.load(handle)
-    runs = sorted(
-        (e["ts"], e["ts"] + e["dur"])
-        for e in events
-        if e.get("cat") == "Session" and e.get("name") == "model_run"
-    )[skip_runs:]
-    executes = sorted(
-        (e["ts"], e["dur"])
-        for e in events
-        if e.get("cat") == "Session" and e.get("name") == "SequentialExecutor::Execute"
-    )
-    nodes = [
-        e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
-    ]
-
-    def run_index(ts: float) -> int | None:
-        for index, (start, end) in enumerate(runs):
-            if start <= ts <= end:
-                return index
-        return None
-
-    per_run_layers = [0.0] * len(runs)
-    per_node: dict[str, list[float]] = defaultdict(list)
-    op_types: dict[str, str] = {}
-    for event in nodes:
-        index = run_index(event["ts"])
-        if index is None:
-            continue
-        name = event["name"][: -len("_kernel_time")]
-        per_run_layers[index] += float(event["dur"])
-        per_node[name].append(float(event["dur"]))
-        op_types[name] = event.get("args", {}).get("op_name", "")
-    forward = [float(dur) for ts, dur in executes if run_index(ts) is not None]
-    layers = [
-        LayerTime(name=name, op_type=op_types[name], mean_us=float(np.mean(times)))
-        for name, times in per_node.items()
-    ]
+def ort_layer_profile(trace_path: str, skip_runs: int = 0) -> LayerProfile:
+    """Per-layer and per-run times from an ONNX Runtime profiler trace: "Layers Time" of a run
+    is the sum of its node times, "Forward Propagate" the executor's time, in microseconds."""
+    profile = read_ort_profile(trace_path, skip_runs)
+    forward, layers = profile.executor_us, profile.layers_us()
     return LayerProfile(
-        layers=layers,
+        layers=profile.layer_times(),
         forward_stats=summarize(forward) if forward else None,
-        layers_stats=summarize(per_run_layers) if runs and nodes else None,
+        layers_stats=summarize(layers) if layers else None,
         raw_log_path=trace_path,
     )
 

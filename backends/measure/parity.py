@@ -30,8 +30,8 @@ import numpy as np
 import onnxruntime as ort
 
 from backends.core.records import Model
-from backends.devices.host import session_options
 from backends.models.intake import random_inputs
+from backends.runtimes.ort_session import session_options
 
 PARITY_SEED = 1  # fixed forever, so parity figures are comparable across runs and devices
 

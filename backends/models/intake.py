@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +21,9 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper, helper, shape_inference
 
 from backends.core.records import Model, ModelInput
+from backends.models.macs import DEFAULT_DOMAINS, Shape, count_macs
 
-_DEFAULT_DOMAINS = ("", "ai.onnx")
 _EXPORT_HINT = "export it to ONNX (e.g. torch.onnx.export) and pass the .onnx file"
-
-# Conv-like ops: index of the weight input ([M, C/group, k...]).
-_CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
-# MatMul-like ops: index of the A input (its last axis is the reduced one).
-_MATMUL_A = {"MatMul": 0, "MatMulInteger": 0, "QLinearMatMul": 0}
-
-Shape = list[int | None]
 
 
 class ModelError(Exception):
@@ -69,7 +62,7 @@ def load_model(path: str | Path, input_shapes: dict[str, list[int]] | None = Non
         inputs=inputs,
         opset=_default_opset(proto),
         parameters=_count_parameters(proto.graph),
-        macs=_count_macs(fixed.graph),
+        macs=count_macs(fixed.graph),
         size_bytes=len(data),
         uid=_metadata(proto).get(MODULE_UID_KEY) or None,
     )
@@ -204,7 +197,7 @@ def _first_line(exc: Exception) -> str:
 
 def _default_opset(proto: onnx.ModelProto) -> int | None:
     for opset in proto.opset_import:
-        if opset.domain in _DEFAULT_DOMAINS:
+        if opset.domain in DEFAULT_DOMAINS:
             return int(opset.version)
     return None
 
@@ -351,7 +344,7 @@ def _set_shape(vi: onnx.ValueInfoProto, shape: list[int]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Parameters and MACs
+# Parameters
 # ---------------------------------------------------------------------------------------------
 
 
@@ -360,7 +353,7 @@ def _count_parameters(graph: onnx.GraphProto) -> int:
     total = sum(math.prod(t.dims) for t in graph.initializer)
     total += sum(math.prod(s.values.dims) for s in graph.sparse_initializer)
     for node in graph.node:
-        if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
+        if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS:
             total += sum(_attribute_elements(a) for a in node.attribute)
     return total
 
@@ -373,75 +366,6 @@ def _attribute_elements(attr: onnx.AttributeProto) -> int:
     if attr.name in ("value_floats", "value_ints"):
         return len(attr.floats) + len(attr.ints)
     return 1 if attr.name in ("value_float", "value_int") else 0
-
-
-def _count_macs(graph: onnx.GraphProto) -> int:
-    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul nodes in the main graph.
-
-    Nodes whose shapes inference could not pin down count 0: a lower bound beats a crash.
-    """
-    shapes = dict(_known_shapes(graph))
-    return sum(_node_macs(node, shapes) for node in graph.node if node.domain in _DEFAULT_DOMAINS)
-
-
-def _known_shapes(graph: onnx.GraphProto) -> Iterator[tuple[str, Shape]]:
-    for tensor in graph.initializer:
-        yield tensor.name, [int(d) for d in tensor.dims]
-    for vi in (*graph.input, *graph.value_info, *graph.output):
-        tensor = vi.type.tensor_type
-        if vi.type.WhichOneof("value") == "tensor_type" and tensor.HasField("shape"):
-            yield (
-                vi.name,
-                [
-                    int(d.dim_value) if d.WhichOneof("value") == "dim_value" else None
-                    for d in tensor.shape.dim
-                ],
-            )
-
-
-def _node_macs(node: onnx.NodeProto, shapes: dict[str, Shape]) -> int:
-    def shape(index: int, names: Sequence[str]) -> list[int] | None:
-        if index >= len(names) or names[index] not in shapes:
-            return None
-        dims = shapes[names[index]]
-        return None if any(d is None for d in dims) else [int(d) for d in dims]
-
-    op = node.op_type
-    if op in _CONV_WEIGHT:
-        return _conv_macs(shape(0, node.output), shape(_CONV_WEIGHT[op], node.input))
-    if op == "ConvTranspose":
-        return _conv_macs(shape(0, node.input), shape(1, node.input))
-    if op == "Gemm":
-        attrs = {a.name: a.i for a in node.attribute}
-        return _gemm_macs(shape(0, node.input), shape(1, node.input), attrs)
-    if op in _MATMUL_A:
-        return _matmul_macs(shape(_MATMUL_A[op], node.input), shape(0, node.output))
-    return 0
-
-
-def _conv_macs(elements_shape: list[int] | None, weight: list[int] | None) -> int:
-    """Conv: out elements x (C/group x kernel). ConvTranspose: in elements x (M/group x kernel).
-
-    Both are "each element of one side meets ``prod(W.shape[1:])`` weights".
-    """
-    if elements_shape is None or weight is None or len(weight) < 2:
-        return 0
-    return math.prod(elements_shape) * math.prod(weight[1:])
-
-
-def _gemm_macs(a: list[int] | None, b: list[int] | None, attrs: dict[str, int]) -> int:
-    if a is None or b is None or len(a) != 2 or len(b) != 2:
-        return 0
-    m, k = (a[1], a[0]) if attrs.get("transA", 0) else (a[0], a[1])
-    n = b[0] if attrs.get("transB", 0) else b[1]
-    return m * n * k
-
-
-def _matmul_macs(a: list[int] | None, out: list[int] | None) -> int:
-    """Every output element is a dot product over A's last axis (batch dims included in out)."""
-    if a is None or out is None or not a:
-        return 0
-    return math.prod(out) * a[-1]
 
 
 # ---------------------------------------------------------------------------------------------

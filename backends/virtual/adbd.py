@@ -668,7 +668,7 @@ class _SyncService:
 
     async def _recv(self, stream: _Stream, path: str) -> bool:
         try:
-            handle = open(self.sandbox.resolve(path), "rb")
+            handle = open(self.sandbox.resolve(path), "rb")  # noqa: SIM115 - closed below
         except SandboxError:
             await stream.write(_sync_fail("open failed: Permission denied"))
             return False

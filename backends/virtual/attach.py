@@ -8,7 +8,8 @@ from pathlib import Path
 
 from adbutils import AdbClient
 
-from backends.devices.android.backend import AndroidBackend, AndroidConfig, DevlabAdbClient
+from backends.devices.android.adb import DevlabAdbClient
+from backends.devices.android.backend import AndroidBackend, AndroidConfig
 from backends.virtual import registry
 from backends.virtual.adbd import VirtualPhone
 from backends.virtual.profile import PhoneProfile

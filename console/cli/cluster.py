@@ -123,7 +123,7 @@ def build_worker_parser() -> argparse.ArgumentParser:
 
 
 def _add_tls(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("TLS (all three turn it on; see the README)")
+    group = parser.add_argument_group("TLS (all three turn it on; see docs/cluster.md)")
     group.add_argument("--tls-ca-file", metavar="FILE", help="CA bundle that signed the peers")
     group.add_argument("--tls-cert", metavar="FILE", help="this process's certificate (PEM)")
     group.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")

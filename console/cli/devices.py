@@ -128,7 +128,7 @@ def power_command(args: argparse.Namespace, err: Console) -> int:
             f"samples {rolling.samples}   dropped {dropped[0]}"
         )
 
-    def on_batch(batch) -> None:  # noqa: ANN001 - a SampleBatch
+    def on_batch(batch) -> None:
         rolling.add_batch(batch)
         dropped[0] += batch.dropped
 

@@ -20,7 +20,7 @@ from backends.core.lab import LabError
 from backends.core.lab_api import LabApi
 from backends.core.options import BENCH_OPTIONS, build_settings
 from backends.core.records import JobSettings, JobState
-from backends.devices.registry import default_backends
+from backends.devices.registry import default_backends, hint_for_unknown
 from console.cli.exit_codes import ExitCode, UsageError
 
 # Runs the interactive console on an open lab and returns the exit code; console.entry passes the
@@ -39,13 +39,9 @@ def device_ids(args: argparse.Namespace, config: Config, found: dict) -> list[st
     for device_id in device_ids:
         if device_id not in found:
             known = ", ".join(sorted(found)) or "none"
-            hint = ""
-            if device_id.startswith("dpu:"):
-                hint = (
-                    "; add the agent to the config: [[dpu.endpoints]] with "
-                    f'url = "{device_id[4:]}" and token_file = "..."'
-                )
-            raise UsageError(f"unknown device {device_id!r} (devices: {known}){hint}")
+            hint = hint_for_unknown(device_id)
+            advice = f"; {hint}" if hint else ""
+            raise UsageError(f"unknown device {device_id!r} (devices: {known}){advice}")
     return device_ids
 
 

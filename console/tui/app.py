@@ -2,14 +2,19 @@
 
 The app holds no benchmarking logic. Lab threads push events into an inbox; a 10 Hz timer
 applies each batch to ``LabState`` and updates only the visible views (hidden views catch up
-when shown). Blocking calls (discovery, intake, export) run in named thread workers and report
-back with typed messages.
+when shown). Every Lab call that may block (on a cluster each is a network round trip: the
+first read of the jobs, discovery, intake, export, cancel, retry, priority, pause) runs in a
+named thread worker and reports back with typed messages or Lab events; a failure becomes an
+``OperationFailed`` notification. Only ``devices``, ``paused`` and ``has_power_monitor`` are
+read on the UI thread (the LabApi answers them from what it knows).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -22,21 +27,37 @@ from backends.core.events import Event
 from backends.core.lab_api import LabApi
 from backends.core.options import build_settings
 from backends.core.plan import queue_paths
-from backends.core.records import JobSettings, JobState
+from backends.core.records import Job, JobSettings, JobState
 from backends.results.tables import write_all
 from console.tui.dialogs import AddModelsScreen, AddRequest, ExportRequest, ExportScreen, HelpScreen
 from console.tui.messages import (
     DevicesChanged,
+    DispatchChanged,
     ExportFinished,
     JobStateChanged,
+    LabLoaded,
     ModelsQueued,
     OperationFailed,
+    PriorityApplied,
 )
 from console.tui.state import Changes, EventInbox, LabState
 from console.tui.views import DevicesView, LiveView, PowerView, QueueView, ResultsView
 
 VIEWS = ("devices", "queue", "live", "power", "results")
 UI_TICK_S = 0.1
+View = DevicesView | QueueView | LiveView | PowerView | ResultsView
+
+# What the operator is told when a background Lab call fails, by worker group.
+FAILURE_HINTS = {
+    "load": "the lab's jobs could not be read; jobs show as they change",
+    "discovery": "device discovery failed; devices already shown stay usable",
+    "intake": "the models were not queued; check the path and options",
+    "export": "nothing was exported; check that the folder is writable",
+    "cancel": "the job was not cancelled",
+    "retry": "the job was not queued again",
+    "priority": "the job's priority did not change",
+    "dispatch": "dispatch was not paused or resumed",
+}
 
 
 class DevLabApp(App[None]):
@@ -88,6 +109,13 @@ class DevLabApp(App[None]):
         self.bindings_keymap = keymap or {}
         self._announced: dict[str, JobState] = {}  # the last state posted per job
         self._status_text = ""
+        self._loaded = False  # events wait in the inbox until the first snapshot is in
+        # What the operator asked for and the lab has not confirmed yet: a second key press
+        # builds on the first, and one call at a time goes out, so the last wish is the one set.
+        self._priority_wishes: dict[str, int] = {}
+        self._pause_wish: bool | None = None
+        self._priority_calls = threading.Lock()
+        self._dispatch_calls = threading.Lock()
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -111,12 +139,10 @@ class DevLabApp(App[None]):
         if self.bindings_keymap:
             self.set_keymap(self.bindings_keymap)
         self._unsubscribe = self.lab.subscribe(self.inbox)  # before the snapshot: no gaps
-        self.state.load(self.lab.devices, self.lab.rows())
         for view in VIEWS:
             self._view(view).update_from(None)
         self._update_status()
-        if self.start_dispatch:
-            self.lab.start()
+        self.load_lab()
         if self.poll_devices_s:
             self.discover_devices()
             self.set_interval(self.poll_devices_s, self.discover_devices)
@@ -126,8 +152,8 @@ class DevLabApp(App[None]):
         if self._unsubscribe is not None:
             self._unsubscribe()
 
-    def _view(self, name: str):  # noqa: ANN202 - one of the five view classes
-        return self.query_one(f"#{name}-view")
+    def _view(self, name: str) -> View:
+        return cast(View, self.query_one(f"#{name}-view"))
 
     @property
     def active_view(self) -> str:
@@ -137,7 +163,7 @@ class DevLabApp(App[None]):
 
     def pump_events(self) -> None:
         """Apply everything the Lab said since the last tick, then redraw what changed."""
-        if not self.is_running:  # the timer can fire once more while the app shuts down
+        if not self.is_running or not self._loaded:  # shutting down, or no snapshot yet
             return
         events = self.inbox.drain()
         if not events:
@@ -213,6 +239,26 @@ class DevLabApp(App[None]):
 
     # -- background work -------------------------------------------------------------------
 
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def load_lab(self) -> None:
+        """The devices and jobs the lab holds now, then its dispatch starts."""
+        try:
+            self.post_message(LabLoaded(self.lab.devices, self.lab.rows()))
+        finally:
+            if self.start_dispatch:
+                self.lab.start()
+
+    def on_lab_loaded(self, message: LabLoaded) -> None:
+        """Draw the snapshot; what the lab said since the console subscribed waits in the
+        inbox and is applied at the next tick, on top of it."""
+        self.state.load(message.devices, message.rows)
+        self._loaded = True
+        for view in VIEWS:
+            self._view(view).update_from(None)
+        self._stale.clear()
+        self._update_status()
+        self.refresh_bindings()
+
     @work(thread=True, exclusive=True, group="discovery", exit_on_error=False)
     def discover_devices(self) -> None:
         self.lab.discover()  # changes arrive as Lab events
@@ -239,13 +285,10 @@ class DevLabApp(App[None]):
             self.post_message(OperationFailed(what, f"{type(error).__name__}: {error}"))
 
     def on_operation_failed(self, message: OperationFailed) -> None:
-        hints = {
-            "discovery": "device discovery failed; devices already shown stay usable",
-            "intake": "the models were not queued; check the path and options",
-            "export": "nothing was exported; check that the folder is writable",
-        }
+        if message.what == "load":
+            self._loaded = True  # no snapshot: show jobs as their events come
         self.notify(
-            f"{hints.get(message.what, message.what)}: {message.error}",
+            f"{FAILURE_HINTS.get(message.what, message.what)}: {message.error}",
             title="error",
             severity="error",
             timeout=10,
@@ -291,16 +334,40 @@ class DevLabApp(App[None]):
             self.queue_models(request)
 
     def action_toggle_pause(self) -> None:
-        if self.lab.paused:
-            self.lab.resume()
-            self.notify("dispatch resumed", title="queue")
-        else:
-            self.lab.pause()
-            self.notify("dispatch paused: running jobs finish, no new job starts", title="queue")
+        paused = self.lab.paused if self._pause_wish is None else self._pause_wish
+        self._pause_wish = not paused
+        self.request_dispatch()
+
+    @work(thread=True, group="dispatch", exit_on_error=False)
+    def request_dispatch(self) -> None:
+        """Pause or resume as the operator last asked."""
+        with self._dispatch_calls:
+            paused = self._pause_wish
+            if paused is None:  # an earlier call already did what was asked last
+                return
+            done = False
+            try:
+                if paused:
+                    self.lab.pause()
+                else:
+                    self.lab.resume()
+                done = True
+            finally:
+                self.post_message(DispatchChanged(paused, done))
+
+    def on_dispatch_changed(self, message: DispatchChanged) -> None:
+        if self._pause_wish == message.paused:
+            self._pause_wish = None
+        if message.done:
+            if message.paused:
+                text = "dispatch paused: running jobs finish, no new job starts"
+            else:
+                text = "dispatch resumed"
+            self.notify(text, title="queue")
         self._update_status()
         self.refresh_bindings()
 
-    def _selected_job(self):  # noqa: ANN202
+    def _selected_job(self) -> Job | None:
         if self.active_view != "queue":
             return None
         return self.query_one(QueueView).selected_job
@@ -308,19 +375,49 @@ class DevLabApp(App[None]):
     def action_cancel_job(self) -> None:
         job = self._selected_job()
         if job is not None:
-            self.lab.cancel(job.id)
+            self.request_cancel(job.id)
+
+    @work(thread=True, group="cancel", exit_on_error=False)
+    def request_cancel(self, job_id: str) -> None:
+        self.lab.cancel(job_id)  # the outcome arrives as a Lab event (JobCancelled)
 
     def action_retry_job(self) -> None:
         job = self._selected_job()
         if job is not None:
-            self.lab.retry(job.id)
+            self.request_retry(job.id)
+
+    @work(thread=True, group="retry", exit_on_error=False)
+    def request_retry(self, job_id: str) -> None:
+        self.lab.retry(job_id)  # the outcome arrives as a Lab event (JobQueued)
 
     def action_priority(self, delta: int) -> None:
         job = self._selected_job()
         if job is not None:
-            updated = self.lab.set_priority(job.id, job.priority + delta)
-            self.state.jobs[job.id] = updated
-            self.query_one(QueueView).update_from(Changes(jobs={job.id}))
+            wished = self._priority_wishes.get(job.id, job.priority)
+            self._priority_wishes[job.id] = wished + delta
+            self.request_priority(job.id)
+
+    @work(thread=True, group="priority", exit_on_error=False)
+    def request_priority(self, job_id: str) -> None:
+        """Give the job the priority the operator last asked for."""
+        with self._priority_calls:
+            priority = self._priority_wishes.get(job_id)
+            if priority is None:  # an earlier call already set what was asked last
+                return
+            job = None
+            try:
+                job = self.lab.set_priority(job_id, priority)
+            finally:
+                self.post_message(PriorityApplied(job_id, priority, job))
+
+    def on_priority_applied(self, message: PriorityApplied) -> None:
+        if self._priority_wishes.get(message.job_id) == message.priority:
+            del self._priority_wishes[message.job_id]
+        if message.job is not None:  # shown now; the Lab's JobPriorityChanged may come later
+            changes = Changes()
+            self.state.set_priority(message.job_id, message.job.priority, changes)
+            with self.batch_update():
+                self._render_changes(changes)
 
     def action_export(self) -> None:
         self.push_screen(ExportScreen(self.export_folder), self._export_chosen)

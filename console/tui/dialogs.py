@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.table import Table
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -22,6 +23,9 @@ from backends.core.records import Device, DeviceState, JobSettings
 from backends.results.tables import RESULT_FORMATS
 
 OPTIONS_PER_ROW = 4  # number fields side by side in the add dialog
+# Options a device may not honour: the option's field -> its ``Capabilities`` flag. The Add
+# dialog greys one out unless every selected device has it (with the chosen runtime).
+CAPABILITY_OPTIONS = {"per_layer": "per_layer", "threads": "threads"}
 
 
 class PathSuggester(Suggester):
@@ -82,6 +86,7 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
         self.defaults = defaults
         self.power_devices = set(power_devices)
         self.initial_path = initial_path
+        self._held: dict[str, Any] = {}  # a greyed-out checkbox's value, back when it applies
 
     def compose(self) -> ComposeResult:
         runtimes = sorted({r for device in self.devices for r in device.runtimes})
@@ -149,9 +154,55 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
             with Horizontal(classes="options"):
                 for label, default, kind, widget_id in cells[start : start + OPTIONS_PER_ROW]:
                     with Vertical(classes="option"):
-                        yield Label(label)
+                        yield Label(label, id=f"{widget_id}-label")
                         shown = "" if default is None else str(default)
                         yield Input(shown, type=kind, id=widget_id)
+
+    def on_mount(self) -> None:
+        self._offer_capabilities()
+
+    @on(SelectionList.SelectedChanged, "#add-devices")
+    @on(Select.Changed, "#add-runtime")
+    def _offer_capabilities(self) -> None:
+        """Grey out each option a selected device would not honour, and say which device."""
+        for field_name in CAPABILITY_OPTIONS:
+            option = next(o for o in BENCH_OPTIONS if o.field == field_name)
+            if not option.dialog:
+                continue
+            lacking = self.lacking(field_name)
+            name = option.flag.lstrip("-")
+            widget = self.query_one(f"#add-{field_name}")
+            note = f"not on {', '.join(lacking)}" if lacking else None
+            if isinstance(widget, Checkbox):
+                if lacking and not widget.disabled:
+                    self._held[field_name] = widget.value
+                    widget.value = False
+                elif not lacking and widget.disabled:
+                    widget.value = self._held.pop(field_name, widget.value)
+                widget.label = f"{option.help} ({note})" if note else option.help
+            else:
+                self.query_one(f"#add-{field_name}-label", Label).update(
+                    f"{name} (n/a)" if lacking else name
+                )
+            widget.disabled = bool(lacking)
+            widget.tooltip = note
+
+    def lacking(self, field_name: str) -> list[str]:
+        """The selected devices that would not honour option ``field_name`` with the chosen
+        runtime (one that has not said what it can do is not counted)."""
+        flag = CAPABILITY_OPTIONS[field_name]
+        selected = set(self.query_one("#add-devices", SelectionList).selected)
+        runtime = self._runtime()
+        lacking = []
+        for device in self.devices:
+            capabilities = device.capabilities_for(runtime) if device.id in selected else None
+            if capabilities is not None and not getattr(capabilities, flag):
+                lacking.append(device.id)
+        return lacking
+
+    def _runtime(self) -> str | None:
+        select = self.query_one("#add-runtime", Select)
+        return None if select.is_blank() else str(select.value)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "add-cancel":
@@ -196,6 +247,9 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
             if not option.dialog:
                 continue  # left to the defaults (config file or CLI)
             widget = self.query_one(f"#add-{option.field}")
+            if widget.disabled:  # a selected device would not honour it
+                values[option.field] = False if option.kind is bool else None
+                continue
             if option.kind is bool:
                 values[option.field] = bool(widget.value)  # type: ignore[attr-defined]
                 continue

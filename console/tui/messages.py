@@ -7,7 +7,7 @@ from pathlib import Path
 from textual.message import Message
 
 from backends.core.plan import QueueReport
-from backends.core.records import Device, Job
+from backends.core.records import Device, Job, Result
 
 
 class JobStateChanged(Message):
@@ -48,3 +48,33 @@ class OperationFailed(Message):
         super().__init__()
         self.what = what
         self.error = error
+
+
+class LabLoaded(Message):
+    """The devices and jobs the lab held when the console opened (read off the UI thread: a
+    cluster answers over the network)."""
+
+    def __init__(self, devices: list[Device], rows: list[tuple[Job, Result | None]]) -> None:
+        super().__init__()
+        self.devices = devices
+        self.rows = rows
+
+
+class PriorityApplied(Message):
+    """A priority the operator asked for reached the lab (``job``), or failed (None: the
+    error arrives as ``OperationFailed``)."""
+
+    def __init__(self, job_id: str, priority: int, job: Job | None) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.priority = priority
+        self.job = job
+
+
+class DispatchChanged(Message):
+    """The lab paused or resumed its dispatch as asked (``done`` False: the call failed)."""
+
+    def __init__(self, paused: bool, done: bool) -> None:
+        super().__init__()
+        self.paused = paused
+        self.done = done

@@ -9,6 +9,7 @@ the UI never handles one event per sample or per iteration.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from backends.core.events import (
     JobCancelled,
     JobFailed,
     JobFinished,
+    JobPriorityChanged,
     JobProgress,
     JobQueued,
     JobStarted,
@@ -180,6 +182,8 @@ class LabState:
             changes.removed_devices.add(event.device_id)
         elif isinstance(event, JobQueued):
             self._put_job(event.job, changes)
+        elif isinstance(event, JobPriorityChanged):
+            self.set_priority(event.job.id, event.job.priority, changes, event.job)
         elif isinstance(event, JobStarted):
             self._put_job(event.job, changes)
             self.live[event.job.id] = LiveJob(phase="load")
@@ -222,6 +226,18 @@ class LabState:
     def _put_job(self, job: Job, changes: Changes) -> None:
         self.jobs[job.id] = job
         changes.jobs.add(job.id)
+
+    def set_priority(
+        self, job_id: str, priority: int, changes: Changes, job: Job | None = None
+    ) -> None:
+        """A job's new priority; nothing else of the job changes (the record that announced
+        it may be older than its last state). ``job`` is taken whole if the job is new here."""
+        known = self.jobs.get(job_id)
+        if known is None:
+            if job is None:
+                return
+            known = job
+        self._put_job(dataclasses.replace(known, priority=priority), changes)
 
     def _progress(self, event: JobProgress) -> None:
         live = self.live.setdefault(event.job_id, LiveJob())

@@ -27,9 +27,12 @@ from backends.cluster.resources import (
 )
 from backends.cluster.wire import decode_event, encode_event
 from backends.core.events import (
+    DeviceAdded,
+    DeviceChanged,
     JobCancelled,
     JobFailed,
     JobFinished,
+    JobPriorityChanged,
     JobProgress,
     JobQueued,
     JobStarted,
@@ -37,13 +40,14 @@ from backends.core.events import (
     PowerSamples,
 )
 from backends.core.lab import LabError
-from backends.core.records import DeviceState, Job, JobSettings, JobState
+from backends.core.records import Capabilities, Device, DeviceState, Job, JobSettings, JobState
 from backends.power.capture import MonitorLink
 from backends.virtual.monsoon import VirtualMonsoon
 from support.cluster_fixtures import (
     QUICK,
     InProcessCluster,
     Recorder,
+    SleepBackend,
     make_tls_files,
     model_file,
     settings_for,
@@ -138,10 +142,19 @@ def test_model_files_are_verified_and_kept_by_sha(tmp_path: Path) -> None:
 
 def test_events_round_trip_as_json(tmp_path: Path) -> None:
     job = Job(id="j1", model=model_file(tmp_path, "m"), device_id="sim:gpu0", runtime="rt")
+    device = Device(
+        id="sim:gpu0",
+        kind="host",
+        name="GPU",
+        runtimes=["rt"],
+        capabilities={"rt": Capabilities(per_layer=True, extras={"note": "x"})},
+    )
     for event in (
         JobQueued(job),
+        JobPriorityChanged(job),
         JobProgress("j1", "round 1/1", 3, 5, 0.6, 10.0, 12.0, (1.0, 2.0)),
         LogLine("hello", "j1", "warning"),
+        DeviceChanged(device),
     ):
         assert decode_event(json.loads(json.dumps(encode_event(event)))) == event
 
@@ -329,6 +342,47 @@ def test_requests_the_dispatcher_refuses_raise_lab_errors(cluster: InProcessClus
         lab.retry(job.id)
     again = lab.submit(model, "sim:gpu0", settings=QUICK)  # the same job: its result is kept
     assert again.id == job.id and again.state is JobState.DONE
+
+
+def test_a_priority_change_reaches_every_console(cluster: InProcessCluster) -> None:
+    """The dispatcher publishes the change like any transition: another console's queue
+    shows the new priority without asking for it."""
+    other = cluster.open_lab()  # first: its topic subscription settles while hosts join
+    seen = Recorder()
+    other.subscribe(seen)
+    lab, _ = two_hosts(cluster)
+    wait_for(lambda: seen.of(DeviceAdded), what="the other console hearing the dispatcher")
+    lab.pause()  # the job stays queued while its priority changes
+    job = lab.submit(model_file(cluster.folder / "m", "m"), "host:cpu@A", settings=QUICK)
+
+    assert lab.set_priority(job.id, -5).priority == -5
+
+    changed = wait_for(lambda: seen.of(JobPriorityChanged), what="the change on the other console")
+    assert [(e.job.id, e.job.priority) for e in changed] == [(job.id, -5)]
+    assert cluster.store.job(job.id).priority == -5
+    lab.resume()
+    assert lab.wait_until_idle(timeout=30)
+
+
+def test_capabilities_travel_with_the_devices(
+    cluster: InProcessCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a lab host's backend says its devices can do reaches consoles on the device
+    records, and the dispatcher refuses a per-layer job where the host said it has none."""
+
+    def capabilities(
+        self: SleepBackend, device: Device, runtime: str | None = None
+    ) -> Capabilities:
+        return Capabilities(threads=True)
+
+    monkeypatch.setattr(SleepBackend, "capabilities", capabilities)
+    lab, _ = two_hosts(cluster)
+    for device_id in ("host:cpu@A", "host:cpu@B", "sim:gpu0"):
+        assert lab.device(device_id).capabilities == {"rt": Capabilities(threads=True)}
+    per_layer = JobSettings(warmup=0, runs=2, per_layer=True, skip_canary=True, skip_parity=True)
+    with pytest.raises(LabError, match="sim:gpu0 cannot profile per layer with runtime rt"):
+        lab.submit(model_file(cluster.folder / "m", "m"), "sim:gpu0", settings=per_layer)
+    assert cluster.store.rows() == []
 
 
 def test_a_headless_console_follows_only_its_own_jobs(cluster: InProcessCluster) -> None:

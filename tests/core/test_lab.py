@@ -9,6 +9,7 @@ returns ``runs`` fixed latencies at once.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import defaultdict
@@ -24,12 +25,22 @@ from backends.core.events import (
     JobCancelled,
     JobFailed,
     JobFinished,
+    JobPriorityChanged,
     JobProgress,
     JobQueued,
     JobStarted,
 )
 from backends.core.lab import Lab, LabError
-from backends.core.records import Device, DeviceState, Job, JobSettings, JobState, Model, Stats
+from backends.core.records import (
+    Capabilities,
+    Device,
+    DeviceState,
+    Job,
+    JobSettings,
+    JobState,
+    Model,
+    Stats,
+)
 from backends.core.store import Store
 from backends.devices.base import (
     BenchError,
@@ -73,6 +84,9 @@ class ScriptedBackend(DeviceBackend):
             Device(id=i, kind=self.kind, name=f"Scripted {i}", runtimes=list(self.runtimes))
             for i in self.device_ids
         ]
+
+    def capabilities(self, device: Device, runtime: str | None = None) -> Capabilities:
+        return Capabilities(per_layer=runtime == "rt", threads=True)  # "rt2" has no profiler
 
     def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
         with self.lock:
@@ -636,3 +650,53 @@ def test_a_failing_profiled_pass_keeps_the_timed_runs(make_lab: LabFactory) -> N
     assert result.warnings == ["per-layer profiling failed: the profiler crashed"]
     (record,) = results_records(lab.rows(), {})
     assert record["status"] == "done" and "profiler crashed" in record["warnings"]
+
+
+# -- priority and capabilities -----------------------------------------------------------------
+
+
+def test_set_priority_tells_every_subscriber(make_lab: LabFactory) -> None:
+    lab, recorder = make_lab(ScriptedBackend(), start=False)
+    job = lab.submit(fake_model("m"), "fake:a", settings=FAST)
+
+    updated = lab.set_priority(job.id, -3)
+
+    assert updated.priority == -3 and lab.store.job(job.id).priority == -3
+    [event] = recorder.of(JobPriorityChanged)
+    assert event.job.id == job.id and event.job.priority == -3
+
+
+def test_discovered_devices_carry_what_each_runtime_can_do(make_lab: LabFactory) -> None:
+    lab, _ = make_lab(ScriptedBackend(), start=False)
+    device = lab.device("fake:a")
+    assert device.capabilities == {
+        "rt": Capabilities(per_layer=True, threads=True),
+        "rt2": Capabilities(threads=True),
+    }
+    assert device.capabilities_for(None) == device.capabilities["rt"]  # the default runtime
+    assert Device.from_dict(json.loads(json.dumps(device.to_dict()))) == device
+    older = {k: v for k, v in device.to_dict().items() if k != "capabilities"}
+    assert Device.from_dict(older).capabilities_for("rt") is None  # unknown, not "none"
+
+
+class PlainBackend(ScriptedBackend):
+    """A backend that says nothing of its capabilities: the contract's default, none."""
+
+    capabilities = DeviceBackend.capabilities
+
+
+def test_per_layer_is_refused_where_the_runtime_has_no_profiled_pass(
+    make_lab: LabFactory,
+) -> None:
+    lab, recorder = make_lab(ScriptedBackend(), PlainBackend(("plain:b",)), start=False)
+    per_layer = JobSettings(warmup=0, runs=2, per_layer=True)
+    with pytest.raises(LabError, match=r"fake:a cannot profile per layer with runtime rt2: "):
+        lab.submit(fake_model("m"), "fake:a", runtime="rt2", settings=per_layer)
+    with pytest.raises(LabError, match=r"plain:b .* without per-layer profiling \(no --per-layer"):
+        lab.submit(fake_model("m"), "plain:b", settings=per_layer)
+    assert lab.jobs() == [] and recorder.of(JobQueued) == []
+
+    job = lab.submit(fake_model("m"), "fake:a", runtime="rt", settings=per_layer)
+    assert job.state is JobState.QUEUED
+    plain = lab.submit(fake_model("m"), "plain:b", settings=JobSettings(warmup=0, runs=2))
+    assert plain.state is JobState.QUEUED  # without per-layer the same device is fine

@@ -22,10 +22,10 @@ from backends.devices.host import (
     ORT_RUNTIME,
     HostBackend,
     HostSession,
-    parse_ort_profile,
-    session_options,
+    ort_layer_profile,
 )
 from backends.models.intake import load_model
+from backends.runtimes.ort_session import session_options
 from support.records import MODELS_DIR
 
 WAIT_S = 60.0
@@ -184,7 +184,7 @@ def test_unloadable_model_fails_the_job_with_the_path(host_lab: Lab, tmp_path: P
     assert "cannot load" in stored.error
 
 
-def test_parse_ort_profile_of_a_real_trace(tmp_path: Path) -> None:
+def test_ort_layer_profile_of_a_real_trace(tmp_path: Path) -> None:
     options = session_options(threads=1, profile_prefix=str(tmp_path / "tiny_profile"))
     session = ort.InferenceSession(
         str(tiny_model_path(tmp_path)), options, providers=["CPUExecutionProvider"]
@@ -209,7 +209,7 @@ def test_parse_ort_profile_of_a_real_trace(tmp_path: Path) -> None:
             and any(start <= e["ts"] <= end for start, end in kept_runs)
         ]
 
-    every = parse_ort_profile(trace)
+    every = ort_layer_profile(trace)
     assert {(layer.name, layer.op_type) for layer in every.layers} == {
         ("relu1", "Relu"),
         ("sig1", "Sigmoid"),
@@ -218,7 +218,7 @@ def test_parse_ort_profile_of_a_real_trace(tmp_path: Path) -> None:
     assert every.forward_stats.count == 4
     assert every.raw_log_path == trace
 
-    skipped = parse_ort_profile(trace, skip_runs=1)
+    skipped = ort_layer_profile(trace, skip_runs=1)
     assert skipped.layers_stats.count == 3
     assert skipped.forward_stats.count == 3
     means = {layer.name: layer.mean_us for layer in skipped.layers}

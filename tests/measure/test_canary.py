@@ -14,7 +14,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from backends.devices.host import session_options
 from backends.measure.canary import (
     REFERENCE_MODEL,
     drift_status,
@@ -22,6 +21,7 @@ from backends.measure.canary import (
     normalise_rounds,
 )
 from backends.models.intake import load_model, random_inputs
+from backends.runtimes.ort_session import session_options
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CANARY = REPO_ROOT / REFERENCE_MODEL

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from adbutils import AdbDevice  # noqa: E402
 
-from backends.devices.android.backend import WORKDIR, DevlabAdbClient  # noqa: E402
+from backends.devices.android.adb import WORKDIR, DevlabAdbClient  # noqa: E402
 from backends.virtual import VirtualPhone  # noqa: E402
 from support.adb_fixtures import connect_phone, private_adb_server  # noqa: E402
 

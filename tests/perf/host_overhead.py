@@ -40,8 +40,9 @@ sys.path.insert(0, str(ROOT))
 from backends.core.lab import Lab  # noqa: E402
 from backends.core.records import JobSettings, Model  # noqa: E402
 from backends.core.store import Store  # noqa: E402
-from backends.devices.host import HOST_DEVICE_ID, HostBackend, session_options  # noqa: E402
+from backends.devices.host import HOST_DEVICE_ID, HostBackend  # noqa: E402
 from backends.models.intake import load_model, random_inputs  # noqa: E402
+from backends.runtimes.ort_session import session_options  # noqa: E402
 from console.cli.progress import ProgressView  # noqa: E402
 
 MODELS = ROOT / "assets" / "models"

@@ -39,8 +39,8 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from backends.devices.host import session_options  # noqa: E402
 from backends.models.intake import load_model, random_inputs  # noqa: E402
+from backends.runtimes.ort_session import session_options  # noqa: E402
 from backends.space.sample import write_samples  # noqa: E402
 from backends.space.spec import load_space  # noqa: E402
 

@@ -31,6 +31,7 @@ from backends.power.monsoon.status import MonsoonStatus, find_status_frame
 from backends.power.monsoon.stream import LvpmStreamParser, SampleBatch, SampleCounts
 from backends.power.trace import RollingPower, TraceWriter, read_trace, window_stats
 from backends.virtual.monsoon import VirtualMonsoon, periodic_load
+from support.waiting import wait_until
 
 SPEC_STATUS_FRAME = bytes.fromhex(
     "3b 10 14 11 00 82 00 76 00 83 73 a0 00 60 00 5e 00 65 00 00 aa 1e 00 00 00 03 30 39 05"
@@ -44,14 +45,6 @@ SPEC_SAMPLE_FRAMES = bytes.fromhex(
 )
 FINE_SCALE = 0.0332 / 1000  # simulator default calibration: Rf - Zf = 1000
 COARSE_SCALE = 2.88 / 2000
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what or predicate}")
-        time.sleep(0.01)
 
 
 @pytest.fixture

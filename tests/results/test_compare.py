@@ -1,4 +1,4 @@
-"""Tests for ``devlab compare`` (backends.results.compare, console.cli.compare) on real results files.
+"""Tests for ``devlab compare`` (backends.results.compare, console.cli.compare) on real files.
 
 The tables are written by the real writers (backends.results.tables) from synthetic records, or by
 real ``devlab --run`` runs; columns that later devlab versions add (confidence intervals,
@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from support.helpers import MODELS_DIR, run_devlab
 from rich.console import Console
 
+from backends.core.records import Device, Job, JobSettings, JobState, Model, ModelInput, Result
+from backends.measure.stats import summarize
 from backends.results import tables
 from backends.results.compare import (
     FASTER,
@@ -31,10 +32,9 @@ from backends.results.compare import (
     condition_tolerance,
     load_results,
 )
-from backends.core.records import Device, Job, JobSettings, JobState, Model, ModelInput, Result
-from backends.measure.stats import summarize
 from console.cli.compare import run_compare_tool
 from console.cli.exit_codes import ExitCode
+from support.helpers import MODELS_DIR, run_devlab
 
 HOST = Device(
     id="host:cpu",

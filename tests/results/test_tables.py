@@ -1,4 +1,4 @@
-"""Tests for backends.results.tables: results, iterations and the nnabla-nas latency table on disk."""
+"""Tests for backends.results.tables: results, iterations and the nnabla-nas latency table."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from backends.results import tables
 from backends.core.records import (
     Device,
     Job,
@@ -22,6 +21,7 @@ from backends.core.records import (
     Result,
 )
 from backends.measure.stats import summarize
+from backends.results import tables
 
 HOST = Device(
     id="host:cpu",

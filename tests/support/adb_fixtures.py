@@ -110,7 +110,7 @@ def private_adb_server(
         "ANDROID_ADB_SERVER_PORT": str(port),
         "LANG": "C.UTF-8",
     }
-    log = open(home / "server.log", "wb")
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed in the finally below
     process = subprocess.Popen(
         [adb, "-P", str(port), "server", "nodaemon"],
         env=env,

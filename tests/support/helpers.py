@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO_ROOT / "assets" / "models"
-from backends.core.store import STORE_FILE as STORE_NAME
+from backends.core.store import STORE_FILE as STORE_NAME  # noqa: E402,F401
 
 # rich wraps non-terminal output at 80 columns; a wide COLUMNS keeps each message on one line
 # so assertions do not depend on the length of pytest's tmp paths (see test_cli's xfail test

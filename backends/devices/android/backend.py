@@ -1,32 +1,39 @@
-"""Android phones over adb (adbutils): discovery, hot-plug, properties and phone runtimes.
+"""Android phones over adb (adbutils): the ``[android]`` config, discovery, hot-plug,
+properties and conditions, and opening a session for a phone runtime.
 
 Device-side tools (``onnxruntime_perf_test``, TFLite ``benchmark_model``) are host files
 named in the config and pushed once per device under ``/data/local/tmp/devlab/`` (cached by
-content hash), or found on the phone's PATH. Models are pushed once, cached by sha256. Every
-shell command is an argv list joined with ``shlex.join``: nothing from the operator reaches
-the phone's shell unquoted.
+content hash), or found on the phone's PATH. Models are pushed once, cached by sha256. The
+sessions are :mod:`.sessions` (``ort``, ``tflite``) and :mod:`.snpe`; the adb plumbing is
+:mod:`.adb`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import logging
 import os
 import shlex
-import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-import adbutils
-from adbutils import AdbClient, AdbConnection, AdbDevice, AdbError
+from adbutils import AdbDevice
 
-from backends.core.records import Device, DeviceState, Job, Model, Stats
-from backends.devices.android.outputs import ort_outputs
+from backends.core.records import Capabilities, Device, DeviceState, Job, Model
+from backends.devices.android.adb import (
+    DEVICE_PREFIX,
+    VANISHED,
+    WORKDIR,
+    DevlabAdbClient,
+    PushedFiles,
+    listed_device,
+    serial_of,
+    server_reachable,
+)
 from backends.devices.android.props import (
     GOVERNOR_COMMAND,
     THERMAL_COMMAND,
@@ -35,53 +42,17 @@ from backends.devices.android.props import (
     parse_getprop,
     parse_thermal,
 )
-from backends.devices.android.snpe import SNPE_RUNTIMES, SnpeConfig, SnpeSession, snpe_runtimes
-from backends.devices.base import (
-    BenchError,
-    BenchSession,
-    Capabilities,
-    DeviceBackend,
-    IterationCallback,
-    LayerProfile,
-    SessionInfo,
-    Timed,
+from backends.devices.android.sessions import TOOL_NAMES, PhoneSession
+from backends.devices.android.snpe import SnpeSession
+from backends.devices.android.snpe_config import (
+    SNPE_RUNTIMES,
+    SnpeConfig,
+    load_snpe_config,
+    snpe_runtimes,
 )
-from backends.devices.host import parse_ort_profile
-from backends.runtimes import ort_perf, tflite
-from backends.runtimes.common import ToolOutputError, ToolRun
+from backends.devices.base import BenchError, BenchSession, DeviceBackend
 
 log = logging.getLogger(__name__)
-
-WORKDIR = "/data/local/tmp/devlab"
-ADB_STATES = {
-    "device": DeviceState.ONLINE,
-    "offline": DeviceState.OFFLINE,
-    "unauthorized": DeviceState.UNAUTHORIZED,
-}
-TOOL_NAMES = {"ort": "onnxruntime_perf_test", "tflite": "benchmark_model"}
-VANISHED = (AdbError, OSError)  # adbutils raises BrokenPipeError (an OSError) mid-transfer
-
-
-class _NoAutostartConnection(AdbConnection):
-    """adbutils runs ``adb start-server`` when it cannot connect; devlab never starts a server
-    the operator did not, so a missing server is an error here."""
-
-    def _safe_connect(self):  # noqa: ANN202 - adbutils' own socket type
-        return self._create_socket()
-
-
-class DevlabAdbClient(AdbClient):
-    """An AdbClient whose connections fail instead of starting an adb server."""
-
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__(host=host, port=port)
-        self._address = (host, port)
-
-    def make_connection(self, timeout: float | None = None) -> AdbConnection:
-        connection = _NoAutostartConnection(*self._address)
-        if timeout:
-            connection.conn.settimeout(timeout)
-        return connection
 
 
 @dataclass
@@ -102,7 +73,13 @@ class AndroidConfig:
         host = "127.0.0.1"
         if "adb_server" in raw:
             host, _, port_text = str(raw["adb_server"]).rpartition(":")
-            host, port = host or "127.0.0.1", int(port_text)
+            try:
+                host, port = host or "127.0.0.1", int(port_text)
+            except ValueError:
+                raise ValueError(
+                    f"[android] adb_server = {raw['adb_server']!r}: expected "
+                    '"HOST:PORT", e.g. "127.0.0.1:5037"'
+                ) from None
         unknown = set(raw.get("tools", {})) - set(TOOL_NAMES)
         if unknown:
             raise ValueError(
@@ -122,6 +99,8 @@ class AndroidBackend(DeviceBackend):
     """Phones the adb server sees: ``adb:<serial>``."""
 
     kind = "android"
+    id_prefix = DEVICE_PREFIX
+    machine_local = False  # a phone's serial names it wherever it is plugged in
 
     def __init__(self, config: AndroidConfig | None = None, snpe: SnpeConfig | None = None) -> None:
         self.config = config or AndroidConfig.from_raw({})
@@ -129,21 +108,22 @@ class AndroidBackend(DeviceBackend):
         self.client = DevlabAdbClient(self.config.adb_host, self.config.adb_port)
         self._described: dict[str, Device] = {}
         self._runtimes_seen: dict[str, list[str]] = {}  # jobs can queue while it is offline
-        self._pushed: set[tuple[str, str]] = set()
+        self._pushed = PushedFiles()
         self.no_output_dump: set[tuple[str, str]] = set()  # (serial, tool) that cannot dump
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any], config_dir: Path | None) -> Self:
+        """From the ``[android]`` and ``[snpe]`` tables."""
+        return cls(AndroidConfig.from_raw(raw.get("android", {})), load_snpe_config(raw))
 
     # -- discovery -------------------------------------------------------------------------
 
     def server_reachable(self) -> bool:
         """Whether the adb server answers. adbutils would otherwise start one on the default
         port by itself; devlab never starts a server the operator did not."""
-        try:
-            with socket.create_connection((self.config.adb_host, self.config.adb_port), 0.5):
-                return True
-        except OSError:
-            return False
+        return server_reachable(self.config.adb_host, self.config.adb_port)
 
     def discover(self) -> list[Device]:
         if not self.server_reachable():
@@ -151,32 +131,19 @@ class AndroidBackend(DeviceBackend):
             return []
         devices = []
         for info in self.client.list():
-            state = ADB_STATES.get(info.state, DeviceState.OFFLINE)
+            runtimes = self._runtimes_seen.get(info.serial, [])
+            device = listed_device(info.serial, info.state, self.kind, runtimes)
             cached = self._described.get(info.serial)
-            if state is DeviceState.ONLINE and cached is not None:
-                devices.append(cached)
-                continue
-            device = Device(
-                id=f"adb:{info.serial}",
-                kind=self.kind,
-                name=info.serial,
-                state=state,
-                properties={"adb_state": info.state},
-                runtimes=list(self._runtimes_seen.get(info.serial, [])),
-            )
-            if state is DeviceState.UNAUTHORIZED:
-                device.properties["hint"] = (
-                    "accept the 'Allow USB debugging' prompt on the phone, then it appears"
-                )
-            devices.append(device)
-        online = {d.id.removeprefix("adb:") for d in devices if d.state is DeviceState.ONLINE}
+            is_online = device.state is DeviceState.ONLINE
+            devices.append(cached if is_online and cached is not None else device)
+        online = {serial_of(d.id) for d in devices if d.state is DeviceState.ONLINE}
         for serial in list(self._described):
             if serial not in online:  # gone or offline: describe again when it returns
                 del self._described[serial]
         return devices
 
     def describe(self, device: Device) -> Device:
-        serial = device.id.removeprefix("adb:")
+        serial = serial_of(device.id)
         if device.state is not DeviceState.ONLINE or serial in self._described:
             return device
         adb = self.client.device(serial)
@@ -229,12 +196,14 @@ class AndroidBackend(DeviceBackend):
 
     # -- conditions ------------------------------------------------------------------------
 
-    def capabilities(self, device: Device) -> Capabilities:
-        return Capabilities(per_layer=True, threads=True)
+    def capabilities(self, device: Device, runtime: str | None = None) -> Capabilities:
+        """Every phone runtime profiles layers; SNPE's snpe-net-run takes no thread count."""
+        runtime = runtime or (device.runtimes[0] if device.runtimes else None)
+        return Capabilities(per_layer=True, threads=runtime not in SNPE_RUNTIMES)
 
     def conditions(self, device: Device) -> dict[str, Any]:
         try:
-            return self.conditions_of(self.client.device(device.id.removeprefix("adb:")))
+            return self.conditions_of(self.client.device(serial_of(device.id)))
         except VANISHED as error:
             return {"error": f"conditions unreadable: {error}"}
 
@@ -254,7 +223,7 @@ class AndroidBackend(DeviceBackend):
 
     def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
         if job.runtime in SNPE_RUNTIMES:
-            adb = self.client.device(device.id.removeprefix("adb:"))
+            adb = self.client.device(serial_of(device.id))
             try:
                 return SnpeSession(
                     adb,
@@ -275,7 +244,7 @@ class AndroidBackend(DeviceBackend):
                 f"{device.id}: unknown phone runtime {job.runtime!r} "
                 f"(known: {', '.join(TOOL_NAMES)})"
             )
-        adb = self.client.device(device.id.removeprefix("adb:"))
+        adb = self.client.device(serial_of(device.id))
         try:
             tool = self.tool_on_device(adb, job.runtime, device.id)
             remote_model = self.push_model(adb, job.runtime, model)
@@ -284,7 +253,16 @@ class AndroidBackend(DeviceBackend):
                 f"{device.id} vanished while preparing the job: {error}; "
                 "reconnect it and retry the job"
             ) from error
-        return PhoneSession(self, adb, device, job, tool, remote_model)
+        return PhoneSession(
+            adb,
+            device,
+            job,
+            tool,
+            remote_model,
+            execution_provider=self.config.ort_execution_provider,
+            command_timeout_s=self.config.command_timeout_s,
+            no_output_dump=self.no_output_dump,
+        )
 
     def _tool_available(self, adb: AdbDevice, runtime: str) -> bool:
         if runtime in self.config.tools:
@@ -333,181 +311,7 @@ class AndroidBackend(DeviceBackend):
         return run_converter(template, model, suffix=".tflite")
 
     def _push_once(self, adb: AdbDevice, local: str, remote: str, mode: int = 0o644) -> None:
-        key = (adb.serial, remote)
-        if key in self._pushed:
-            return
-        size = os.path.getsize(local)
-        try:
-            existing = adb.sync.stat(remote)
-        except AdbError:
-            existing = None
-        if existing is None or existing.size != size:
-            adb.shell(shlex.join(["mkdir", "-p", remote.rsplit("/", 1)[0]]), timeout=30)
-            adb.sync.push(local, remote, mode=mode)
-        self._pushed.add(key)
-
-
-class PhoneSession(BenchSession):
-    """One model on one phone with one tool; each round is one run of the tool."""
-
-    def __init__(
-        self,
-        backend: AndroidBackend,
-        adb: AdbDevice,
-        device: Device,
-        job: Job,
-        tool: str,
-        remote_model: str,
-    ) -> None:
-        self.backend, self.adb, self.device, self.job = backend, adb, device, job
-        self.tool, self.remote_model = tool, remote_model
-        self.info = SessionInfo(
-            load_us=None, first_inference_us=None, tool=TOOL_NAMES[job.runtime], tool_version=""
-        )
-        self._warmup = 0
-
-    def _argv(
-        self,
-        runs: int,
-        *,
-        warmup: int = 0,
-        profile: str | None = None,
-        min_seconds: float | None = None,
-    ) -> list[str]:
-        threads = self.job.settings.threads or 1
-        if self.job.runtime == "ort":
-            if min_seconds:
-                raise BenchError(
-                    "onnxruntime_perf_test runs a fixed count here: give --runs "
-                    "instead of --min-seconds for the ort runtime"
-                )
-            return ort_perf.build_command(
-                self.tool,
-                self.remote_model,
-                runs=runs,
-                threads=threads,
-                execution_provider=self.backend.config.ort_execution_provider,
-                profile_file=profile,
-            )
-        return tflite.build_command(
-            self.tool,
-            self.remote_model,
-            num_runs=runs,
-            warmup_runs=warmup,
-            num_threads=threads,
-            op_profiling=profile is not None,
-            # a fixed count means exactly that many runs: benchmark_model's own default
-            # (--min_secs=1) would otherwise add runs until a second has passed
-            min_secs=min_seconds if min_seconds else 0,
-        )
-
-    def _run_tool(self, argv: list[str]) -> ToolRun:
-        command = shlex.join(argv)
-        try:
-            result = self.adb.shell2(command, timeout=self.backend.config.command_timeout_s)
-        except VANISHED as error:
-            raise BenchError(
-                f"{self.device.id} vanished during the benchmark ({error}); "
-                "measurements already finished are kept; reconnect the phone "
-                "and retry the job"
-            ) from error
-        parse = ort_perf.parse if self.job.runtime == "ort" else tflite.parse
-        try:
-            run = parse(result.output, exit_code=result.returncode)
-        except ToolOutputError as error:
-            raise BenchError(
-                f"{self.device.id}: {TOOL_NAMES[self.job.runtime]} failed: {error}"
-            ) from error
-        if run.tool_version:
-            self.info.tool_version = run.tool_version
-        if self.info.load_us is None:
-            self.info.load_us = run.init_us
-            self.info.first_inference_us = run.first_inference_us
-        return run
-
-    def warmup(self, iterations: int) -> None:
-        if self.job.runtime == "tflite":
-            self._warmup = iterations  # benchmark_model warms up inside each run
-        elif iterations:
-            self._run_tool(self._argv(iterations))  # discarded; also proves the tool works
-
-    def run(
-        self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
-    ) -> Timed:
-        runs = iterations or 1  # with min_seconds, benchmark_model runs at least that long
-        tool_run = self._run_tool(
-            self._argv(runs, warmup=self._warmup, min_seconds=None if iterations else min_seconds)
-        )
-        summary = tool_summary(tool_run, runs)
-        on_iteration(summary.count, [])
-        return Timed([], summary=summary)
-
-    def outputs(self, feeds: dict[str, Any]) -> list[Any] | None:
-        """The phone's outputs for the parity input: ``ort`` only, and only when its
-        onnxruntime_perf_test can dump them (see :mod:`backends.devices.android.outputs`);
-        None else."""
-        key = (self.adb.serial, self.tool)
-        if self.job.runtime != "ort" or key in self.backend.no_output_dump:
-            return None
-        try:
-            values = ort_outputs(
-                self.adb,
-                tool=self.tool,
-                remote_model=self.remote_model,
-                model=self.job.model,
-                feeds=feeds,
-                workdir=WORKDIR,
-                threads=self.job.settings.threads or 1,
-                execution_provider=self.backend.config.ort_execution_provider,
-                timeout_s=self.backend.config.command_timeout_s,
-            )
-        except VANISHED as error:
-            raise BenchError(f"{self.device.id} vanished while reading outputs: {error}") from error
-        if values is None:  # a release build: do not ask again for this phone and tool
-            self.backend.no_output_dump.add(key)
-        return values
-
-    def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile | None:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
-        if self.job.runtime == "tflite":
-            run = self._run_tool(self._argv(iterations, warmup=self._warmup, profile="on"))
-            total = run.layers_total_us
-            layers_stats = (
-                Stats(iterations, total, total, total, None, None, total, None, None)
-                if total is not None
-                else None
-            )
-            return LayerProfile(layers=run.layers, forward_stats=None, layers_stats=layers_stats)
-        prefix = f"{WORKDIR}/profiles/{self.job.id}"
-        self.adb.shell(shlex.join(["mkdir", "-p", f"{WORKDIR}/profiles"]), timeout=30)
-        # the tool's own first (warm-up) inference is profiled too: skip_runs=1 drops it
-        self._run_tool(self._argv(iterations, profile=prefix))
-        listing = self.adb.shell(shlex.join(["ls", f"{WORKDIR}/profiles"]), timeout=30)
-        names = [n for n in listing.split() if n.startswith(self.job.id) and n.endswith(".json")]
-        if not names:
-            return None
-        local = str(Path(log_dir) / names[-1])
-        self.adb.sync.pull(f"{WORKDIR}/profiles/{names[-1]}", local)
-        self.adb.shell(shlex.join(["rm", "-f", f"{WORKDIR}/profiles/{names[-1]}"]), timeout=30)
-        return parse_ort_profile(local, skip_runs=1)
-
-
-def tool_summary(run: ToolRun, runs: int) -> Stats:
-    """The tool's statistics as devlab's Stats (fields the tool did not print stay None)."""
-    if run.avg_us is None:
-        raise BenchError(f"{run.tool} printed no average latency; its output is not understood")
-    cv = run.std_us / run.avg_us if run.std_us is not None and run.avg_us else None
-    return Stats(
-        count=run.count or runs,
-        min=run.min_us if run.min_us is not None else run.avg_us,
-        mean=run.avg_us,
-        median=run.median_us,
-        p90=run.p90_us,
-        p99=run.p99_us,
-        max=run.max_us if run.max_us is not None else run.avg_us,
-        std=run.std_us,
-        cv=cv,
-    )
+        self._pushed.push(adb, local, remote, mode)
 
 
 def _file_sha256(path: str) -> str:
@@ -516,10 +320,3 @@ def _file_sha256(path: str) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def adb_available() -> bool:
-    """Whether the adb binary (bundled with adbutils) can be found."""
-    with contextlib.suppress(Exception):
-        return Path(adbutils.adb_path()).is_file()
-    return False

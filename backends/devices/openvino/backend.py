@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from backends.core.records import Device, Job, Model
+from backends.core.records import Capabilities, Device, Job, Model
 from backends.devices.base import (
     BenchError,
     BenchSession,
-    Capabilities,
     DeviceBackend,
     IterationCallback,
     SessionInfo,
@@ -230,6 +229,8 @@ class OpenVinoBackend(DeviceBackend):
     """
 
     kind = "openvino"
+    id_prefix = DEVICE_PREFIX
+    machine_local = True  # openvino:CPU is the CPU of whichever machine says it
 
     def __init__(
         self,
@@ -281,7 +282,7 @@ class OpenVinoBackend(DeviceBackend):
             )
         return devices
 
-    def capabilities(self, device: Device) -> Capabilities:
+    def capabilities(self, device: Device, runtime: str | None = None) -> Capabilities:
         return Capabilities(threads=device.id.split(":", 1)[1].startswith("CPU"))
 
     def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:

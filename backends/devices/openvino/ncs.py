@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from backends.core.records import Device, Job, Model
-from backends.devices.base import BenchError, BenchSession, Capabilities, DeviceBackend
+from backends.core.records import Capabilities, Device, Job, Model
+from backends.devices.base import BenchError, BenchSession, DeviceBackend
 from backends.devices.openvino.backend import DEFAULT_TIMEOUT_S, OpenVinoSession
 
 SYSFS_USB_DEVICES = "/sys/bus/usb/devices"
@@ -168,10 +169,16 @@ class NcsConfig:
                 "timeout_s"
             )
         python = raw.get("python")
+        try:
+            timeout_s = float(raw.get("timeout_s", DEFAULT_TIMEOUT_S))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"[ncs] timeout_s must be a number of seconds, got {raw['timeout_s']!r}"
+            ) from None
         return cls(
             python=str(Path(str(python)).expanduser()) if python else None,
             sysfs_root=str(raw.get("sysfs_root", SYSFS_USB_DEVICES)),
-            timeout_s=float(raw.get("timeout_s", DEFAULT_TIMEOUT_S)),
+            timeout_s=timeout_s,
             pyusb=bool(raw.get("pyusb", True)),
         )
 
@@ -180,11 +187,18 @@ class NcsBackend(DeviceBackend):
     """``ncs:<bus path>``: every attached stick, booted or not (polled; sysfs reads are cheap)."""
 
     kind = "ncs"
+    id_prefix = DEVICE_PREFIX
+    machine_local = True  # a USB bus path names a port of this machine
 
     def __init__(self, config: NcsConfig | None = None) -> None:
         self.config = config or NcsConfig()
         self._models: dict[str, str] = {}  # bus path -> model seen while unbooted
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any], config_dir: Path | None) -> Self:
+        """From the ``[ncs]`` table."""
+        return cls(NcsConfig.from_raw(raw.get("ncs", {})))
 
     def sticks(self) -> list[UsbStick]:
         found = discover_sticks(self.config.sysfs_root, self.config.pyusb)
@@ -221,7 +235,7 @@ class NcsBackend(DeviceBackend):
             properties=properties,
         )
 
-    def capabilities(self, device: Device) -> Capabilities:
+    def capabilities(self, device: Device, runtime: str | None = None) -> Capabilities:
         return Capabilities(extras={"runtime_python": self.config.python})
 
     def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:

@@ -22,7 +22,6 @@ Runtime cannot load: ``ERROR: Benchmarking failed.`` and exit 1.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -32,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from backends.runtimes.ort_profile import read_ort_profile
 from backends.virtual.tools._common import (
     Heater,
     ToolError,
@@ -479,28 +479,17 @@ def _block(rows: list[NodeRow], runs: int, timings: Stat) -> str:
 def op_profile_tables(trace_path: str, skip_runs: int, init_us: float) -> tuple[str, list[NodeRow]]:
     """The real tool's profiling output from an ORT trace (the first ``skip_runs`` model runs
     are the warm-up and are left out, as the real tool resets its profiler after warm-up)."""
-    with open(trace_path, encoding="utf-8") as handle:
-        events = json.load(handle)
-    runs = sorted(
-        (e["ts"], e["ts"] + e["dur"])
-        for e in events
-        if e.get("cat") == "Session" and e.get("name") == "model_run"
-    )[skip_runs:]
+    profile = read_ort_profile(trace_path, skip_runs)
+    runs = profile.runs
     per_node: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
     op_types: dict[str, str] = {}
     order: dict[str, float] = {}
-    for event in events:
-        name = event.get("name", "")
-        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
-            continue
-        ts = float(event["ts"])
-        for index, (start, end) in enumerate(runs):
-            if start <= ts <= end:
-                node = name[: -len("_kernel_time")]
-                per_node[node].append((index, ts - start, float(event["dur"])))
-                op_types[node] = event.get("args", {}).get("op_name", "") or "Unknown"
-                order.setdefault(node, ts - start)
-                break
+    for kernel in profile.in_runs():
+        assert kernel.run is not None
+        offset = profile.offset_us(kernel)
+        per_node[kernel.node].append((kernel.run, offset, kernel.dur_us))
+        op_types[kernel.node] = kernel.op_type or "Unknown"
+        order.setdefault(kernel.node, offset)
     rows: list[NodeRow] = []
     run_count = max(len(runs), 1)
     for position, node in enumerate(sorted(per_node, key=lambda n: order[n])):

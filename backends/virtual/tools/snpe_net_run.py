@@ -24,7 +24,6 @@ as the real DSP runtime needs a quantized DLC. ``--use_aip`` is refused. With
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -34,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from backends.runtimes.ort_profile import read_ort_profile
 from backends.runtimes.snpe import PERF_PROFILES, PROFILING_LEVELS
 from backends.virtual.tools.snpe_standin import (
     STANDIN_VERSION,
@@ -121,31 +121,16 @@ def _load_inputs(
 
 def _layer_times(trace_path: str, count: int) -> list[dict[str, Any]]:
     """Per node, its time in each inference (us), from an ONNX Runtime profiler trace."""
-    with open(trace_path, encoding="utf-8") as handle:
-        events = json.load(handle)
-    windows = sorted(
-        (event["ts"], event["ts"] + event["dur"])
-        for event in events
-        if event.get("cat") == "Session" and event.get("name") == "model_run"
-    )
     layers: dict[str, dict[str, Any]] = {}
-    for event in sorted(events, key=lambda e: e.get("ts", 0)):
-        name = event.get("name", "")
-        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
+    for kernel in sorted(read_ort_profile(trace_path).in_runs(), key=lambda k: k.ts_us):
+        assert kernel.run is not None
+        if kernel.run >= count:
             continue
-        index = next((i for i, (a, b) in enumerate(windows) if a <= event["ts"] <= b), None)
-        if index is None or index >= count:
-            continue
-        node = name[: -len("_kernel_time")]
         layer = layers.setdefault(
-            node,
-            {
-                "name": node,
-                "op_type": event.get("args", {}).get("op_name", ""),
-                "times": [0.0] * count,
-            },
+            kernel.node,
+            {"name": kernel.node, "op_type": kernel.op_type, "times": [0.0] * count},
         )
-        layer["times"][index] += float(event["dur"])
+        layer["times"][kernel.run] += kernel.dur_us
     return list(layers.values())
 
 

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from backends.core.records import Device, DeviceState
+from backends.core.records import STATE_HINT, Device, DeviceState
 from console.tui.state import Changes, LabState
 from console.tui.views.table import cursor_key, remove_rows, upsert_row
 
@@ -50,14 +50,15 @@ def device_detail(device: Device | None) -> Table | Text:
     table.add_column()
     table.add_row("id", Text(device.id))
     table.add_row("state", device.state.value)
-    if device.state is DeviceState.UNAUTHORIZED and device.kind == "adb":
-        table.add_row("", "accept the USB debugging prompt on the device")
+    if device.properties.get(STATE_HINT):
+        table.add_row("", Text(str(device.properties[STATE_HINT])))
     drift = device.properties.get("drift")
     if isinstance(drift, dict) and drift.get("drifting"):
         table.add_row(Text("drift", style="bold red"), Text(str(drift.get("reason", ""))))
     table.add_row("runtimes", Text(", ".join(device.runtimes) or "-"))
     for key, value in sorted(device.properties.items()):
-        table.add_row(Text(key), Text(str(value)))
+        if key != STATE_HINT:  # shown under the state
+            table.add_row(Text(key), Text(str(value)))
     return table
 
 

@@ -154,6 +154,23 @@ def test_run_writes_results_and_latency_table(tmp_path: Path, mlp: Path) -> None
     assert meta["tools"] == {"onnxruntime-python": ort.__version__}
 
 
+def test_per_layer_on_a_device_without_it_is_a_usage_error_with_the_fix(
+    tmp_path: Path, mlp: Path
+) -> None:
+    """OpenVINO's CPU plugin has no per-layer pass here: the run refuses rather than measure
+    a job whose per-layer table would stay empty."""
+    pytest.importorskip("openvino")
+    out = tmp_path / "out"
+
+    run = run_devlab(
+        "--run", mlp, "--out", out, *FAST, "--device", "openvino:CPU", "--per-layer", home=tmp_path
+    )
+
+    assert run.returncode == 2, run.describe()
+    assert "openvino:CPU cannot profile per layer" in run.stderr, run.describe()
+    assert "without per-layer profiling (no --per-layer" in run.stderr, run.describe()
+
+
 def test_per_layer_adds_forward_and_layers_rows(tmp_path: Path, mlp: Path) -> None:
     out = tmp_path / "out"
 

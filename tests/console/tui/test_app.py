@@ -30,8 +30,10 @@ from textual.notifications import Notify
 from textual.pilot import Pilot
 from textual.widgets import (
     Button,
+    Checkbox,
     DataTable,
     Input,
+    Label,
     ProgressBar,
     Select,
     SelectionList,
@@ -531,8 +533,8 @@ async def test_space_pauses_and_resumes_dispatch(make_lab: LabFactory, mlp: Path
     async with app.run_test(size=SIZE, message_hook=messages) as pilot:
         assert "PAUSED" not in status_text(app)
         await pilot.press("space")
+        await wait_for(pilot, lambda: "PAUSED" in status_text(app), "the status to say PAUSED")
         assert lab.paused
-        assert "PAUSED" in status_text(app)
         assert app.query_one("#status-line").has_class("-paused")
 
         report = await queue_via_dialog(pilot, mlp, messages, options={"runs": "20"})
@@ -545,8 +547,8 @@ async def test_space_pauses_and_resumes_dispatch(make_lab: LabFactory, mlp: Path
         assert cell(app, "#queue-table", job.id, "state") == "queued"
 
         await pilot.press("space")
+        await wait_for(pilot, lambda: "PAUSED" not in status_text(app), "PAUSED to go")
         assert not lab.paused
-        assert "PAUSED" not in status_text(app)
         await wait_state(pilot, messages, job.id, JobState.DONE)
         assert lab.store.job(job.id).state is JobState.DONE
         await wait_for(pilot, lambda: "1 done" in status_text(app), "status counts done")
@@ -563,7 +565,7 @@ async def test_priority_cancel_and_retry_act_on_the_selected_job(make_lab: LabFa
     app = DevLabApp(lab, poll_devices_s=None, start_dispatch=True)
     async with app.run_test(size=SIZE, message_hook=messages) as pilot:
         await pilot.press("space")
-        assert lab.paused
+        await wait_for(pilot, lambda: lab.paused, "dispatch paused")
         report = await queue_via_dialog(pilot, mlp.parent, messages, options={"runs": "10"})
         first, second = report.queued
         for job in (first, second):
@@ -577,12 +579,16 @@ async def test_priority_cancel_and_retry_act_on_the_selected_job(make_lab: LabFa
         assert app.check_action("priority", ()) and app.check_action("cancel_job", ())
 
         await pilot.press("minus")
+        await wait_for(
+            pilot, lambda: cell(app, "#queue-table", second.id, "prio") == "1", "prio 1 shown"
+        )
         assert lab.store.job(second.id).priority == 1
         assert lab.store.job(first.id).priority == 0
-        assert cell(app, "#queue-table", second.id, "prio") == "1"
-        await pilot.press("plus", "plus")
+        await pilot.press("plus", "plus")  # the second press builds on the first
+        await wait_for(
+            pilot, lambda: cell(app, "#queue-table", second.id, "prio") == "-1", "prio -1 shown"
+        )
         assert lab.store.job(second.id).priority == -1
-        assert cell(app, "#queue-table", second.id, "prio") == "-1"
         assert queue.selected_job.id == second.id
 
         await pilot.press("c")
@@ -652,7 +658,8 @@ async def test_actions_and_commands_follow_view_selection_and_pause(
         assert "Retry job" not in command_titles(app)
 
         await pilot.press("space")
-        assert lab.paused
+        await wait_for(pilot, lambda: lab.paused, "dispatch paused")
+        await pilot.pause()
         titles = command_titles(app)
         assert "Resume dispatch" in titles and "Pause dispatch" not in titles
 
@@ -668,6 +675,7 @@ async def test_actions_and_commands_follow_view_selection_and_pause(
         assert not app.check_action("retry_job", ())
 
         await pilot.press("space")
+        await wait_for(pilot, lambda: not lab.paused, "dispatch resumed")
         titles = command_titles(app)
         assert "Pause dispatch" in titles and "Resume dispatch" not in titles
         await wait_state(pilot, messages, queued.id, JobState.DONE)
@@ -1059,3 +1067,141 @@ def test_a_drifting_device_is_marked_in_the_devices_view() -> None:
     assert device_cells(steady)[3].plain == "online"
     detail = device_detail(device)
     assert any("canary +50.0%" in str(cell) for column in detail.columns for cell in column.cells)
+
+
+# -- Lab calls from keys run off the UI thread ---------------------------------------------------
+
+
+def record_threads(lab: Lab, monkeypatch: pytest.MonkeyPatch, *names: str) -> list[tuple]:
+    """Wrap Lab methods so each call records (method, arguments, the thread it ran on)."""
+    calls: list[tuple] = []
+    for name in names:
+        method = getattr(lab, name)
+
+        def wrapper(*args: Any, _name: str = name, _method: Any = method, **kwargs: Any) -> Any:
+            calls.append((_name, args, threading.current_thread()))
+            return _method(*args, **kwargs)
+
+        monkeypatch.setattr(lab, name, wrapper)
+    return calls
+
+
+@pytest.mark.asyncio
+async def test_lab_calls_from_keys_never_run_on_the_ui_thread(
+    make_lab: LabFactory, mlp: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """On a cluster each of these is a network round trip: the app must not freeze on them."""
+    lab = make_lab()
+    calls = record_threads(
+        lab, monkeypatch, "rows", "pause", "resume", "set_priority", "cancel", "retry"
+    )
+    messages = Messages()
+    app = DevLabApp(lab, poll_devices_s=None)
+    async with app.run_test(size=SIZE, message_hook=messages) as pilot:
+        await pilot.press("space")
+        await wait_for(pilot, lambda: lab.paused, "dispatch paused")
+        job = submit(lab, mlp)
+        await wait_for(pilot, lambda: has_row(app, "#queue-table", job.id), "the job's row")
+        await pilot.press("2", "minus")
+        await wait_for(pilot, lambda: lab.store.job(job.id).priority == 1, "priority 1")
+        await pilot.press("c")
+        await wait_state(pilot, messages, job.id, JobState.CANCELLED)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: messages.states(job.id)[-1:] == [JobState.QUEUED], "retry")
+        await pilot.press("space")
+        await wait_state(pilot, messages, job.id, JobState.DONE)
+    assert [name for name, _, _ in calls] == [
+        "rows",
+        "pause",
+        "set_priority",
+        "cancel",
+        "retry",
+        "resume",
+    ]
+    ui_thread = threading.main_thread()  # run_test drives the app on the test's own loop
+    assert all(thread is not ui_thread for _, _, thread in calls), calls
+
+
+@pytest.mark.asyncio
+async def test_a_lab_call_that_fails_is_a_notification_not_a_crash(
+    make_lab: LabFactory, mlp: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from backends.core.lab import LabError
+
+    lab = make_lab()
+    asked: list[int] = []
+
+    def refuse(job_id: str, priority: int) -> Job:
+        asked.append(priority)
+        raise LabError(f"the dispatcher lost job {job_id}")
+
+    monkeypatch.setattr(lab, "set_priority", refuse)
+    messages = Messages()
+    app = DevLabApp(lab, poll_devices_s=None, start_dispatch=False)
+    async with app.run_test(size=SIZE, message_hook=messages) as pilot:
+        job = submit(lab, mlp)
+        await wait_for(pilot, lambda: has_row(app, "#queue-table", job.id), "the job's row")
+        await pilot.press("2", "minus")
+        await wait_for(pilot, lambda: messages.of(OperationFailed), "OperationFailed")
+        [failed] = messages.of(OperationFailed)
+        assert failed.what == "priority" and "lost job" in failed.error
+        await wait_for(pilot, lambda: messages.notifications("error"), "an error notification")
+        [note] = messages.notifications("error")
+        assert note.message.startswith("the job's priority did not change: LabError:")
+        await pilot.press("minus")  # the failed wish is forgotten: this asks for 1 again
+        await wait_for(pilot, lambda: len(messages.of(OperationFailed)) == 2, "second failure")
+        assert asked == [1, 1]
+        assert cell(app, "#queue-table", job.id, "prio") == "0"
+        assert app.is_running
+
+
+@pytest.mark.asyncio
+async def test_a_priority_set_by_another_console_shows_in_the_queue(
+    make_lab: LabFactory, mlp: Path
+):
+    """``Lab.set_priority`` publishes ``JobPriorityChanged``: every console's row follows."""
+    lab = make_lab()
+    messages = Messages()
+    app = DevLabApp(lab, poll_devices_s=None, start_dispatch=False)
+    async with app.run_test(size=SIZE, message_hook=messages) as pilot:
+        job = submit(lab, mlp)
+        await wait_for(pilot, lambda: has_row(app, "#queue-table", job.id), "the job's row")
+        lab.set_priority(job.id, 7)  # as another console on the same lab would
+        await wait_for(pilot, lambda: cell(app, "#queue-table", job.id, "prio") == "7", "prio 7")
+        assert app.state.jobs[job.id].priority == 7
+        assert messages.states(job.id) == [JobState.QUEUED]  # a new priority, not a new state
+
+
+# -- the Add dialog offers what the devices can do -------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_add_dialog_greys_out_what_a_selected_device_cannot_do(make_lab: LabFactory):
+    """host:cpu profiles per layer and honours threads; the plug device does neither."""
+    lab = make_lab(HostBackend(), PluggableBackend("plug:7"))
+    app = DevLabApp(lab, poll_devices_s=None, start_dispatch=False)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_add_dialog(pilot)
+        per_layer = screen.query_one("#add-per_layer", Checkbox)
+        threads = screen.query_one("#add-threads", Input)
+        devices = screen.query_one("#add-devices", SelectionList)
+        assert list(devices.selected) == [HOST_DEVICE_ID]
+        assert not per_layer.disabled and not threads.disabled
+        per_layer.value = True
+        threads.value = "4"
+
+        devices.select("plug:7")
+        await pilot.pause()
+        assert per_layer.disabled and threads.disabled
+        assert per_layer.value is False
+        assert "not on plug:7" in str(per_layer.label)
+        assert str(screen.query_one("#add-threads-label", Label).content) == "threads (n/a)"
+        request = screen.request()
+        assert request.values["per_layer"] is False and request.values["threads"] is None
+
+        devices.deselect("plug:7")
+        await pilot.pause()
+        assert not per_layer.disabled and not threads.disabled
+        assert per_layer.value is True  # the operator's tick is back
+        request = screen.request()
+        assert request.values["per_layer"] is True and request.values["threads"] == 4

@@ -87,7 +87,7 @@ class FixedBackend(DeviceBackend):
     def discover(self) -> list[Device]:
         return [dataclasses.replace(device) for device in DEVICES]
 
-    def capabilities(self, device: Device) -> Capabilities:
+    def capabilities(self, device: Device, runtime: str | None = None) -> Capabilities:
         return Capabilities(power_capture=device.kind == "adb", threads=device.kind == "bench")
 
     def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
@@ -277,7 +277,13 @@ SnapCompare = Callable[..., bool]
 def snap(
     snap_compare: SnapCompare, app: DevLabApp, run_before: Callable[[Pilot], Awaitable[None]]
 ) -> bool:
-    return snap_compare(app, terminal_size=TERMINAL_SIZE, run_before=run_before)
+    async def loaded_then(pilot: Pilot) -> None:
+        """The app reads the lab in a thread worker: the screen starts once that has landed."""
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        await run_before(pilot)
+
+    return snap_compare(app, terminal_size=TERMINAL_SIZE, run_before=loaded_then)
 
 
 # -- the views -------------------------------------------------------------------------------

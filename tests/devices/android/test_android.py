@@ -38,7 +38,9 @@ from backends.core.events import (
 from backends.core.lab import Lab
 from backends.core.records import Device, DeviceState, Job, JobSettings, JobState, Model, Result
 from backends.core.store import Store
-from backends.devices.android.backend import WORKDIR, AndroidBackend, AndroidConfig, PhoneSession
+from backends.devices.android.adb import WORKDIR
+from backends.devices.android.backend import AndroidBackend, AndroidConfig
+from backends.devices.android.sessions import PhoneSession
 from backends.devices.base import BenchError
 from backends.devices.host import HOST_DEVICE_ID, HostBackend
 from backends.models.intake import load_model

@@ -19,17 +19,15 @@ import numpy as np
 import pytest
 
 from backends.core.records import Job, JobSettings, Model
+from backends.devices.android.adb import WORKDIR
 from backends.devices.android.backend import AndroidBackend, AndroidConfig
-from backends.devices.android.snpe import (
+from backends.devices.android.dlc_cache import calibration_list, convert_to_dlc, quantize_dlc
+from backends.devices.android.snpe import SnpeSession
+from backends.devices.android.snpe_config import (
     SNPE_RUNTIMES,
-    WORKDIR,
     SnpeConfig,
     SnpeConfigError,
-    SnpeSession,
-    calibration_list,
-    convert_to_dlc,
     load_snpe_config,
-    quantize_dlc,
     snpe_runtimes,
 )
 from backends.devices.base import BenchError
@@ -362,7 +360,7 @@ def test_convert_and_quantize_argv(
         Path(argv[argv.index(flag) + 1]).write_bytes(b"stand-in output")
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    monkeypatch.setattr("backends.devices.android.snpe.subprocess.run", fake_run)
+    monkeypatch.setattr("backends.devices.android.dlc_cache.subprocess.run", fake_run)
     clip = write_clip_ranges(tmp_path / "clip.json")
     dlc = convert_to_dlc(config, mlp, clip)
     [argv] = seen

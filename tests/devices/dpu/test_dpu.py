@@ -23,7 +23,9 @@ from backends.core.events import Event, JobFailed, JobFinished
 from backends.core.lab import Lab
 from backends.core.records import DeviceState, JobSettings, JobState
 from backends.core.store import Store
-from backends.devices.dpu.backend import DpuBackend, DpuConfig, Endpoint, client_key
+from backends.devices.dpu.backend import DpuBackend
+from backends.devices.dpu.config import DpuConfig, Endpoint
+from backends.devices.dpu.session import client_key
 from backends.models.intake import load_model
 from support.agent_fixtures import TOKEN, AgentProcess, restart_agent, start_agent, write_config
 from support.helpers import (

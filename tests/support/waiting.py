@@ -1,0 +1,31 @@
+"""The one way tests wait for something another thread or process does: poll, then fail loudly."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_S = 15.0
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = DEFAULT_TIMEOUT_S,
+    what: str = "",
+    interval: float = 0.02,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy and return that value; after
+    ``timeout`` seconds fail with an AssertionError that names ``what`` and the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {what or predicate} (last: {value!r})"
+            )
+        time.sleep(interval)
