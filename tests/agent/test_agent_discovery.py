@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 
 import pytest
 
@@ -20,16 +19,16 @@ from backends.agent.discovery import (
     browse_agents,
     properties_for,
 )
+from support.waiting import wait_until
 
 
 def wait_for_board(browser: AgentBrowser, board: str, timeout: float = 8.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [a for a in browser.endpoints() if a.board == board]
-        if found:
-            return found
-        time.sleep(0.05)
-    return []
+    return wait_until(
+        lambda: [a for a in browser.endpoints() if a.board == board],
+        timeout,
+        what=f"an agent announcing board {board!r}",
+        interval=0.05,
+    )
 
 
 def test_advertise_and_browse_on_loopback() -> None:
@@ -56,10 +55,12 @@ def test_advertise_and_browse_on_loopback() -> None:
             assert agent.properties == properties_for(board, "dpu", ["xdputil", "onnxruntime"])
         finally:
             advertisement.close()
-        deadline = time.monotonic() + 5
-        while [a for a in browser.endpoints() if a.board == board] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not [a for a in browser.endpoints() if a.board == board], "not withdrawn"
+        assert wait_until(
+            lambda: not [a for a in browser.endpoints() if a.board == board],
+            5,
+            what="the announcement withdrawn",
+            interval=0.05,
+        ), "not withdrawn"
     finally:
         browser.stop()
 

@@ -23,7 +23,7 @@ from backends.cluster.client import ClusterLab
 from backends.cluster.wire import job_of_key
 from backends.core.events import JobStarted
 from backends.core.store import STORE_FILE
-from support.cluster_fixtures import Recorder, wait_for
+from support.cluster_fixtures import Recorder
 from support.helpers import (
     MODELS_DIR,
     REPO_ROOT,
@@ -32,6 +32,7 @@ from support.helpers import (
     read_results_csv,
     store_jobs,
 )
+from support.waiting import wait_until
 
 START_S = 60.0
 
@@ -155,13 +156,13 @@ def test_a_cluster_of_processes_survives_a_killed_worker(
         with Client(address, set_as_default=False) as client:
             workers_info = client.scheduler_info()["workers"]
             a = next(addr for addr, info in workers_info.items() if info["name"] == "a")
-            keys = wait_for(
+            keys = wait_until(
                 lambda: client.run(executing_keys, workers=[a])[a],
                 timeout=START_S,
                 what="worker a to run a job",
             )
         killed_job = job_of_key(keys[0])
-        wait_for(
+        wait_until(
             lambda: killed_job in {e.job.id for e in recorder.of(JobStarted)},
             what="the job to start measuring on a",
         )

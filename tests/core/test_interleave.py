@@ -7,106 +7,24 @@ tests use the real host CPU with ONNX Runtime.
 from __future__ import annotations
 
 import statistics
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from backends.core.events import DeviceChanged, Event, JobProgress
 from backends.core.lab import Lab
 from backends.core.records import Device, Job, JobSettings, JobState, Model
 from backends.core.store import Store
-from backends.devices.base import BenchSession, DeviceBackend, IterationCallback, SessionInfo, Timed
+from backends.devices.base import BenchSession, DeviceBackend, IterationCallback, Timed
 from backends.devices.host import HOST_DEVICE_ID, HostBackend
 from backends.models.intake import load_model
+from support.fakes import PhasedDevice, PhasedSession
 from support.helpers import MODELS_DIR, make_mlp
 from support.records import fake_model
 
 WAIT_S = 30.0
-CANARY_US = 300.0
-
-
-class PhasedDevice(DeviceBackend):
-    """A device whose pace changes after every round of a job (``slowdowns`` cycle), the same
-    for the canary measured just before that round and for the round itself."""
-
-    kind = "phased"
-
-    def __init__(self, slowdowns: list[float], noise: float = 0.0) -> None:
-        self.slowdowns = slowdowns
-        self.noise = noise
-        self.rng = np.random.default_rng(0)
-        self.lock = threading.Lock()
-        self.round_log: list[str] = []  # model name of every timed round, in run order
-        self.canary_runs = 0
-        self.running = 0
-        self.max_running = 0
-        self.max_open = 0
-        self.open = 0
-        self._phase = 0
-        self.outputs_scale = 1.0  # parity: 1.0 is faithful, anything else is perturbed
-        self.after_round: Callable[[str], None] | None = None  # called with the model name
-
-    def slowdown(self) -> float:
-        return self.slowdowns[self._phase % len(self.slowdowns)]
-
-    def discover(self) -> list[Device]:
-        return [Device("phased:a", self.kind, "Phased", runtimes=["rt"])]
-
-    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
-        with self.lock:
-            self.open += 1
-            self.max_open = max(self.max_open, self.open)
-        return PhasedSession(self, model)
-
-
-class PhasedSession(BenchSession):
-    def __init__(self, device: PhasedDevice, model: Model) -> None:
-        self.device = device
-        self.model = model
-        self.info = SessionInfo(1.0, 2.0, "phased", "1")
-        self.base = CANARY_US if model.name == "canary" else 1000.0 * (1 + len(model.name) % 3)
-
-    def warmup(self, iterations: int) -> None:
-        pass
-
-    def run(
-        self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
-    ) -> Timed:
-        device = self.device
-        with device.lock:
-            device.running += 1
-            device.max_running = max(device.max_running, device.running)
-            factor = device.slowdown()
-        try:
-            count = iterations or 1
-            noise = 1 + device.noise * device.rng.standard_normal()
-            latencies = [self.base * factor * noise * (1 + 0.001 * (i % 3)) for i in range(count)]
-            on_iteration(count, latencies)
-            return Timed(latencies)
-        finally:
-            with device.lock:
-                device.running -= 1
-                if self.model.name == "canary":
-                    device.canary_runs += 1
-                else:
-                    device.round_log.append(self.model.name)
-                    device._phase += 1  # the machine changes pace after each round
-            if self.model.name != "canary" and device.after_round is not None:
-                device.after_round(self.model.name)
-
-    def outputs(self, feeds: dict) -> list:
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(self.model.path, providers=["CPUExecutionProvider"])
-        return [out * self.device.outputs_scale for out in session.run(None, feeds)]
-
-    def close(self) -> None:
-        with self.device.lock:
-            self.device.open -= 1
 
 
 class Recorder:

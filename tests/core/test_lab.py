@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,154 +33,19 @@ from backends.core.records import (
     Capabilities,
     Device,
     DeviceState,
-    Job,
     JobSettings,
     JobState,
-    Model,
-    Stats,
 )
 from backends.core.store import Store
 from backends.devices.base import (
-    BenchError,
-    BenchSession,
     DeviceBackend,
-    IterationCallback,
-    SessionInfo,
-    Timed,
 )
 from backends.results.tables import results_records
+from support.fakes import FAIL_TEXT, BrokenBackend, ScriptedBackend
 from support.records import fake_model
 
 WAIT_S = 15.0
-FAIL_TEXT = "fake:a ran out of memory; try a smaller input shape"
 FAST = JobSettings(warmup=1, runs=4, rounds=2)
-
-
-class ScriptedBackend(DeviceBackend):
-    kind = "scripted"
-    supports_canary = False  # the canary has its own tests (test_interleave.py)
-
-    def __init__(self, device_ids: tuple[str, ...] = ("fake:a",), runtimes=("rt", "rt2")) -> None:
-        self.device_ids = device_ids
-        self.runtimes = list(runtimes)
-        self.lock = threading.Lock()
-        self.opened: list[tuple[str, str]] = []  # (device id, model name), in open order
-        self.open_now: dict[str, int] = defaultdict(int)
-        self.max_open: dict[str, int] = defaultdict(int)
-        self.max_open_total = 0
-        self.closed = 0
-        self.endless_running = threading.Event()
-        self.release_endless = threading.Event()
-        self.meeting = threading.Barrier(2, timeout=WAIT_S)
-        self.summaries: list[float] = []
-        self.running_now: dict[str, int] = defaultdict(int)
-        self.max_running: dict[str, int] = defaultdict(int)
-        self.max_running_total = 0
-
-    def discover(self) -> list[Device]:
-        return [
-            Device(id=i, kind=self.kind, name=f"Scripted {i}", runtimes=list(self.runtimes))
-            for i in self.device_ids
-        ]
-
-    def capabilities(self, device: Device, runtime: str | None = None) -> Capabilities:
-        return Capabilities(per_layer=runtime == "rt", threads=True)  # "rt2" has no profiler
-
-    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
-        with self.lock:
-            self.opened.append((device.id, model.name))
-            self.open_now[device.id] += 1
-            self.max_open[device.id] = max(self.max_open[device.id], self.open_now[device.id])
-            self.max_open_total = max(self.max_open_total, sum(self.open_now.values()))
-        return ScriptedSession(self, device.id, model)
-
-    def session_closed(self, device_id: str) -> None:
-        with self.lock:
-            self.open_now[device_id] -= 1
-            self.closed += 1
-
-
-class ScriptedSession(BenchSession):
-    def __init__(self, backend: ScriptedBackend, device_id: str, model: Model) -> None:
-        self.backend = backend
-        self.device_id = device_id
-        self.model = model
-        self.info = SessionInfo(
-            load_us=10.0, first_inference_us=20.0, tool="scripted", tool_version="1"
-        )
-
-    def warmup(self, iterations: int) -> None:
-        pass
-
-    def run(
-        self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
-    ) -> Timed:
-        backend, device_id = self.backend, self.device_id
-        with backend.lock:
-            backend.running_now[device_id] += 1
-            backend.max_running[device_id] = max(
-                backend.max_running[device_id], backend.running_now[device_id]
-            )
-            backend.max_running_total = max(
-                backend.max_running_total, sum(backend.running_now.values())
-            )
-        try:
-            return self._run(iterations, on_iteration)
-        finally:
-            with backend.lock:
-                backend.running_now[device_id] -= 1
-
-    def _run(self, iterations: int | None, on_iteration: IterationCallback) -> Timed:
-        name = self.model.name
-        if name.startswith("fail"):
-            raise BenchError(FAIL_TEXT)
-        if name.startswith("crash"):
-            raise RuntimeError("boom in the driver")
-        if name.startswith("meet"):
-            self.backend.meeting.wait()  # BrokenBarrierError (job fails) unless both run at once
-        if name.startswith("summary"):  # a tool that prints statistics, not iterations
-            count = iterations or 1
-            on_iteration(count, [])
-            base = 1000.0 * (len(self.backend.summaries) + 1)
-            self.backend.summaries.append(base)
-            return Timed(
-                [],
-                summary=Stats(
-                    count, base - 10, base, base, base + 20, base + 40, base + 50, 5.0, 5.0 / base
-                ),
-            )
-        latencies: list[float] = []
-        if name.startswith("endless"):
-            self.backend.endless_running.set()
-            deadline = time.monotonic() + WAIT_S  # a safety net, never reached when stops work
-            while True:
-                time.sleep(0.002)
-                latencies.append(500.0)
-                on_iteration(len(latencies), latencies)
-                if self.backend.release_endless.is_set() or time.monotonic() > deadline:
-                    return Timed(latencies)
-        for index in range(iterations or 1):
-            latencies.append(100.0 + index)
-            on_iteration(len(latencies), latencies)
-        return Timed(latencies)
-
-    def profile_layers(self, iterations: int, log_dir: str) -> None:
-        if self.model.name.startswith("badprofile"):
-            raise BenchError("the profiler crashed")
-        return None
-
-    def close(self) -> None:
-        self.backend.session_closed(self.device_id)
-
-
-class BrokenBackend(DeviceBackend):
-    kind = "broken"
-
-    def discover(self) -> list[Device]:
-        raise OSError("adb server is not running")
-
-    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
-        raise AssertionError("never reached: this backend has no devices")
 
 
 class Recorder:

@@ -35,21 +35,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from backends.cluster.client import ClusterLab  # noqa: E402
 from backends.core.events import JobFailed, JobFinished  # noqa: E402
-from backends.core.records import Device, Job, JobSettings, Model  # noqa: E402
-from backends.devices.base import (  # noqa: E402
-    BenchSession,
-    DeviceBackend,
-    IterationCallback,
-    SessionInfo,
-    Timed,
-)
+from backends.core.records import JobSettings, Model  # noqa: E402
+from support.fakes import StampedSleepBackend  # noqa: E402
 
 SMOKE = {"jobs": 8, "workers": 2, "job_ms": 40.0, "iteration_ms": 5.0}
 TOOL = (
@@ -59,54 +53,15 @@ TOOL = (
 )
 
 
-class SleepSession(BenchSession):
-    def __init__(self, iteration_s: float) -> None:
-        self.iteration_s = iteration_s
-        self.info = SessionInfo(load_us=0.0, first_inference_us=0.0, tool="sleep", tool_version="1")
-
-    def warmup(self, iterations: int) -> None:
-        time.sleep(iterations * self.iteration_s)
-
-    def run(
-        self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
-    ) -> Timed:
-        latencies: list[float] = []
-        for done in range(1, (iterations or 1) + 1):
-            time.sleep(self.iteration_s)
-            latencies.append(self.iteration_s * 1e6)
-            on_iteration(done, latencies)
-        return Timed(latencies)
-
-
-class SleepBackend(DeviceBackend):
-    """One stand-in device, ``bench:<host>``; conditions carry wall-clock timestamps."""
-
-    kind = "bench"
-    supports_canary = False
-
-    def __init__(self, host: str, iteration_s: float) -> None:
-        self.host = host
-        self.iteration_s = iteration_s
-
-    def discover(self) -> list[Device]:
-        return [Device(id=f"bench:{self.host}", kind=self.kind, name="bench", runtimes=["rt"])]
-
-    def conditions(self, device: Device) -> dict[str, Any]:
-        return {"t": time.time()}
-
-    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
-        return SleepSession(self.iteration_s)
-
-
 def serve_worker(address: str, name: str, work_dir: Path, iteration_s: float) -> None:
-    """The ``--worker`` mode: a devlab worker whose only device is a SleepBackend's."""
+    """The ``--worker`` mode: a devlab worker whose only device is a StampedSleepBackend's."""
     import logging
 
     from backends.cluster.lab_host import DeviceHost
     from backends.cluster.services import lab_worker
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    host = DeviceHost(name, [SleepBackend(name, iteration_s)], work_dir)
+    host = DeviceHost(name, [StampedSleepBackend(name, iteration_s)], work_dir)
 
     async def run() -> None:
         stop = asyncio.Event()

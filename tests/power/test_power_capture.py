@@ -35,7 +35,7 @@ from backends.power.monsoon.driver import Monsoon
 from backends.power.monsoon.stream import SampleBatch, SampleCounts
 from backends.virtual.monsoon import VirtualMonsoon
 from backends.virtual.registry import phone_load
-from support.adb_fixtures import wait_until
+from support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BASELINE_W, ACTIVE_W = 0.6, 2.4
@@ -89,7 +89,12 @@ def test_power_channel_counts_the_samples_its_monitor_lost(streaming) -> None:
     assert channel.dropped == 0
     drop_and_wait(sim, channel, 3)
     assert channel.dropped == sim.counters()["injected_dropped_samples"] == 45
-    assert any(isinstance(event, PowerSamples) and event.dropped for event in events)
+    # the batch that carries the gap reaches subscribers a moment after the driver counts it
+    wait_until(
+        lambda: any(isinstance(event, PowerSamples) and event.dropped for event in list(events)),
+        WAIT_S,
+        what="a PowerSamples batch that reports the dropped samples",
+    )
 
 
 def test_capture_energy_measures_both_windows_and_the_drops_inside_them(

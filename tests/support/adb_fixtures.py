@@ -25,15 +25,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import adbutils
 import pytest
 
 from backends.virtual import PhoneProfile, VirtualPhone
+from support.waiting import wait_until
 
 SERVER_START_TIMEOUT = 20.0
 STATE_TIMEOUT = 10.0
@@ -44,18 +43,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_until(
-    predicate: Callable[[], Any], timeout: float = STATE_TIMEOUT, interval: float = 0.05
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 def device_state(client: adbutils.AdbClient, serial: str) -> str | None:
@@ -121,7 +108,11 @@ def private_adb_server(
     )
     client = adbutils.AdbClient(host="127.0.0.1", port=port, socket_timeout=10)
     try:
-        wait_until(lambda: process.poll() is not None or port_accepts(port), SERVER_START_TIMEOUT)
+        wait_until(
+            lambda: process.poll() is not None or port_accepts(port),
+            SERVER_START_TIMEOUT,
+            what="the adb server to listen",
+        )
         if process.poll() is not None:
             output = (home / "server.log").read_text(errors="replace")
             pytest.fail(f"adb server exited with {process.returncode}:\n{output}")
@@ -157,11 +148,11 @@ def connect_phone(client: adbutils.AdbClient, phone: VirtualPhone) -> None:
     output = client.connect(phone.serial, timeout=10)
     if "connected to" not in output:
         raise AssertionError(f"adb connect {phone.serial}: {output}")
-    state = wait_until(lambda: device_state(client, phone.serial) == "device")
-    if not state:
-        raise AssertionError(
-            f"{phone.serial} is {device_state(client, phone.serial)!r}, not 'device'"
-        )
+    wait_until(
+        lambda: device_state(client, phone.serial) == "device",
+        timeout=STATE_TIMEOUT,
+        what=f"{phone.serial} to be listed as 'device'",
+    )
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import json
 import re
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from backends.agent.config import AgentConfig
 from backends.agent.openapi import openapi_spec
 from backends.agent.runners import OnnxRuntimeRunner, Runner
+from support.waiting import wait_until
 
 TOKEN = "test-token-0123456789"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -119,13 +119,12 @@ def job(url: str, job_id: str) -> dict[str, Any]:
 
 
 def wait_for(url: str, job_id: str, states: tuple[str, ...], timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = job(url, job_id)
-        if view["state"] in states:
-            return view
-        assert time.monotonic() < deadline, f"job {job_id} stuck in {view['state']}: {view}"
-        time.sleep(0.02)
+    """The job's view once it is in one of ``states``."""
+    return wait_until(
+        lambda: (view := job(url, job_id))["state"] in states and view,
+        timeout,
+        what=f"job {job_id} to reach {'/'.join(states)}",
+    )
 
 
 def events(url: str, job_id: str, timeout: float = 30.0) -> Iterator[tuple[str, Any]]:

@@ -13,9 +13,8 @@ import contextlib
 import hashlib
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,17 +25,16 @@ from backends.cluster.dispatcher import Dispatcher
 from backends.cluster.lab_host import DeviceHost
 from backends.cluster.services import TlsFiles, cluster_security, lab_scheduler, lab_worker
 from backends.core.events import Event
-from backends.core.records import Device, Job, JobSettings, Model
+from backends.core.records import JobSettings, Model
 from backends.core.store import STORE_FILE, Store
-from backends.devices.base import BenchSession, DeviceBackend, IterationCallback, SessionInfo, Timed
 from backends.power.capture import MonitorLink
+from support.fakes import ITERATION_S, SessionLog, SleepBackend
 
 T = TypeVar("T")
 WAIT_S = 30.0
 
 # One iteration sleeps ITERATION_S; no canary, no parity, no precision gate: a job's length is
 # its runs x ITERATION_S, and progress (and every stop check) comes every 0.2 s.
-ITERATION_S = 0.01
 QUICK = JobSettings(warmup=0, runs=5, rounds=1, precision_pct=0, skip_canary=True, skip_parity=True)
 
 
@@ -46,119 +44,6 @@ def settings_for(seconds: float) -> JobSettings:
     return JobSettings(
         warmup=0, runs=runs, rounds=1, precision_pct=0, skip_canary=True, skip_parity=True
     )
-
-
-@dataclass
-class Session:
-    """One session on a physical device: which host, device and job, when, and how it ended."""
-
-    host: str
-    device_id: str  # the local id on that host
-    job_id: str
-    started: float
-    ended: float | None = None
-    completed: bool = False  # every planned iteration ran
-    running: bool = False  # inside run(): timed iterations (what a power monitor would see)
-
-
-@dataclass
-class SessionLog:
-    """Every session of every SleepBackend of a test, in start order (thread-safe)."""
-
-    sessions: list[Session] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, session: Session) -> None:
-        with self.lock:
-            self.sessions.append(session)
-
-    def busy(self, host: str) -> bool:
-        """Whether a session on ``host`` is running timed iterations now."""
-        with self.lock:
-            return any(s.host == host and s.running for s in self.sessions)
-
-    def for_job(self, job_id: str) -> list[Session]:
-        with self.lock:
-            return [s for s in self.sessions if s.job_id == job_id]
-
-    def overlaps(self) -> list[tuple[Session, Session]]:
-        """Pairs of sessions that ran on the same physical device at the same time."""
-        with self.lock:
-            sessions = list(self.sessions)
-        clashes = []
-        for i, a in enumerate(sessions):
-            for b in sessions[i + 1 :]:
-                if (a.host, a.device_id) != (b.host, b.device_id):
-                    continue
-                a_end, b_end = a.ended or time.time(), b.ended or time.time()
-                if a.started < b_end and b.started < a_end:
-                    clashes.append((a, b))
-        return clashes
-
-
-class SleepSession(BenchSession):
-    def __init__(self, backend: SleepBackend, device: Device, job: Job) -> None:
-        self.backend = backend
-        self.info = SessionInfo(load_us=1.0, first_inference_us=1.0, tool="sleep", tool_version="1")
-        self.record = Session(backend.host, device.id, job.id, time.time())
-        backend.log.add(self.record)
-        backend.started.set()
-
-    def warmup(self, iterations: int) -> None:
-        time.sleep(iterations * self.backend.iteration_s)
-
-    def run(
-        self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
-    ) -> Timed:
-        latencies: list[float] = []
-        self.record.running = True
-        try:
-            for done in range(1, (iterations or 1) + 1):
-                start = time.perf_counter()
-                time.sleep(self.backend.iteration_s)
-                latencies.append((time.perf_counter() - start) * 1e6)
-                on_iteration(done, latencies)
-        finally:
-            self.record.running = False
-        self.record.completed = True
-        return Timed(latencies)
-
-    def close(self) -> None:
-        self.record.ended = time.time()
-
-
-class SleepBackend(DeviceBackend):
-    """Devices whose sessions sleep ``iteration_s`` per iteration and log themselves.
-
-    Its kind is ``host``, so a worker publishes ``host:cpu`` as ``host:cpu@<worker>``; other
-    ids (``sleep:...``) keep their names. ``device_ids`` may change under a running worker
-    (hot-plug).
-    """
-
-    kind = "host"
-    supports_canary = False
-
-    def __init__(
-        self,
-        host: str,
-        log: SessionLog,
-        device_ids: tuple[str, ...] = ("host:cpu",),
-        iteration_s: float = ITERATION_S,
-    ) -> None:
-        self.host = host
-        self.log = log
-        self.device_ids = list(device_ids)
-        self.iteration_s = iteration_s
-        self.started = threading.Event()
-
-    def discover(self) -> list[Device]:
-        return [
-            Device(id=i, kind=self.kind, name=f"Sleep {i} on {self.host}", runtimes=["rt"])
-            for i in list(self.device_ids)
-        ]
-
-    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
-        return SleepSession(self, device, job)
 
 
 def model_file(folder: Path, name: str) -> Model:
@@ -287,17 +172,6 @@ class InProcessCluster:
         self.loop.run(self._stack.aclose())
         self.loop.stop()
         self.store.close()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = WAIT_S, what: str = "") -> Any:
-    """Poll ``condition`` until it is truthy; its value, or AssertionError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or condition}")
 
 
 class Recorder:

@@ -52,8 +52,8 @@ from support.adb_fixtures import (
     device_state,
     port_accepts,
     private_adb_server,
-    wait_until,
 )
+from support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "assets" / "models" / "mnv2_cifar32.onnx"

@@ -43,15 +43,10 @@ from textual.widgets import (
 
 from backends.core.events import PowerSamples
 from backends.core.lab import Lab
-from backends.core.records import Device, Job, JobSettings, JobState, Model
+from backends.core.records import Device, Job, JobSettings, JobState
 from backends.core.store import Store
 from backends.devices.base import (
-    BenchError,
-    BenchSession,
     DeviceBackend,
-    IterationCallback,
-    SessionInfo,
-    Timed,
 )
 from backends.devices.host import HOST_DEVICE_ID, HostBackend
 from backends.models.intake import load_model
@@ -67,6 +62,7 @@ from console.tui.messages import (
 from console.tui.views.live import JobPanel
 from console.tui.views.power import MonitorPanel
 from console.tui.views.queue import QueueView
+from support.fakes import BrokenBackend, PluggableBackend
 from support.helpers import make_mlp, read_latency_csv, read_results_csv
 
 MODELS_DIR = Path(__file__).resolve().parents[3] / "assets" / "models"
@@ -78,87 +74,6 @@ FAST = JobSettings(warmup=2, runs=20, rounds=1, precision_pct=0)
 
 
 # -- test doubles for device backends -------------------------------------------------------
-
-
-class FakeSession(BenchSession):
-    """Fixed latencies, by model name: ``explode*`` drops out mid-run with a BenchError;
-    ``endless*`` runs (sleeping, not spinning) until the worker stops it."""
-
-    def __init__(self, device: Device, model: Model) -> None:
-        self.device = device
-        self.model = model
-        self.info = SessionInfo(
-            load_us=10.0, first_inference_us=20.0, tool="fake", tool_version="1"
-        )
-        self.total = 0  # iterations over every round of this session
-
-    def warmup(self, iterations: int) -> None:
-        pass
-
-    def run(
-        self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
-    ) -> Timed:
-        latencies: list[float] = []
-        if self.model.name.startswith("endless"):
-            deadline = time.monotonic() + WAIT_S  # a safety net, never reached when stops work
-            while time.monotonic() < deadline:
-                time.sleep(0.005)
-                latencies.append(300.0)
-                on_iteration(len(latencies), latencies)  # raises JobInterrupted on a stop
-            return Timed(latencies)
-        for index in range(iterations or 10):
-            latencies.append(200.0 + index)
-            self.total += 1
-            on_iteration(len(latencies), latencies)
-            if self.model.name.startswith("explode") and self.total == 5:
-                raise BenchError(f"{self.device.id} went offline mid-run; reconnect it and retry")
-        return Timed(latencies)
-
-
-class PluggableBackend(DeviceBackend):
-    """Devices come and go as the test edits ``ids``; ``calls`` counts discovery polls."""
-
-    kind = "plug"
-
-    def __init__(self, *ids: str) -> None:
-        self.ids = set(ids)
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def plug(self, device_id: str) -> None:
-        with self._lock:
-            self.ids.add(device_id)
-
-    def unplug(self, device_id: str) -> None:
-        with self._lock:
-            self.ids.discard(device_id)
-
-    def discover(self) -> list[Device]:
-        with self._lock:
-            self.calls += 1
-            ids = sorted(self.ids)
-        return [
-            Device(id=i, kind=self.kind, name=f"Plugged {i}", runtimes=["fake-rt"]) for i in ids
-        ]
-
-    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
-        return FakeSession(device, model)
-
-
-class BrokenBackend(DeviceBackend):
-    """Discovery always fails (an adb server that is not running)."""
-
-    kind = "broken"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def discover(self) -> list[Device]:
-        self.calls += 1
-        raise OSError("adb server is not running")
-
-    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
-        raise AssertionError("never reached: this backend has no devices")
 
 
 # -- fixtures and helpers -------------------------------------------------------------------

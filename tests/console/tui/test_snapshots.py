@@ -34,9 +34,9 @@ from backends.core.records import (
     Result,
 )
 from backends.core.store import Store
-from backends.devices.base import BenchError, BenchSession, Capabilities, DeviceBackend
 from backends.measure.stats import summarize
 from console.tui.app import DevLabApp
+from support.fakes import FixedBackend
 
 TERMINAL_SIZE = (140, 40)
 # A folder that does not exist anywhere, so the export dialog's path completion stays empty.
@@ -77,21 +77,6 @@ DEVICES = (
         state=DeviceState.UNAUTHORIZED,
     ),
 )
-
-
-class FixedBackend(DeviceBackend):
-    """Always the same three devices; it never runs anything (no worker is started)."""
-
-    kind = "fixed"
-
-    def discover(self) -> list[Device]:
-        return [dataclasses.replace(device) for device in DEVICES]
-
-    def capabilities(self, device: Device, runtime: str | None = None) -> Capabilities:
-        return Capabilities(power_capture=device.kind == "adb", threads=device.kind == "bench")
-
-    def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:
-        raise BenchError("FixedBackend runs nothing: snapshot tests start no worker")
 
 
 def model(name: str) -> Model:
@@ -196,7 +181,7 @@ def seed_jobs(store: Store) -> None:
 @pytest.fixture
 def idle_lab(store: Store, tmp_path: Path) -> Iterator[Lab]:
     """The fixed devices and an empty queue."""
-    lab = Lab(store, backends=[FixedBackend()], log_dir=tmp_path / "logs")
+    lab = Lab(store, backends=[FixedBackend(DEVICES)], log_dir=tmp_path / "logs")
     lab.discover()
     yield lab
     lab.shutdown()

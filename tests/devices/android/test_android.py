@@ -45,7 +45,8 @@ from backends.devices.base import BenchError
 from backends.devices.host import HOST_DEVICE_ID, HostBackend
 from backends.models.intake import load_model
 from backends.virtual import PhoneProfile, ThermalZone, VirtualPhone
-from support.adb_fixtures import connect_phone, device_state, free_port, port_accepts, wait_until
+from support.adb_fixtures import connect_phone, device_state, free_port, port_accepts
+from support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 MODELS = REPO / "assets" / "models"
@@ -128,7 +129,9 @@ class Recorder:
             return [e for e in self.events if isinstance(e, kind) and where(e)]
 
     def wait(self, kind: type, where: Callable[[Any], bool] = lambda _: True) -> Any:
-        found = wait_until(lambda: self.find(kind, where), timeout=WAIT_S)
+        found = wait_until(
+            lambda: self.find(kind, where), timeout=WAIT_S, what=f"a {kind.__name__} event"
+        )
         assert found, f"no {kind.__name__} event matched; events: {self.events}"
         return found[0]
 

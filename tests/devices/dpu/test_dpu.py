@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,19 +37,10 @@ from support.helpers import (
     read_results_csv,
     run_devlab,
 )
+from support.waiting import wait_until
 
 WAIT_S = 60.0
 MLP = MODELS_DIR / "mlp.onnx"
-
-
-def wait_until(predicate: Callable[[], object], what: str, timeout: float = WAIT_S) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -130,7 +121,7 @@ def test_an_advertised_agent_is_found_by_zeroconf_browsing(tmp_path: Path) -> No
         try:
             devices = wait_until(
                 lambda: [d for d in backend.discover() if d.properties.get("board") == board],
-                "the announced agent",
+                what="the announced agent",
                 timeout=30,
             )
         finally:
@@ -252,9 +243,9 @@ def test_agent_killed_mid_job_fails_it_clearly_and_keeps_what_was_measured(
     second = lab.submit(load_model(big_model(tmp_path)), device_id, settings=exact(200_000))
     lab.start()
     try:
-        wait_until(lambda: running_agent_job(agent), "the long job running on the agent")
+        wait_until(lambda: running_agent_job(agent), what="the long job running on the agent")
         agent.kill()
-        wait_until(lambda: recorder.of(JobFailed), "the long job failing")
+        wait_until(lambda: recorder.of(JobFailed), what="the long job failing")
     finally:
         lab.shutdown(interrupt=True)
     states = {job.id: job for job in store.jobs()}
@@ -283,10 +274,12 @@ def test_agent_back_within_the_retry_budget_reruns_the_job(
     lab.start()
     replacement = None
     try:
-        wait_until(lambda: running_agent_job(agent), "the job running on the agent")
+        wait_until(lambda: running_agent_job(agent), what="the job running on the agent")
         agent.kill()
         replacement = restart_agent(agent, tmp_path / "agent-home")
-        wait_until(lambda: recorder.of(JobFinished), "the job finishing on the restarted agent")
+        wait_until(
+            lambda: recorder.of(JobFinished), what="the job finishing on the restarted agent"
+        )
     finally:
         lab.shutdown(interrupt=True)
         if replacement is not None:
@@ -335,7 +328,7 @@ def test_console_restart_reattaches_to_the_running_agent_job(
             start_new_session=True,
         )
     try:
-        running = wait_until(lambda: running_agent_job(agent), "the job running on the agent")
+        running = wait_until(lambda: running_agent_job(agent), what="the job running on the agent")
     finally:
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
@@ -362,12 +355,12 @@ def test_cancel_stops_the_agent_job(agent: AgentProcess, tmp_path: Path) -> None
     )
     lab.start()
     try:
-        running = wait_until(lambda: running_agent_job(agent), "the job running on the agent")
+        running = wait_until(lambda: running_agent_job(agent), what="the job running on the agent")
         lab.cancel(job.id)
-        wait_until(lambda: store.job(job.id).state is JobState.CANCELLED, "the devlab cancel")
+        wait_until(lambda: store.job(job.id).state is JobState.CANCELLED, what="the devlab cancel")
         wait_until(
             lambda: agent.request(f"/v1/jobs/{running['id']}")["state"] == "cancelled",
-            "the agent job cancelled",
+            what="the agent job cancelled",
         )
     finally:
         lab.shutdown(interrupt=True)
