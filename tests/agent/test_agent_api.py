@@ -38,6 +38,7 @@ from support.agent_helpers import (
     submit,
     wait_for,
 )
+from support.waiting import wait_until
 
 LONG = {"rounds": [1_000_000], "warmup": 0}  # minutes of mlp: only ever cancelled
 
@@ -284,10 +285,12 @@ def test_real_agent_process(tmp_path: Path) -> None:
         assert [len(r["latencies_us"]) for r in finished["result"]["rounds"]] == [10, 10]
         assert (tmp_path / "work" / "jobs").stat().st_mode & 0o777 == 0o700
         if not browser.error:  # multicast on loopback works here: the agent is announced
-            deadline = time.monotonic() + 8
-            while not (found := [a for a in browser.endpoints() if a.board == board]):
-                assert time.monotonic() < deadline, "the agent was not announced"
-                time.sleep(0.05)
+            found = wait_until(
+                lambda: [a for a in browser.endpoints() if a.board == board],
+                8,
+                what="the agent to be announced",
+                interval=0.05,
+            )
             assert found[0].url == url and found[0].runners == ("onnxruntime",)
     finally:
         browser.stop()

@@ -40,6 +40,7 @@ from support.agent_helpers import (
     submit,
     wait_for,
 )
+from support.waiting import wait_until
 
 approx = pytest.approx
 
@@ -141,9 +142,7 @@ def test_xdputil_cancel_kills_the_tool(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=work)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not recorder.lines and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: recorder.lines, 10, what="the stand-in to print")
     assert recorder.lines, "the stand-in never printed"
     pid = int(pid_file.read_text())
     started = time.monotonic()
@@ -172,10 +171,8 @@ def test_cancel_reaches_the_tools_children(tmp_path: Path) -> None:
     with pytest.raises(RunnerCancelled):
         run_tool([str(wrapper)], cancel, on_lines, timeout_s=20)
     timer.join()
-    deadline = time.monotonic() + 5
     child = int(child_file.read_text())
-    while process_alive(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not process_alive(child), 5, what="the tool's child to end", interval=0.05)
     assert not process_alive(child)
 
 
@@ -368,9 +365,7 @@ def test_cancel_running_tool_job_through_the_api(tmp_path: Path) -> None:
     with AgentThread(make_config(tmp_path / "agent", runners)) as agent:
         hung = submit(agent.url, {"runner": "xdputil"}).data
         wait_for(agent.url, hung["id"], ("running",))
-        deadline = time.monotonic() + 10
-        while not pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(pid_file.exists, 10, what="the stand-in's pid file")
         pid = int(pid_file.read_text())
         reply = request(agent.url, "DELETE", f"/v1/jobs/{hung['id']}")
         assert reply.status == 200 and reply.data["state"] == "cancelled"

@@ -45,6 +45,7 @@ from backends.power.capture import MonitorLink
 from backends.virtual.monsoon import VirtualMonsoon
 from support.cluster_fixtures import (
     QUICK,
+    WAIT_S,
     InProcessCluster,
     Recorder,
     make_tls_files,
@@ -73,7 +74,7 @@ def two_hosts(cluster: InProcessCluster):
     recorder = Recorder()
     lab.subscribe(recorder)
     wanted = {"host:cpu@A", "host:cpu@B", "sim:gpu0"}
-    wait_until(lambda: wanted <= {d.id for d in lab.discover()}, what="both hosts' devices")
+    wait_until(lambda: wanted <= {d.id for d in lab.discover()}, WAIT_S, what="both hosts' devices")
     return lab, recorder
 
 
@@ -81,6 +82,7 @@ def wait_started(recorder: Recorder, job: Job) -> None:
     """Until the dispatcher has heard that ``job`` started measuring on its host."""
     wait_until(
         lambda: job.id in {event.job.id for event in recorder.of(JobStarted)},
+        WAIT_S,
         what=f"{job.model.name} to start",
     )
 
@@ -99,6 +101,7 @@ def assert_accounted_once(cluster: InProcessCluster, recorder: Recorder, jobs: l
     ended = (JobFinished, JobFailed, JobCancelled)
     wait_until(  # events travel on their own path: the store may know a moment earlier
         lambda: {e.job.id for e in recorder.events if isinstance(e, ended)} >= set(ids),
+        WAIT_S,
         what="every job's last event",
     )
     finished = Counter(event.job.id for event in recorder.of(JobFinished))
@@ -232,6 +235,7 @@ def test_a_pinned_job_waits_for_its_host_to_come_back(cluster: InProcessCluster)
     cluster.kill_worker("A")
     wait_until(
         lambda: any(e.job.id == job.id and e.job.attempts == 1 for e in recorder.of(JobQueued)),
+        WAIT_S,
         what="the job re-queued",
     )
     assert cluster.store.job(job.id).state is JobState.QUEUED  # waiting, not failed
@@ -282,7 +286,9 @@ def test_cancel_stops_a_running_job_and_withdraws_waiting_ones(cluster: InProces
     wait_started(recorder, running)
     handed_out = lab.submit(model_file(folder, "next"), "host:cpu@A", settings=QUICK)
     queued = lab.submit(model_file(folder, "later"), "host:cpu@A", settings=QUICK)
-    wait_until(lambda: cluster.store.job(handed_out.id).state is JobState.RUNNING, what="prefetch")
+    wait_until(
+        lambda: cluster.store.job(handed_out.id).state is JobState.RUNNING, WAIT_S, what="prefetch"
+    )
     for job in (queued, handed_out, running):
         lab.cancel(job.id)
 
@@ -303,9 +309,11 @@ def test_hot_plug_updates_the_hosts_resources(cluster: InProcessCluster) -> None
     lab = cluster.open_lab()
     recorder = Recorder()
     lab.subscribe(recorder)
-    wait_until(lambda: "host:cpu@A" in {d.id for d in lab.discover()}, what="host A")
+    wait_until(lambda: "host:cpu@A" in {d.id for d in lab.discover()}, WAIT_S, what="host A")
     backend.device_ids.append("sleep:phone")
-    wait_until(lambda: "sleep:phone" in {d.id for d in lab.discover()}, what="the new phone")
+    wait_until(
+        lambda: "sleep:phone" in {d.id for d in lab.discover()}, WAIT_S, what="the new phone"
+    )
     resources = next(iter(cluster.dispatcher.scheduler.workers.values())).resources
     assert resources[resource_name("sleep:phone")] == 1
     job = lab.submit(
@@ -316,11 +324,14 @@ def test_hot_plug_updates_the_hosts_resources(cluster: InProcessCluster) -> None
     backend.device_ids.remove("sleep:phone")
     wait_until(
         lambda: lab.discover() and lab.device("sleep:phone").state is DeviceState.OFFLINE,
+        WAIT_S,
         what="the phone to go offline",
     )
     assert resources[resource_name("sleep:phone")] == 0
     assert resources[resource_name("host:cpu@A")] == 1
-    wait_until(lambda: cluster.store.job(job.id).state is JobState.QUEUED, what="the job waiting")
+    wait_until(
+        lambda: cluster.store.job(job.id).state is JobState.QUEUED, WAIT_S, what="the job waiting"
+    )
 
     backend.device_ids.append("sleep:phone")
     assert lab.wait_until_idle(timeout=30)
@@ -351,14 +362,16 @@ def test_a_priority_change_reaches_every_console(cluster: InProcessCluster) -> N
     seen = Recorder()
     other.subscribe(seen)
     lab, _ = two_hosts(cluster)
-    wait_until(lambda: seen.of(DeviceAdded), what="the other console hearing the dispatcher")
+    wait_until(
+        lambda: seen.of(DeviceAdded), WAIT_S, what="the other console hearing the dispatcher"
+    )
     lab.pause()  # the job stays queued while its priority changes
     job = lab.submit(model_file(cluster.folder / "m", "m"), "host:cpu@A", settings=QUICK)
 
     assert lab.set_priority(job.id, -5).priority == -5
 
     changed = wait_until(
-        lambda: seen.of(JobPriorityChanged), what="the change on the other console"
+        lambda: seen.of(JobPriorityChanged), WAIT_S, what="the change on the other console"
     )
     assert [(e.job.id, e.job.priority) for e in changed] == [(job.id, -5)]
     assert cluster.store.job(job.id).priority == -5
@@ -461,7 +474,9 @@ def test_a_hosts_power_monitor_streams_to_the_console(cluster: InProcessCluster)
         lab = cluster.open_lab()
         recorder = Recorder()
         lab.subscribe(recorder)
-        wait_until(lambda: "host:cpu@P" in {d.id for d in lab.discover()}, what="P's device")
+        wait_until(
+            lambda: "host:cpu@P" in {d.id for d in lab.discover()}, WAIT_S, what="P's device"
+        )
         settings = JobSettings(
             warmup=0,
             runs=100,
@@ -508,13 +523,13 @@ def test_a_drifting_device_is_flagged_on_every_console(cluster: InProcessCluster
         return lab.device(device_id).properties.get("drift")
 
     host._device_drift("host:cpu", drift)
-    wait_until(lambda: shown("host:cpu@A") == drift, what="drift on host:cpu@A")
+    wait_until(lambda: shown("host:cpu@A") == drift, WAIT_S, what="drift on host:cpu@A")
     assert shown("host:cpu@B") is None
     assert host.devices["sim:gpu0"].device.properties["drift"] == drift  # the alias on A
     host.scan()
     assert host.devices["host:cpu@A"].device.properties["drift"] == drift
     host._device_drift("host:cpu", None)
-    wait_until(lambda: shown("host:cpu@A") is None, what="drift cleared")
+    wait_until(lambda: shown("host:cpu@A") is None, WAIT_S, what="drift cleared")
 
 
 def test_a_model_with_external_weights_is_refused_with_the_fix(

@@ -23,7 +23,7 @@ from backends.cluster.client import ClusterLab
 from backends.cluster.wire import job_of_key
 from backends.core.events import JobStarted
 from backends.core.store import STORE_FILE
-from support.cluster_fixtures import Recorder
+from support.cluster_fixtures import WAIT_S, Recorder
 from support.helpers import (
     MODELS_DIR,
     REPO_ROOT,
@@ -164,6 +164,7 @@ def test_a_cluster_of_processes_survives_a_killed_worker(
         killed_job = job_of_key(keys[0])
         wait_until(
             lambda: killed_job in {e.job.id for e in recorder.of(JobStarted)},
+            timeout=WAIT_S,
             what="the job to start measuring on a",
         )
         os.kill(workers["a"].proc.pid, signal.SIGKILL)

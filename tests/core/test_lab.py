@@ -1,10 +1,10 @@
 """The Lab with real workers, store and events; only the far end of a device is a test double.
 
-``ScriptedBackend`` stands in for a phone: its sessions record when they were opened and how
-many are open at once, and behave by model name: ``fail*`` raises BenchError, ``crash*``
-raises an unexpected exception, ``endless*`` runs until the worker stops it, ``meet*`` waits
-for a session on the other device (proving two devices run in parallel); anything else
-returns ``runs`` fixed latencies at once.
+``ScriptedBackend`` (``support.fakes``) stands in for a phone: its sessions record when they
+were opened and how many are open at once, and behave by model name: ``fail*`` raises
+BenchError, ``crash*`` raises an unexpected exception, ``endless*`` runs until the worker stops
+it, ``meet*`` waits for a session on the other device (proving two devices run in parallel);
+anything else returns ``runs`` fixed latencies at once.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from support.helpers import (
     run_devlab,
     store_jobs,
 )
+from support.waiting import wait_until
 
 HIDDEN_SIZES = (512, 640, 768, 896, 1024, 1152)
 IN_FEATURES = 512  # tens of µs per inference: ~30k timed runs per job rather than 150k
@@ -94,31 +95,37 @@ def wait_for_running_after_done(
     proc: subprocess.Popen, log: Path, db_path: Path, done: int
 ) -> list[dict]:
     """Poll the store (read-only) until ``done`` jobs are done and one has just started."""
-    deadline = time.monotonic() + STARTUP_LIMIT_S
+
+    def running_after_done() -> list[dict] | None:
+        if proc.poll() is not None:
+            pytest.fail(f"devlab exited early ({proc.returncode}):\n{log.read_text()}")
+        jobs = snapshot(db_path)
+        if jobs is None:
+            return None
+        counts = Counter(job["state"] for job in jobs)
+        running = [job for job in jobs if job["state"] == "running"]
+        # a job that started just now has most of its --min-seconds still to go, so the signal
+        # lands mid-measurement and not between two jobs; one still queued means the run
+        # cannot end before the signal lands, however loaded the machine
+        if (
+            counts["done"] >= done
+            and counts["queued"] >= 1
+            and len(running) == 1
+            and time.time() - running[0]["started_at"] < JUST_STARTED_S
+        ):
+            return jobs
+        return None
+
     try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"devlab exited early ({proc.returncode}):\n{log.read_text()}")
-            jobs = snapshot(db_path)
-            if jobs is not None:
-                counts = Counter(job["state"] for job in jobs)
-                running = [job for job in jobs if job["state"] == "running"]
-                # a job that started just now has most of its --min-seconds still to go, so
-                # the signal lands mid-measurement and not between two jobs; one still queued
-                # means the run cannot end before the signal lands, however loaded the machine
-                if (
-                    counts["done"] >= done
-                    and counts["queued"] >= 1
-                    and len(running) == 1
-                    and time.time() - running[0]["started_at"] < JUST_STARTED_S
-                ):
-                    return jobs
-            time.sleep(POLL_S)
+        return wait_until(
+            running_after_done, STARTUP_LIMIT_S, what="a job just started", interval=POLL_S
+        )
+    except AssertionError:
+        stop(proc)
+        pytest.fail(f"no job was running after {done} done:\n{log.read_text()}")
     except BaseException:
         stop(proc)
         raise
-    stop(proc)
-    pytest.fail(f"no job was running after {done} done:\n{log.read_text()}")
 
 
 def stop(proc: subprocess.Popen) -> None:

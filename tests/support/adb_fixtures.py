@@ -148,11 +148,15 @@ def connect_phone(client: adbutils.AdbClient, phone: VirtualPhone) -> None:
     output = client.connect(phone.serial, timeout=10)
     if "connected to" not in output:
         raise AssertionError(f"adb connect {phone.serial}: {output}")
-    wait_until(
-        lambda: device_state(client, phone.serial) == "device",
-        timeout=STATE_TIMEOUT,
-        what=f"{phone.serial} to be listed as 'device'",
-    )
+    try:
+        wait_until(
+            lambda: device_state(client, phone.serial) == "device",
+            timeout=STATE_TIMEOUT,
+            what=f"{phone.serial} to be listed as 'device'",
+        )
+    except AssertionError as error:
+        state = device_state(client, phone.serial)
+        raise AssertionError(f"{phone.serial} is {state!r}, not 'device'") from error
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from support.helpers import REPO_ROOT, devlab_cmd, devlab_env
+from support.waiting import wait_until
 
 LISTENING = re.compile(r"devlab agent listening on (http://127\.0\.0\.1:\d+)")
 TOKEN = "test-token-0123456789abcdef"
@@ -98,16 +99,19 @@ def start_agent(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    deadline = time.monotonic() + startup_s
-    while time.monotonic() < deadline:
+
+    def listening() -> re.Match[str] | None:
         match = LISTENING.search(log.read_text())
-        if match:
-            return AgentProcess(proc, match.group(1), workdir, token_file, log, extra or [])
-        if proc.poll() is not None:
+        if not match and proc.poll() is not None:
             raise RuntimeError(f"the agent exited at start:\n{log.read_text()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"the agent did not start:\n{log.read_text()}")
+        return match
+
+    try:
+        match = wait_until(listening, startup_s, what="the agent's listening line", interval=0.05)
+    except AssertionError:
+        proc.kill()
+        raise RuntimeError(f"the agent did not start:\n{log.read_text()}") from None
+    return AgentProcess(proc, match.group(1), workdir, token_file, log, extra or [])
 
 
 def restart_agent(agent: AgentProcess, home: Path) -> AgentProcess:

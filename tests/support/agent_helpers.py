@@ -119,12 +119,16 @@ def job(url: str, job_id: str) -> dict[str, Any]:
 
 
 def wait_for(url: str, job_id: str, states: tuple[str, ...], timeout: float = 30.0) -> dict:
-    """The job's view once it is in one of ``states``."""
-    return wait_until(
-        lambda: (view := job(url, job_id))["state"] in states and view,
-        timeout,
-        what=f"job {job_id} to reach {'/'.join(states)}",
-    )
+    """The job's view once it is in one of ``states``; a timeout names the state it is stuck in."""
+    try:
+        return wait_until(
+            lambda: (view := job(url, job_id))["state"] in states and view,
+            timeout,
+            what=f"job {job_id} to reach {'/'.join(states)}",
+        )
+    except AssertionError as error:
+        view = job(url, job_id)
+        raise AssertionError(f"job {job_id} stuck in {view['state']}: {view}") from error
 
 
 def events(url: str, job_id: str, timeout: float = 30.0) -> Iterator[tuple[str, Any]]:

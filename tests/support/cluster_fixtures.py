@@ -1,9 +1,10 @@
 """An in-process devlab cluster on 127.0.0.1 for tests: the real scheduler with its
 dispatcher and real Dask workers with their lab hosts, all on one event loop in a background
-thread, plus a device backend whose sessions sleep and record where and when they ran.
+thread, with lab hosts whose device backend's sessions sleep and record where and when they
+ran.
 
-Only the far end of a device is a test double (``SleepBackend``); the store, the dispatcher,
-Dask, the worker plugin and ``DeviceWorker`` are the production code.
+Only the far end of a device is a test double (``support.fakes.SleepBackend``); the store,
+the dispatcher, Dask, the worker plugin and ``DeviceWorker`` are the production code.
 """
 
 from __future__ import annotations

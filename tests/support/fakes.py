@@ -37,6 +37,7 @@ from backends.devices.base import (
 )
 
 SAFETY_NET_S = 30.0  # an endless session stops by itself after this, should a stop never come
+SCRIPTED_WAIT_S = 15.0  # the scripted device's bound: its meeting barrier and endless runs
 FAIL_TEXT = "fake:a ran out of memory; try a smaller input shape"
 CANARY_US = 300.0  # the phased device's canary latency at its normal pace
 ITERATION_S = 0.01  # a SleepSession's iteration
@@ -46,6 +47,9 @@ ITERATION_S = 0.01  # a SleepSession's iteration
 
 
 class ScriptedBackend(DeviceBackend):
+    """Phones for the Lab tests: sessions behave by model name (see ``ScriptedSession``) and the
+    backend counts what was opened and what ran at once, per device and in total."""
+
     kind = "scripted"
     supports_canary = False  # the canary has its own tests (test_interleave.py)
 
@@ -60,7 +64,7 @@ class ScriptedBackend(DeviceBackend):
         self.closed = 0
         self.endless_running = threading.Event()
         self.release_endless = threading.Event()
-        self.meeting = threading.Barrier(2, timeout=SAFETY_NET_S)
+        self.meeting = threading.Barrier(2, timeout=SCRIPTED_WAIT_S)
         self.summaries: list[float] = []
         self.running_now: dict[str, int] = defaultdict(int)
         self.max_running: dict[str, int] = defaultdict(int)
@@ -90,6 +94,11 @@ class ScriptedBackend(DeviceBackend):
 
 
 class ScriptedSession(BenchSession):
+    """By model name: ``fail*`` raises BenchError(FAIL_TEXT), ``crash*`` an unexpected error,
+    ``meet*`` waits for a session on the other device, ``summary*`` reports only statistics,
+    ``endless*`` runs until released or stopped, ``badprofile*`` fails its profiled pass;
+    anything else returns fixed latencies at once."""
+
     def __init__(self, backend: ScriptedBackend, device_id: str, model: Model) -> None:
         self.backend = backend
         self.device_id = device_id
@@ -141,7 +150,7 @@ class ScriptedSession(BenchSession):
         latencies: list[float] = []
         if name.startswith("endless"):
             self.backend.endless_running.set()
-            deadline = time.monotonic() + SAFETY_NET_S  # never reached when stops work
+            deadline = time.monotonic() + SCRIPTED_WAIT_S  # never reached when stops work
             while True:
                 time.sleep(0.002)
                 latencies.append(500.0)
@@ -219,6 +228,9 @@ class PhasedDevice(DeviceBackend):
 
 
 class PhasedSession(BenchSession):
+    """A session of ``PhasedDevice``: latencies at the device's current pace (the canary at
+    ``CANARY_US``, other models by name); real ONNX Runtime outputs, scaled, for parity."""
+
     def __init__(self, device: PhasedDevice, model: Model) -> None:
         self.device = device
         self.model = model
@@ -405,6 +417,8 @@ class SessionLog:
 
 
 class SleepSession(BenchSession):
+    """A session of ``SleepBackend``: sleeps per iteration and keeps its ``Session`` record."""
+
     def __init__(self, backend: SleepBackend, device: Device, job: Job) -> None:
         self.backend = backend
         self.info = SessionInfo(load_us=1.0, first_inference_us=1.0, tool="sleep", tool_version="1")
@@ -473,6 +487,8 @@ class SleepBackend(DeviceBackend):
 
 
 class StampedSleepSession(BenchSession):
+    """A session of ``StampedSleepBackend``: sleeps per iteration, reports the nominal time."""
+
     def __init__(self, iteration_s: float) -> None:
         self.iteration_s = iteration_s
         self.info = SessionInfo(load_us=0.0, first_inference_us=0.0, tool="sleep", tool_version="1")

@@ -3,7 +3,7 @@
 Every test runs the real ``DevLabApp`` over a real ``Lab`` on a real SQLite store in
 ``tmp_path``; the happy path measures copies of ``assets/models`` with ONNX Runtime through the
 real ``HostBackend``. Only the far end of a few devices is a test double (hot-plug, a device
-that drops out mid-run), defined here. Assertions are on the typed messages the app posts
+that drops out mid-run), from ``support.fakes``. Assertions are on the typed messages the app posts
 (captured with ``message_hook``), on the Lab's store and on the widgets. Nothing is timed:
 conditions are polled with ``pilot.pause`` in a bounded loop and asserted afterwards.
 """
@@ -71,9 +71,6 @@ WAIT_S = 30.0  # upper bound of every poll; a passing test never waits this long
 STEP_S = 0.1
 ORDER = {JobState.QUEUED: 0, JobState.RUNNING: 1, JobState.DONE: 2}
 FAST = JobSettings(warmup=2, runs=20, rounds=1, precision_pct=0)
-
-
-# -- test doubles for device backends -------------------------------------------------------
 
 
 # -- fixtures and helpers -------------------------------------------------------------------

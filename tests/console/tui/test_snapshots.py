@@ -1,13 +1,14 @@
 """Snapshot tests of the console: one SVG per view, dialog and placeholder.
 
-Everything on screen is fixed: the devices come from ``FixedBackend`` below, the jobs are
-written straight into a real Store with fixed ids and timestamps, and live numbers, power
-samples and log lines are published as Lab events with fixed values once the app runs. No
-worker starts (``start_dispatch=False``) and no discovery runs (``poll_devices_s=None``), so
-nothing depends on the clock, the host or real hardware.
+Everything on screen is fixed: the devices are ``DEVICES`` below, served by
+``support.fakes.FixedBackend``; the jobs are written straight into a real Store with fixed ids
+and timestamps, and live numbers, power samples and log lines are published as Lab events with
+fixed values once the app runs. No worker starts (``start_dispatch=False``) and no discovery
+runs (``poll_devices_s=None``), so nothing depends on the clock, the host or real hardware.
 
-Update the SVGs under ``tests/__snapshots__/`` with ``pytest tests/test_snapshots.py
---snapshot-update`` after checking the new screens in the report.
+Update the SVGs under ``tests/console/tui/__snapshots__/`` with
+``pytest tests/console/tui/test_snapshots.py --snapshot-update`` after checking the new screens
+in the report.
 """
 
 from __future__ import annotations
