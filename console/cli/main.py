@@ -36,6 +36,7 @@ examples:
   devlab --run assets/models --out results
   devlab --run model.onnx --input-shape input=1x3x224x224 --runs 200 --per-layer
   devlab devices --json
+  devlab parse tflite run.log --json   (what devlab reads from a tool's output)
   devlab virtual phone            (an emulated phone on 127.0.0.1 for demos and tests)
   devlab agent --token-file F --runner onnxruntime   (serve this machine to other consoles)
   devlab --run assets/models --device dpu:http://board:8055   (a configured agent)
@@ -137,6 +138,10 @@ def main(argv: Sequence[str] | None = None, open_console: ConsoleOpener | None =
             from console.cli.devices import run_device_tool
 
             return run_device_tool(args, err)
+        if args[:1] == ["parse"]:
+            from console.cli.parse import run_parse_tool
+
+            return run_parse_tool(args[1:], err)
         if args[:1] == ["agent"]:
             from console.cli.agent import run_agent_tool
 
