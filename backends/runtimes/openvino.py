@@ -5,7 +5,13 @@ Layouts (``shared/specs/bench-tools.md`` section 5.3):
 * up to 2021.4: ``Count:``, ``Duration:``, ``Latency:`` (the **median** per-request time) and
   ``Throughput:`` without an ``[ INFO ]`` prefix, padding after the colon varies;
 * 2022.1+: every line prefixed ``[ INFO ]``, ``Latency:`` alone followed by ``Median:``,
-  ``Average:``, ``Min:``, ``Max:`` (or a percentile line) in ms.
+  ``Average:``, ``Min:``, ``Max:`` (or a percentile line) in ms; some releases print
+  ``AVG:``/``MIN:``/``MAX:``. Stat names are case-insensitive.
+
+No silent drops: an indented line of the latency block that names an unknown stat or unit
+gives a warning quoting the line; a statistics report without a readable median or average
+raises :class:`ToolOutputError`. Enum-style hints (``PerformanceMode.THROUGHPUT``) are read
+whole and stored as the part after the last dot (``extra["performance_hint"] == "THROUGHPUT"``).
 
 Times are ms in the tool and microseconds in the :class:`ToolRun`. "Total Inference Time" is
 reported only where the tool printed an average (2022.1+); the old single ``Latency`` is a
@@ -23,10 +29,25 @@ TOOL = "benchmark_app"
 
 _PREFIX = re.compile(r"^\s*\[\s*(INFO|WARNING|ERROR)\s*\]\s?")
 _STAT = re.compile(rf"^(Count|Duration|Latency|Throughput):\s*(?:({NUMBER})\s*(\S+)?)?\s*$")
+# One line of the 2022.1+ latency block. Stat names are matched case-insensitively; the
+# spellings seen across releases: Median, Average / AVG / Avg / Mean, Min / MIN / Minimum,
+# Max / MAX / Maximum, and a percentile line ("90 percentile", "90th percentile", "P90").
 _SUB = re.compile(
-    r"^(Median|Average|Avg|Min|Max|(\d+(?:\.\d+)?)\s*percentile):\s*"
-    rf"({NUMBER})\s*(\S+)"
+    r"^(median|average|avg|mean|min|minimum|max|maximum"
+    r"|(\d+(?:\.\d+)?)(?:th)?\s*percentile|p(\d+(?:\.\d+)?)):\s*"
+    rf"({NUMBER})\s*(\S+)?\s*$",
+    re.IGNORECASE,
 )
+_SUB_FIELDS = {
+    "median": "median_us",
+    "average": "avg_us",
+    "avg": "avg_us",
+    "mean": "avg_us",
+    "min": "min_us",
+    "minimum": "min_us",
+    "max": "max_us",
+    "maximum": "max_us",
+}
 _VERSION = re.compile(r"OpenVINO Runtime version\s*\.*\s*(\S+)")
 _BUILD = re.compile(r"^Build\s*\.+\s*(\S+)")
 _API = re.compile(r"^API version\s*\.+\s*(\S+)")
@@ -39,7 +60,10 @@ _MEASURING = re.compile(
     r"Measuring performance \(Start inference (a?synchronously|asyncronously)"
     r"(?:, (\d+) inference requests)?(?:, limits: ([^)]*))?"
 )
-_HINT = re.compile(r"performance hint will be set to (\w+)", re.IGNORECASE)
+# Hints are printed bare (``THROUGHPUT``) or as a Python enum (``PerformanceMode.THROUGHPUT``,
+# 2023+): the whole dotted token is read and the part after the last dot is kept, upper case.
+_HINT = re.compile(r"performance hint will be set to ([\w.]*\w)", re.IGNORECASE)
+_HINT_CONFIG = re.compile(r"^PERFORMANCE_HINT:\s*([\w.]*\w)\s*$")
 _ERRORISH = re.compile(r"^\[\s*ERROR\s*\]|\bException\b|\berror\b", re.IGNORECASE)
 _TOOK_KEYS = {
     "Read network": "read_us",
@@ -58,8 +82,15 @@ def parse_benchmark_app(text: str, require_stats: bool = True) -> ToolRun:
     device_next = False
     in_latency = False
     build = None
+    latency_seen = False
+    unread: list[str] = []
     for raw in raw_lines:
-        line = _PREFIX.sub("", raw).strip()
+        body = _PREFIX.sub("", raw)
+        line = body.strip()
+        if in_latency and line and body[:1].isspace() and not _SUB.match(line):
+            # An indented line of the latency block that is not a known stat or unit.
+            unread.append(raw.strip())
+            continue
         if device_next:
             if line:
                 run.extra["device"] = line
@@ -88,11 +119,14 @@ def parse_benchmark_app(text: str, require_stats: bool = True) -> ToolRun:
             if match.group(3):
                 run.extra["limits"] = match.group(3)
         elif match := _HINT.search(line):
-            run.extra["performance_hint"] = match.group(1).upper()
+            run.extra["performance_hint"] = hint_value(match.group(1))
             run.warnings.append(line)
+        elif match := _HINT_CONFIG.match(line):
+            run.extra.setdefault("performance_hint", hint_value(match.group(1)))
         elif match := _STAT.match(line):
             name, value, unit = match.groups()
             in_latency = name == "Latency" and value is None
+            latency_seen = latency_seen or name == "Latency"
             if value is None:
                 continue
             number = float(value)
@@ -105,23 +139,38 @@ def parse_benchmark_app(text: str, require_stats: bool = True) -> ToolRun:
             else:
                 run.extra["throughput_fps"] = number
         elif in_latency and (match := _SUB.match(line)):
-            label, percentile, value, unit = match.groups()
-            us = to_us(float(value), unit)
+            label, percentile, p_name, value, unit = match.groups()
+            try:
+                us = to_us(float(value), unit)
+            except ValueError:
+                unread.append(raw.strip())
+                continue
+            percentile = percentile or p_name
             if percentile:
-                run.extra[f"p{percentile}_us"] = us
-            elif label == "Median":
-                run.median_us = us
-            elif label in ("Average", "Avg"):
-                run.avg_us = us
-            elif label == "Min":
-                run.min_us = us
+                key = f"p{percentile}_us"
+                if hasattr(run, key):
+                    setattr(run, key, us)
+                run.extra[key] = us
             else:
-                run.max_us = us
-        else:
-            in_latency = False if line.endswith(":") and not line.startswith(" ") else in_latency
+                setattr(run, _SUB_FIELDS[label.lower()], us)
+        elif line and not body[:1].isspace():
+            in_latency = False  # the block is the indented lines under "Latency:"
     if build:
         run.extra["build"] = build
         run.tool_version = run.tool_version or build
+    for bad in unread:
+        run.warnings.append(f"latency line not read (unknown stat name or unit): {bad}")
+    if (
+        require_stats
+        and (latency_seen or run.count is not None)
+        and run.median_us is None
+        and run.avg_us is None
+    ):
+        raise ToolOutputError(
+            TOOL,
+            unread or tail(raw_lines),
+            reason="statistics report without a readable latency (median or average)",
+        )
     if run.count is None and run.median_us is None and run.avg_us is None:
         if require_stats:
             errors = [line.strip() for line in raw_lines if _ERRORISH.search(line)]
@@ -140,6 +189,11 @@ def parse_benchmark_app(text: str, require_stats: bool = True) -> ToolRun:
             "under queueing, not single-inference latency (use -api sync or -hint latency)"
         )
     return run
+
+
+def hint_value(token: str) -> str:
+    """``PerformanceMode.THROUGHPUT`` → ``THROUGHPUT``; ``latency`` → ``LATENCY``."""
+    return token.rpartition(".")[2].upper()
 
 
 def setattr_or_extra(run: ToolRun, key: str, value: float) -> None:

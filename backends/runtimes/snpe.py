@@ -4,7 +4,9 @@ Parsers:
 
 * :func:`parse_diagview` — the text report of ``snpe-diagview`` in both layouts (SNPE 1.x–2.9
   "Average SNPE Statistics"/"Layer Times", and 2.x "SNPE Execute Statistics (Averaged)"/
-  "Per-Layer Execution Times").
+  "Per-Subnet Execution Times" or "Per-Graph Execution Times"/"Per-Layer Execution Times",
+  HTP linting rows included); a line inside a recognised block that cannot be read is a
+  warning quoting it, never dropped silently.
 * :func:`parse_bench_csv` — the ``benchmark_stats_<Name>.csv`` of ``snpe_bench.py``, one
   :class:`ToolRun` per runtime column group.
 * :func:`parse_throughput` — ``snpe-throughput-net-run`` (throughput only).
@@ -20,9 +22,10 @@ per-inference extremes; one diagview log is one run, so there ``min == avg == ma
   input layer unless ``input_layer_indices`` says otherwise). For bench CSVs the min/max of
   Layers Time are the sums of the per-layer minima/maxima.
 
-DSP/HTP per-layer (and per-subnet) times printed in ``cycles`` cannot be converted to time
-without the clock (and ops overlap): they are kept in ``extra["layer_cycles"]``, are not put
-in ``layers`` and do not count towards Layers Time, which is then not computed at all.
+DSP/HTP per-layer (and per-subnet/graph) times printed in ``cycles`` cannot be converted to
+time without the clock (and ops overlap): they are kept in ``extra["layer_cycles"]`` (subnets:
+``unit == "cycles"``, ``us`` None), are not put in ``layers`` and do not count towards Layers
+Time, which is then not computed at all.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import json
 import os
 import re
 import statistics
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,43 +255,83 @@ def _check_encodings(where: str, section: str, tensor: str, entries: Any) -> Non
 _VALUE = re.compile(rf"^\s*(?P<key>[A-Za-z][^:]*?)\s*:\s*(?P<value>{NUMBER})\s*(?P<unit>\S*)\s*$")
 _VERSION = re.compile(r"^\s*Software library version:\s*(\S+)")
 _CREATED = re.compile(r"^\s*Log File Created:\s*(.+?)\s*$")
+# One subnet/graph time, in every layout seen (case-insensitive, any runtime name):
+#   1.x-2.x "Per-Subnet Execution Times":  "Subnet 0 (DSP) : 13545 cycles", "Subnet 0 (CPU) : 61 us"
+#   2.x "Per-Graph Execution Times":       "HTP Subnet 0: 4327266 cycles", "CPU Subnet 0: 61 us"
+#   and the "Graph N" spellings of both.
 _SUBNET = re.compile(
-    rf"^\s*Subnet\s+(?P<index>\d+)\s*\((?P<runtime>[^)]*)\)\s*:\s*(?P<value>{NUMBER})\s*(?P<unit>\S*)"
+    rf"^\s*(?:(?P<prefix>[A-Za-z][\w-]*)\s+)?(?P<kind>subnet|graph)\s+(?P<index>\d+)\s*"
+    rf"(?:\((?P<runtime>[^)]*)\))?\s*:\s*(?P<value>{NUMBER})\s*(?P<unit>\S*)\s*$",
+    re.IGNORECASE,
 )
 _LAYER_INDEX = re.compile(r"^\s*(\d+):\s*(.*)$")
 _OP_ID = re.compile(r"^(?P<name>.*?)[: ]OpId_(?P<op_id>\d+)$")
+# HTP linting sub-lines under a layer row (``--profiling_level linting``).
+_LINT_VALUE = re.compile(
+    rf"^\s*(?P<key>wait \(scheduler\) time|overlap time|overlap \(wait\) time)\s*:\s*"
+    rf"(?P<value>{NUMBER})\s*(?P<unit>\S*)\s*$",
+    re.IGNORECASE,
+)
+_LINT_KEYS = {
+    "wait (scheduler) time": "wait",
+    "overlap time": "overlap",
+    "overlap (wait) time": "overlap_wait",
+}
+_RESOURCES = re.compile(r"^\s*Resources\s*:\s*(?P<names>.*?)\s*$", re.IGNORECASE)
 _DIAG_ERROR = re.compile(r"\berror\b|\bfailed\b|could not|cannot|unable to", re.IGNORECASE)
 _ELISION = re.compile(r"^\s*\.{2,}\s*$")
 
+# Statistic names (matched case-insensitively) → keys of extra["init"] / extra["execute"].
 _INIT_KEYS = {
-    "Load": "load",
-    "Deserialize": "deserialize",
-    "Create": "create",
-    "Init": "init",
-    "De-Init": "deinit",
-    "Create Network(s)": "create_networks",
-    "RPC Init Time": "rpc_init",
-    "Snpe Accelerator Init Time": "snpe_accelerator_init",
-    "Accelerator Init Time": "accelerator_init",
+    "load": "load",
+    "deserialize": "deserialize",
+    "create": "create",
+    "init": "init",
+    "de-init": "deinit",
+    "create network(s)": "create_networks",
+    "rpc init time": "rpc_init",
+    "snpe accelerator init time": "snpe_accelerator_init",
+    "accelerator init time": "accelerator_init",
 }
 _EXEC_KEYS = {
-    "Total Inference Time": "total_inference",
-    "Forward Propagate Time": "forward_propagate",
-    "RPC Execute Time": "rpc_execute",
-    "Snpe Accelerator Time": "snpe_accelerator",
-    "Accelerator Time": "accelerator",
-    "Misc Accelerator Time": "misc_accelerator",
+    "total inference time": "total_inference",
+    "forward propagate time": "forward_propagate",
+    "rpc execute time": "rpc_execute",
+    "snpe accelerator time": "snpe_accelerator",
+    "accelerator time": "accelerator",
+    "misc accelerator time": "misc_accelerator",
 }
-_COUNT_KEYS = {"Num times yield occurred": "yield_count", "CREATE NETWORK": "create_network"}
+_COUNT_KEYS = {"num times yield occurred": "yield_count", "create network": "create_network"}
+_CYCLES = ("cycles", "cycle")
 
 
-def _diag_us(value: float, unit: str, key: str) -> float:
-    """Diagview units: ``us``; zero values print ``NONE`` or nothing (treated as us)."""
+def _measure(value: float, unit: str) -> tuple[str, float]:
+    """``("us", µs)`` or ``("cycles", n)`` for one printed diagview figure.
+
+    Time units are converted to µs; ``cycles`` stay cycles (no clock is known, and HTP ops
+    overlap); zero values print ``NONE`` or no unit (taken as 0 µs). ValueError otherwise.
+    """
+    if unit.lower() in _CYCLES:
+        return "cycles", value
     if unit in ("", "NONE"):
         if value != 0:
-            raise ValueError(f"{key}: value {value} without a unit")
-        return 0.0
-    return to_us(value, unit)
+            raise ValueError(f"value {value:g} without a unit")
+        return "us", 0.0
+    return "us", to_us(value, unit)
+
+
+def _block_of(stripped: str) -> str | None:
+    """The kind of block a header line opens (``layers``, ``subnets``, ``stats``), or None."""
+    if not stripped.endswith(":") or _VALUE.match(stripped):
+        return None
+    low = stripped.lower()
+    if "layer" in low:
+        return "layers"
+    if "subnet" in low or "graph" in low:
+        return "subnets"
+    if "statistics" in low:
+        return "stats"
+    return None
 
 
 def parse_diagview(
@@ -301,12 +344,25 @@ def parse_diagview(
     inferences in the log).
 
     ``avg_us`` is ``Total Inference Time``; ``min_us``/``max_us`` stay None (diagview prints
-    only averages). ``extra`` holds ``init`` and ``execute`` (every statistic, us),
-    ``subnets`` and ``layer_rows`` (all rows with their unit and runtime), ``layer_cycles``
-    (rows in cycles). ``input_layer_indices`` overrides which layers are the input layer(s)
-    excluded from Layers Time (default: named ``Input`` rows in the 2.x layout, index 0 in the
-    unnamed 1.x layout). Author elisions (``..`` lines) are skipped; missing layer indices
-    leave Layers Time uncomputed, with a warning.
+    only averages). ``extra`` holds ``init`` and ``execute`` (every known statistic, µs),
+    ``stat_cycles`` (statistics printed in cycles), ``other_stats`` (statistics of names not
+    known here, value and unit as printed), ``subnets`` (every subnet/graph time: ``index``,
+    ``runtime``, ``value`` and ``unit`` as printed, ``us`` — None for ``cycles``, which are
+    never converted —, ``block`` = the header it was under), ``layer_rows`` (all rows with
+    their unit and runtime; HTP linting rows also carry ``linting``: wait/overlap cycles,
+    overlapping ops, resources) and ``layer_cycles`` (rows in cycles).
+
+    Blocks are recognised by their headers in every layout seen: 1.x–2.9 "Dnn Runtime
+    Load/Deserialize/Create/De-Init Statistics", "Average SNPE Statistics", "Layer Times";
+    2.x "SNPE Create Statistics", "SNPE Execute Statistics (Averaged)", "Per-Subnet Execution
+    Times", "Per-Graph Execution Times", "Per-Layer Execution Times". A line inside a
+    recognised block that cannot be read is never dropped silently: it becomes a warning that
+    quotes it (and an unreadable ``Total Inference Time`` line is an error).
+
+    ``input_layer_indices`` overrides which layers are the input layer(s) excluded from
+    Layers Time (default: named ``Input`` rows in the 2.x layout, index 0 in the unnamed 1.x
+    layout). Author elisions (``..`` lines) are skipped; missing layer indices leave Layers
+    Time uncomputed, with a warning.
     """
     lines = text.splitlines()
     errors = error_lines(lines, _DIAG_ERROR)
@@ -316,18 +372,24 @@ def parse_diagview(
     run = ToolRun(tool=DIAGVIEW)
     init: dict[str, float] = {}
     execute: dict[str, float] = {}
+    stat_cycles: dict[str, float] = {}
+    other_stats: dict[str, dict[str, Any]] = {}
     subnets: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
-    section = ""
+    unreadable: list[str] = []
+    block, title = "", ""
+    overlap_list: list[str] | None = None  # where indented op names after "Overlap …" go
+
+    def cannot_read(stripped: str, why: str = "") -> None:
+        unreadable.append(stripped)
+        where = f" in block {title!r}" if title else ""
+        run.warnings.append(
+            f"{DIAGVIEW}: cannot read line {stripped!r}{where}" + (f" ({why})" if why else "")
+        )
+
     for line in lines:
         stripped = line.strip()
         if not stripped or _ELISION.match(line) or set(stripped) == {"-"}:
-            continue
-        if stripped.endswith(":") and ("Layer" in stripped or "Subnet" in stripped):
-            section = "layers" if "Layer" in stripped else "subnets"
-            continue
-        if stripped.endswith("Statistics:") or stripped.endswith("(Averaged):"):
-            section = ""
             continue
         if match := _VERSION.match(line):
             run.tool_version = match.group(1)
@@ -335,36 +397,75 @@ def parse_diagview(
         if match := _CREATED.match(line):
             run.extra["log_created"] = match.group(1)
             continue
-        if section == "subnets" and (match := _SUBNET.match(line)):
-            subnets.append(
-                {
-                    "index": int(match["index"]),
-                    "runtime": match["runtime"],
-                    "value": float(match["value"]),
-                    "unit": match["unit"] or "us",
-                }
-            )
+        if block == "layers" and rows and _linting_line(rows[-1], stripped):
+            overlap_list = _overlap_target(rows[-1], stripped)
             continue
-        if section == "layers" and (row := _layer_row(line)):
-            rows.append(row)
+        if (kind := _block_of(stripped)) is not None:
+            block, title, overlap_list = kind, stripped.rstrip(":").strip(), None
             continue
-        if match := _VALUE.match(line):
-            key, value, unit = match["key"], float(match["value"]), match["unit"]
-            if key in _COUNT_KEYS:
-                run.extra[_COUNT_KEYS[key]] = int(value)
-            elif key in _INIT_KEYS:
-                init[_INIT_KEYS[key]] = _diag_us(value, unit, key)
-            elif key in _EXEC_KEYS:
-                execute[_EXEC_KEYS[key]] = _diag_us(value, unit, key)
+        if block == "subnets":
+            if match := _SUBNET.match(line):
+                subnets.append(_subnet(match, title, cannot_read, stripped))
+            else:
+                cannot_read(stripped, "not a subnet/graph time")
+            continue
+        if block == "layers":
+            if row := _layer_row(line):
+                overlap_list = None
+                try:
+                    _measure(row["value"], row["unit"])
+                except ValueError as exc:
+                    row["unreadable"] = True
+                    cannot_read(stripped, str(exc))
+                rows.append(row)
+            elif overlap_list is not None:
+                overlap_list.append(stripped)
+            else:
+                cannot_read(stripped, "not a layer row")
+            continue
+        match = _VALUE.match(line)
+        if match is None:
+            if block == "stats":
+                cannot_read(stripped, "not a 'name: value unit' statistic")
+            continue
+        key, value, unit = match["key"], float(match["value"]), match["unit"]
+        low = key.lower()
+        if low in _COUNT_KEYS:
+            run.extra[_COUNT_KEYS[low]] = int(value)
+            continue
+        target_key = _INIT_KEYS.get(low) or _EXEC_KEYS.get(low)
+        if target_key is None:
+            if block == "stats":
+                other_stats[key] = {"value": value, "unit": unit}
+            continue
+        try:
+            kind_of, amount = _measure(value, unit)
+        except ValueError as exc:
+            cannot_read(stripped, str(exc))
+            continue
+        if kind_of == "cycles":
+            stat_cycles[target_key] = amount
+        else:
+            (init if low in _INIT_KEYS else execute)[target_key] = amount
 
     total = execute.get("total_inference")
     forward = execute.get("forward_propagate")
-    if total is None and forward is None:
-        raise ToolOutputError(
-            DIAGVIEW, errors or tail(lines), exit_code, reason="no 'Total Inference Time' line"
-        )
+    if total is None:
+        bad = [line for line in unreadable if line.lower().startswith("total inference time")]
+        if bad:
+            raise ToolOutputError(
+                DIAGVIEW, errors, exit_code, reason=f"cannot read the headline line {bad[0]!r}"
+            )
+        if forward is None:
+            raise ToolOutputError(
+                DIAGVIEW, errors or tail(lines), exit_code, reason="no 'Total Inference Time' line"
+            )
     run.extra["init"] = init
     run.extra["execute"] = execute
+    if stat_cycles:
+        run.extra["stat_cycles"] = stat_cycles
+    if other_stats:
+        run.extra["other_stats"] = other_stats
     if subnets:
         run.extra["subnets"] = subnets
     run.init_us = init.get("init")
@@ -378,19 +479,72 @@ def parse_diagview(
     return run
 
 
+def _subnet(
+    match: re.Match[str], title: str, cannot_read: Callable[[str, str], None], stripped: str
+) -> dict[str, Any]:
+    value, unit = float(match["value"]), match["unit"]
+    entry: dict[str, Any] = {
+        "index": int(match["index"]),
+        "runtime": (match["runtime"] or match["prefix"] or "").strip(),
+        "value": value,
+        "unit": unit or "us",
+        "us": None,
+        "block": title,
+    }
+    try:
+        kind, amount = _measure(value, unit)
+    except ValueError as exc:
+        cannot_read(stripped, str(exc))
+        return entry
+    if kind == "us":
+        entry["us"] = amount
+    else:
+        entry["unit"] = "cycles"
+    return entry
+
+
+def _linting_line(row: dict[str, Any], stripped: str) -> bool:
+    """Attach an HTP linting sub-line (wait/overlap cycles, resources) to its layer row."""
+    if match := _LINT_VALUE.match(stripped):
+        linting = row.setdefault("linting", {})
+        name = _LINT_KEYS[re.sub(r"\s+", " ", match["key"].lower())]
+        unit = match["unit"]
+        suffix = "cycles" if unit.lower() in _CYCLES or not unit else unit
+        linting[f"{name}_{suffix}"] = float(match["value"])
+        return True
+    if match := _RESOURCES.match(stripped):
+        names = [name.strip() for name in match["names"].split(",") if name.strip()]
+        row.setdefault("linting", {})["resources"] = names
+        return True
+    return False
+
+
+def _overlap_target(row: dict[str, Any], stripped: str) -> list[str] | None:
+    """The list the op names printed under an ``Overlap …`` line go to (None otherwise)."""
+    match = _LINT_VALUE.match(stripped)
+    if match is None:
+        return None
+    name = _LINT_KEYS[re.sub(r"\s+", " ", match["key"].lower())]
+    if name == "wait":
+        return None
+    return row["linting"].setdefault(f"{name}_ops", [])
+
+
 def _layer_row(line: str) -> dict[str, Any] | None:
-    """``0: 1419 us : CPU`` (1.x) or ``3: name:OpId_29 (cycles) : 0 cycles : DSP`` (2.x)."""
+    """``0: 1419 us : CPU`` (1.x), ``0: 1419 us`` (no runtime) or
+    ``3: name:OpId_29 (cycles) : 0 cycles : DSP`` (2.x)."""
     match = _LAYER_INDEX.match(line)
     if not match:
         return None
     parts = [part.strip() for part in match.group(2).rsplit(":", 2)]
     name: str | None = None
+    runtime = ""
     if len(parts) == 3:
         name, measure, runtime = parts
     elif len(parts) == 2:
         measure, runtime = parts
     else:
-        return None
+        (measure,) = parts
     value_match = re.fullmatch(rf"({NUMBER})\s*(\S*)", measure)
     if not value_match:
         return None
@@ -425,13 +579,13 @@ def _apply_layers(
     run.extra["input_layer_indices"] = sorted(inputs)
     timed, cycles = [], []
     for row in rows:
-        if row["unit"] in ("us", "NONE"):
-            row["mean_us"] = row["value"]
-            timed.append(row)
-        elif row["unit"] == "cycles":
+        if row.get("unreadable"):
+            continue
+        kind, amount = _measure(row["value"], row["unit"])
+        if kind == "cycles":
             cycles.append(row)
         else:
-            row["mean_us"] = to_us(row["value"], row["unit"])
+            row["mean_us"] = amount
             timed.append(row)
     run.layers = [LayerTime(row["name"], row.get("op_type", ""), row["mean_us"]) for row in timed]
     if cycles:
@@ -439,6 +593,11 @@ def _apply_layers(
         run.warnings.append(
             f"{len(cycles)} layer times are in cycles (DSP/HTP): not convertible to time, "
             "Layers Time not computed"
+        )
+        return
+    if len(timed) < len(rows):
+        run.warnings.append(
+            f"{len(rows) - len(timed)} layer rows unreadable (see above); Layers Time not computed"
         )
         return
     indices = sorted(row["index"] for row in rows)
@@ -523,13 +682,16 @@ def parse_bench_csv(text: str) -> dict[str, ToolRun]:
     (so ``min_us``/``max_us`` are min/max of run averages). Layer rows give ``layers``
     (``layer_NNN (Name:… Type:…)``, avg); the layer unit is as printed in the header (us) —
     on HTP targets the values may really be cycles (check diagview). ``extra`` holds
-    ``runs``, ``rows`` (every non-layer row: avg/max/min/runtime), ``layer_rows``, ``config``,
-    ``device_info``.
+    ``runs``, ``rows`` (every non-layer row: avg/max/min/runtime), ``layer_rows``,
+    ``config_rows`` / ``device_info_rows`` (every ``[key, value]`` row of the "Configuration
+    used:" / "Device Info:" blocks, in file order, repeated keys included) and ``config`` /
+    ``device_info`` (the same as a dict, see :func:`config_dict`: a key printed once maps to
+    its string, a repeated key to the list of its values).
     """
     table = list(csv.reader(io.StringIO(text)))
     version = ""
-    config: dict[str, str] = {}
-    device: dict[str, str] = {}
+    config: list[tuple[str, str]] = []
+    device: list[tuple[str, str]] = []
     block = None
     header_at = None
     for i, cells in enumerate(table):
@@ -544,7 +706,7 @@ def parse_bench_csv(text: str) -> dict[str, ToolRun]:
             header_at = i
             break
         elif block is not None and first and len(cells) >= 2:
-            block[first] = ",".join(cells[1:])
+            block.append((first, ",".join(cells[1:])))
     if header_at is None or header_at + 1 >= len(table):
         raise ToolOutputError(BENCH, tail([",".join(c) for c in table]), reason="no timing table")
 
@@ -568,7 +730,14 @@ def parse_bench_csv(text: str) -> dict[str, ToolRun]:
         at["runtime"] = names.get("runtime")
         run = ToolRun(tool=BENCH, tool_version=version)
         run.extra.update(
-            {"runtime": runtime, "runs": runs, "config": dict(config), "device_info": dict(device)}
+            {
+                "runtime": runtime,
+                "runs": runs,
+                "config": config_dict(config),
+                "config_rows": [list(pair) for pair in config],
+                "device_info": config_dict(device),
+                "device_info_rows": [list(pair) for pair in device],
+            }
         )
         rows: dict[str, dict[str, Any]] = {}
         layer_rows: list[dict[str, Any]] = []
@@ -592,6 +761,19 @@ def parse_bench_csv(text: str) -> dict[str, ToolRun]:
         _fill_bench_run(run, rows, layer_rows)
         results[runtime] = run
     return results
+
+
+def config_dict(pairs: Sequence[Sequence[str]]) -> dict[str, str | list[str]]:
+    """``(key, value)`` rows → ``{key: value}``, in order; a key that the block repeats (e.g.
+    one ``Model:Data`` row per input) maps to the list of all its values, in file order."""
+    out: dict[str, str | list[str]] = {}
+    for key, value in pairs:
+        if key not in out:
+            out[key] = value
+            continue
+        previous = out[key]
+        out[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+    return out
 
 
 def _bench_values(cells: list[str], at: dict[str, int | None]) -> dict[str, Any] | None:

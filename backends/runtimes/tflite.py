@@ -51,7 +51,18 @@ _REPLACING = re.compile(
     r"Replacing (\d+) out of (\d+) node\(s\) with delegate \(([^)]*)\) node, "
     r"yielding (\d+) partition"
 )
-_DECLINED = re.compile(r"will not be executed by the delegate", re.IGNORECASE)
+# What the log says about a delegate taking the graph (see _delegate_warnings).
+_DECLINED = re.compile(
+    r"(?:(\w+) delegate is explicitly applied, )?the model graph will not be executed by the "
+    r"delegate",
+    re.IGNORECASE,
+)
+_APPLIED = re.compile(
+    r"Explicitly applied (\w+) delegate, and the model graph will be (completely|partially) "
+    r"executed by the delegate",
+    re.IGNORECASE,
+)
+_GPU_KERNELS = re.compile(r"Created (\d+) GPU delegate kernels")
 _FAILED = re.compile(r"Benchmarking failed|^Failed to ", re.IGNORECASE)
 _ERRORISH = re.compile(r"\berror\b|\bfailed\b|^Failed", re.IGNORECASE)
 _TABLE_TITLE = re.compile(r"^=+\s*(.*?)\s*=+$")
@@ -193,6 +204,7 @@ def _parse_block(block: list[tuple[str, str]], exit_code: int | None) -> ToolRun
     summary_values: dict[str, float] = {}
     session_ms: float | None = None
     profiler = _ProfileTables()
+    delegate_log = _DelegateLog()
 
     for line in lines:
         stripped = line.strip()
@@ -220,8 +232,13 @@ def _parse_block(block: list[tuple[str, str]], exit_code: int | None) -> ToolRun
                 "total_nodes": int(match.group(2)),
                 "partitions": int(match.group(4)),
             }
-        elif _DECLINED.search(stripped):
-            run.warnings.append(f"delegate declined the graph, numbers are CPU numbers: {stripped}")
+            delegate_log.replacing.append((run.extra["delegation"], stripped))
+        elif match := _DECLINED.search(stripped):
+            delegate_log.declined.append((match.group(1) or "", stripped))
+        elif match := _APPLIED.search(stripped):
+            delegate_log.applied.append((match.group(1), stripped))
+        elif match := _GPU_KERNELS.search(stripped):
+            delegate_log.gpu_kernels.append((int(match.group(1)), stripped))
         elif (match := _PARAM.match(stripped)) and not line.startswith("\t"):
             params[match.group(1).strip()] = match.group(2)
 
@@ -265,9 +282,66 @@ def _parse_block(block: list[tuple[str, str]], exit_code: int | None) -> ToolRun
         )
     if run.avg_us is None:
         run.warnings.append("no timed statistics line (partial capture?): only op profiling")
+    run.warnings.extend(delegate_log.warnings(run))
     if failure:
-        run.warnings.extend(f"tool reported: {line}" for line in failure)
+        # The run produced its timing summary, so ERROR-level lines (research builds print
+        # debug output at that level) did not stop it: one summarising warning, the lines
+        # themselves in extra["error_lines"]. A run without timings raised above.
+        run.extra["error_lines"] = failure
+        run.warnings.append(
+            f"{len(failure)} error-level line(s) in the log of a run that completed; "
+            f"first: {failure[0]}"
+        )
     return run
+
+
+class _DelegateLog:
+    """What the log says about delegates; decides whether the numbers are CPU numbers.
+
+    A delegate *took* the graph when a non-XNNPACK delegate replaced at least one node
+    ("Replacing N out of M node(s)", N > 0), was "explicitly applied … completely/partially
+    executed", or created GPU delegate kernels (N > 0). It *declined* when the log says "the
+    model graph will not be executed by the delegate", "Replacing 0 out of M", or "Created 0 GPU
+    delegate kernels". The CPU-numbers warning is raised only when some delegate declined and
+    none took the graph (e.g. an NNAPI line about unsupported ops does not matter when the GPU
+    delegate replaced every node). XNNPACK is the CPU path and counts neither way.
+    """
+
+    def __init__(self) -> None:
+        self.replacing: list[tuple[dict[str, Any], str]] = []
+        self.declined: list[tuple[str, str]] = []
+        self.applied: list[tuple[str, str]] = []
+        self.gpu_kernels: list[tuple[int, str]] = []
+
+    def warnings(self, run: ToolRun) -> list[str]:
+        # "Replacing N out of N … (TfLiteGpuDelegateV2)" followed by "Created 0 GPU delegate
+        # kernels" is a GPU delegate that failed to build its kernels: it did not take the graph.
+        gpu_failed = bool(self.gpu_kernels) and all(count == 0 for count, _ in self.gpu_kernels)
+        accelerator = [
+            (info, line)
+            for info, line in self.replacing
+            if not _is_xnnpack(info["delegate"])
+            and not (gpu_failed and "gpu" in info["delegate"].lower())
+        ]
+        if len(self.replacing) > 1:
+            run.extra["delegations"] = [info for info, _ in self.replacing]
+        took = (
+            any(info["replaced_nodes"] > 0 for info, _ in accelerator)
+            or any(not _is_xnnpack(name) for name, _ in self.applied)
+            or any(count > 0 for count, _ in self.gpu_kernels)
+        )
+        declined = [line for name, line in self.declined if not _is_xnnpack(name)]
+        declined += [line for info, line in accelerator if info["replaced_nodes"] == 0]
+        declined += [line for count, line in self.gpu_kernels if count == 0]
+        if declined and not took:
+            return [f"delegate declined the graph, numbers are CPU numbers: {declined[0]}"]
+        if declined:
+            run.extra["delegate_notes"] = declined
+        return []
+
+
+def _is_xnnpack(name: str) -> bool:
+    return "xnnpack" in name.lower()
 
 
 def _is_error(level: str, line: str) -> bool:
@@ -350,8 +424,13 @@ class _ProfileTables:
             return False
         row = _split_row(line, self.columns)
         if row is not None:
-            if "avg ms" in row and "node type" in row and "times called" in row:
-                row["time_us"] = _per_inference_us(row)
+            if "avg ms" in row and "node type" in row:
+                if self.table == "Summary by node type":
+                    # This table's [avg ms] is already the per-run total of the node type
+                    # (sum over its calls / runs): never multiply by [times called].
+                    row["time_us"] = row["avg ms"] * 1e3
+                elif "times called" in row:
+                    row["time_us"] = _per_inference_us(row)
             self.tables.setdefault((self.section, self.table), []).append(row)
         return True
 
@@ -380,11 +459,16 @@ class _ProfileTables:
 
 
 def _per_inference_us(row: dict[str, Any]) -> float:
-    """A node's time per run: ``[avg ms]`` is per call, ``[times called]`` is calls per run
-    (e.g. init ``AllocateTensors``: avg 158.023 ms × 2 calls = 316.046 ms, the node-type
-    summary's figure)."""
-    calls = row.get("times called") or 1
-    return row["avg ms"] * 1e3 * max(calls, 1)
+    """A node's time per run in a Run Order / Top table: ``[avg ms]`` is per call,
+    ``[times called]`` is calls per run (e.g. init ``AllocateTensors``: avg 158.023 ms × 2
+    calls = 316.046 ms, the node-type summary's figure). Not for "Summary by node type", whose
+    ``[avg ms]`` is already that per-run total."""
+    calls = row.get("times called")
+    if calls is None:  # old tables without the column: one call per run
+        calls = 1
+    # [times called] 0: the row was not run in the timed runs (LiteRT lists the init-time
+    # AllocateTensors in its regular Run Order with 0 calls); it adds nothing per run.
+    return row["avg ms"] * 1e3 * max(calls, 0)
 
 
 _NUMERIC_COLUMNS = {"start", "first", "avg ms", "%", "cdf%", "mem KB", "avg %", "cdf %"}

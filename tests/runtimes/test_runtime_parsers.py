@@ -363,8 +363,16 @@ def test_snpe_diagview_3_new_layout_htp() -> None:
     assert run.extra["execute"]["snpe_accelerator"] == 250
     assert run.extra["execute"]["accelerator"] == 59
     assert run.extra["yield_count"] == 0
+    # "Subnet 0 (DSP) : 13545 cycles": kept in cycles, no µs figure
     assert run.extra["subnets"] == [
-        {"index": 0, "runtime": "DSP", "value": 13545, "unit": "cycles"}
+        {
+            "index": 0,
+            "runtime": "DSP",
+            "value": 13545,
+            "unit": "cycles",
+            "us": None,
+            "block": "Per-Subnet Execution Times",
+        }
     ]
     rows = run.extra["layer_cycles"]
     assert len(rows) == 8
@@ -386,7 +394,16 @@ def test_snpe_diagview_4_new_layout_cpu_layers_time() -> None:
     # "RPC Init Time: 0 " (no unit) and "RPC Execute Time: 0 "
     assert run.extra["init"]["rpc_init"] == 0
     assert run.extra["execute"]["rpc_execute"] == 0
-    assert run.extra["subnets"] == [{"index": 0, "runtime": "CPU", "value": 61, "unit": "us"}]
+    assert run.extra["subnets"] == [
+        {
+            "index": 0,
+            "runtime": "CPU",
+            "value": 61,
+            "unit": "us",
+            "us": 61,
+            "block": "Per-Subnet Execution Times",
+        }
+    ]
     assert len(run.layers) == 6
     assert run.layers[0] == LayerTime("_sequential_1/dense_1/MatMul", "", 23)
     assert run.layers[2] == LayerTime("_sequential_1/dense_1_2/MatMul", "", 27)

@@ -1,0 +1,128 @@
+"""TFLite benchmark_model across versions: node-type summary, delegate evidence, ERROR lines.
+
+Expected values are copied by hand from the fixture files (see tests/fixtures/bench-output/
+SOURCES.md), not from the parser's output. Tests marked "modified real fixture" change one
+thing in a real capture to show a case no complete public capture was found for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pytest import approx
+
+from backends.runtimes import tflite
+from backends.runtimes.common import LAYERS_TIME, TOTAL_INFERENCE_TIME, ToolOutputError
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bench-output"
+CPU_NUMBERS = "numbers are CPU numbers"
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text(encoding="utf-8")
+
+
+def test_node_type_summary_avg_is_already_the_per_run_total() -> None:
+    # 2019 build: CONV_2D row "15  322.055 ms ... [times called] 15"; the 15 calls are already
+    # summed into 322.055 ms (the five rows add up to the Run Order total, ~394 ms).
+    run = tflite.parse(fixture("tflite_benchmark_model_1.txt"))
+    types = {row["node type"]: row for row in run.extra["node_type_summary"]}
+    assert types["CONV_2D"]["time_us"] == approx(322_055)
+    assert types["DEPTHWISE_CONV_2D"]["time_us"] == approx(71_644)
+    assert types["SOFTMAX"]["time_us"] == approx(76)
+    total = sum(row["time_us"] for row in types.values())
+    assert total == approx(322_055 + 71_644 + 267 + 76 + 5)
+    assert total == approx(run.layers_total_us, abs=20)
+
+
+def test_litert_2025_layout_with_profiler() -> None:
+    run = tflite.parse(fixture("tflite_benchmark_model_6.txt"))
+    assert run.count == 2112
+    assert run.avg_us == approx(464.545)
+    assert run.min_us == 442 and run.max_us == 979
+    assert run.median_us == 462 and run.p95_us == 478 and run.extra["p5_us"] == 460
+    assert run.extra["warmup_count"] == 1055 and run.warmup_avg_us == approx(465.319)
+    assert run.init_us == approx(4478)  # "Initialized session in 4.478ms."
+    assert run.extra["delegation"] == {
+        "delegate": "TfLiteXNNPackDelegate",
+        "replaced_nodes": 1,
+        "total_nodes": 1,
+        "partitions": 1,
+    }
+    by_name = {layer.name: layer.mean_us for layer in run.layers}
+    assert by_name["Delegate/Fully Connected (NC, PF32) GEMM:1"] == approx(382)
+    # AllocateTensors is listed in the regular Run Order with [times called] 0: not per run.
+    assert by_name["AllocateTensors/0"] == 0
+    # 0.014 + 0.003 + 0.382 + 0.012 ms, against the profiler's own avg=411.071 us
+    assert run.layers_total_us == approx(411)
+    assert run.latency_keys()[LAYERS_TIME][1] == approx(411)
+    types = {row["node type"]: row for row in run.extra["node_type_summary"]}
+    assert types["Fully Connected (NC, PF32) GEMM"]["time_us"] == approx(382)
+    assert run.extra["profiled_timings_us"]["avg"] == approx(411.071)
+    assert run.warnings == []
+
+
+def test_gpu_took_the_graph_while_nnapi_declined() -> None:
+    # --use_gpu=true --use_nnapi=true: GPU replaced 49/49 nodes, NNAPI "will not be executed".
+    run = tflite.parse(fixture("tflite_benchmark_model_7.txt"))
+    assert run.count == 50
+    assert run.avg_us == 309350 and run.min_us == 305938 and run.max_us == 333030
+    assert run.median_us == 307968
+    assert run.init_us == 5664363
+    assert run.extra["delegation"]["delegate"] == "TfLiteGpuDelegateV2"
+    assert run.extra["delegation"]["replaced_nodes"] == 49
+    assert not any(CPU_NUMBERS in warning for warning in run.warnings)
+    assert any("NNAPI" in note for note in run.extra["delegate_notes"])
+    assert run.latency_keys()[TOTAL_INFERENCE_TIME] == (305938, 309350, 333030)
+
+
+def test_declined_when_no_delegate_took_the_graph_modified_real_fixture() -> None:
+    # Modified real fixture: the GPU lines removed, only NNAPI's refusal is left.
+    gpu_lines = ("Replacing 49 out of 49", "Created 1 GPU delegate", "Explicitly applied GPU")
+    text = "\n".join(
+        line
+        for line in fixture("tflite_benchmark_model_7.txt").splitlines()
+        if not any(marker in line for marker in gpu_lines)
+    )
+    run = tflite.parse(text)
+    declined = [warning for warning in run.warnings if CPU_NUMBERS in warning]
+    assert len(declined) == 1 and "NNAPI" in declined[0]
+
+
+def test_zero_gpu_kernels_is_a_decline_modified_real_fixture() -> None:
+    # Modified real fixture: "Replacing N out of N" then "Created 0 GPU delegate kernels", the
+    # pattern quoted from real logs in public write-ups (see SOURCES.md), on fixture 7.
+    text = fixture("tflite_benchmark_model_7.txt")
+    text = text.replace("Created 1 GPU delegate kernels.", "Created 0 GPU delegate kernels.")
+    text = text.replace(
+        "INFO: Explicitly applied GPU delegate, and the model graph will be completely executed "
+        "by the delegate.\n",
+        "",
+    )
+    run = tflite.parse(text)
+    assert any(CPU_NUMBERS in warning for warning in run.warnings)
+
+
+def test_error_prefixed_debug_lines_of_a_completed_run_modified_real_fixture() -> None:
+    # Modified real fixture: a research build's debug lines at ERROR level, inserted before the
+    # timing lines of fixture 7. The run completed: one summarising warning, not one per line.
+    debug = [
+        "ERROR: [delegate_debug] partition 0: 49 nodes",
+        "ERROR: [delegate_debug] tensor 12 realloc",
+        "ERROR: [delegate_debug] tensor 13 realloc",
+    ]
+    text = fixture("tflite_benchmark_model_7.txt").replace(
+        "INFO: The input model file size", "\n".join(debug) + "\nINFO: The input model file size"
+    )
+    run = tflite.parse(text)
+    assert run.avg_us == 309350
+    summarising = [warning for warning in run.warnings if "error-level" in warning]
+    assert len(summarising) == 1 and "3 error-level" in summarising[0]
+    assert not any(warning.startswith("tool reported") for warning in run.warnings)
+    assert run.extra["error_lines"] == debug
+
+
+def test_error_lines_of_a_run_without_timings_still_fail() -> None:
+    with pytest.raises(ToolOutputError, match="Benchmarking failed"):
+        tflite.parse(fixture("tflite_benchmark_model_4.txt"))
