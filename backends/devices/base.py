@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from backends.core.records import Capabilities, Device, Job, LayerTime, Model, Stats
+from backends.measure.stats import summarize
+from backends.runtimes.ort_profile import read_ort_profile
 
 IterationCallback = Callable[[int, list[float]], None]
 """Called after each timed iteration with (iterations done, the latencies so far in us).
@@ -76,6 +78,20 @@ class LayerProfile:
     forward_stats: Stats | None
     layers_stats: Stats | None
     raw_log_path: str | None = None
+
+
+def ort_layer_profile(trace_path: str, skip_runs: int = 0) -> LayerProfile:
+    """Per-layer and per-run times from an ONNX Runtime profiler trace (the host's and a
+    phone's ORT sessions both profile this way): "Layers Time" of a run is the sum of its node
+    times, "Forward Propagate" the executor's time, in microseconds."""
+    profile = read_ort_profile(trace_path, skip_runs)
+    forward, layers = profile.executor_us, profile.layers_us()
+    return LayerProfile(
+        layers=profile.layer_times(),
+        forward_stats=summarize(forward) if forward else None,
+        layers_stats=summarize(layers) if layers else None,
+        raw_log_path=trace_path,
+    )
 
 
 class BenchSession(ABC):

@@ -26,10 +26,9 @@ from backends.devices.base import (
     LayerProfile,
     SessionInfo,
     Timed,
+    ort_layer_profile,
 )
-from backends.measure.stats import summarize
 from backends.models.intake import random_inputs
-from backends.runtimes.ort_profile import read_ort_profile
 from backends.runtimes.ort_session import session_options
 
 HOST_DEVICE_ID = "host:cpu"
@@ -143,19 +142,6 @@ def _create_session(model: Model, options: ort.SessionOptions) -> ort.InferenceS
         return ort.InferenceSession(model.path, options, providers=["CPUExecutionProvider"])
     except Exception as error:
         raise BenchError(f"{model.path}: ONNX Runtime cannot load the model: {error}") from error
-
-
-def ort_layer_profile(trace_path: str, skip_runs: int = 0) -> LayerProfile:
-    """Per-layer and per-run times from an ONNX Runtime profiler trace: "Layers Time" of a run
-    is the sum of its node times, "Forward Propagate" the executor's time, in microseconds."""
-    profile = read_ort_profile(trace_path, skip_runs)
-    forward, layers = profile.executor_us, profile.layers_us()
-    return LayerProfile(
-        layers=profile.layer_times(),
-        forward_stats=summarize(forward) if forward else None,
-        layers_stats=summarize(layers) if layers else None,
-        raw_log_path=trace_path,
-    )
 
 
 def host_properties() -> dict[str, Any]:

@@ -17,12 +17,12 @@ from onnx import TensorProto, helper
 from backends.core.lab import Lab
 from backends.core.records import JobSettings, JobState, Model
 from backends.core.store import Store
+from backends.devices.base import ort_layer_profile
 from backends.devices.host import (
     HOST_DEVICE_ID,
     ORT_RUNTIME,
     HostBackend,
     HostSession,
-    ort_layer_profile,
 )
 from backends.models.intake import load_model
 from backends.runtimes.ort_session import session_options

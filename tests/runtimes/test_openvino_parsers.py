@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from backends.runtimes.common import LAYERS_TIME, TOTAL_INFERENCE_TIME, ToolOutputError
 from backends.runtimes.mvnc import parse_mvnc_profile
 from backends.runtimes.openvino import parse_benchmark_app
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bench-output"
-
-
-def read(name: str) -> str:
-    return (FIXTURES / name).read_text(encoding="utf-8")
+from support.helpers import bench_output as read
 
 
 def test_benchmark_app_2019_myriad_async_old_layout() -> None:

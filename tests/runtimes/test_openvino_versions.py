@@ -7,18 +7,11 @@ thing in a real capture to show a layout no public capture was found for.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from backends.runtimes.common import TOTAL_INFERENCE_TIME, ToolOutputError
 from backends.runtimes.openvino import hint_value, parse_benchmark_app
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bench-output"
-
-
-def read(name: str) -> str:
-    return (FIXTURES / name).read_text(encoding="utf-8")
+from support.helpers import bench_output as read
 
 
 def test_2024_1_cpu_python_tool_with_enum_hint() -> None:

@@ -25,13 +25,7 @@ from backends.runtimes.common import (
     ToolRun,
     to_us,
 )
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bench-output"
-
-
-def fixture(name: str) -> str:
-    return (FIXTURES / name).read_text(encoding="utf-8")
-
+from support.helpers import bench_output as fixture
 
 approx = pytest.approx
 

@@ -10,19 +10,12 @@ found (said so in SOURCES.md).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from backends.core.records import LayerTime
 from backends.runtimes import snpe
 from backends.runtimes.common import LAYERS_TIME, ToolOutputError
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bench-output"
-
-
-def fixture(name: str) -> str:
-    return (FIXTURES / name).read_text(encoding="utf-8")
+from support.helpers import bench_output as fixture
 
 
 def cannot_read(run: snpe.ToolRun) -> list[str]:

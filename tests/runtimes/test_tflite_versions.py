@@ -7,20 +7,14 @@ thing in a real capture to show a case no complete public capture was found for.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from pytest import approx
 
 from backends.runtimes import tflite
 from backends.runtimes.common import LAYERS_TIME, TOTAL_INFERENCE_TIME, ToolOutputError
+from support.helpers import bench_output as fixture
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bench-output"
 CPU_NUMBERS = "numbers are CPU numbers"
-
-
-def fixture(name: str) -> str:
-    return (FIXTURES / name).read_text(encoding="utf-8")
 
 
 def test_node_type_summary_avg_is_already_the_per_run_total() -> None:

@@ -6,19 +6,13 @@ expected numbers were read from the files by eye.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from backends.runtimes import vitis
 from backends.runtimes.common import FORWARD_PROPAGATE, TOTAL_INFERENCE_TIME, ToolOutputError
+from support.helpers import bench_output as fixture
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bench-output"
 approx = pytest.approx
-
-
-def fixture(name: str) -> str:
-    return (FIXTURES / name).read_text(encoding="utf-8")
 
 
 def test_xdputil_two_threads_reports_inverse_throughput_not_latency() -> None:

@@ -18,12 +18,12 @@ from typing import Any
 from backends.agent.config import AgentConfig
 from backends.agent.openapi import openapi_spec
 from backends.agent.runners import OnnxRuntimeRunner, Runner
+from support.helpers import bench_output
 from support.waiting import wait_until
 
 TOKEN = "test-token-0123456789"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MLP = REPO_ROOT / "assets" / "models" / "mlp.onnx"
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bench-output"
 TERMINAL = ("done", "failed", "cancelled")
 
 
@@ -257,11 +257,7 @@ def standin_script(
 ) -> Path:
     """A Python script at ``path`` that replays a fixture like the real tool: glog lines to
     stderr, the rest to stdout, a pause after each progress line, then ``exit_code``."""
-    lines = [
-        line
-        for line in (FIXTURES / fixture).read_text(encoding="utf-8").splitlines()
-        if not PROMPT.match(line)
-    ]
+    lines = [line for line in bench_output(fixture).splitlines() if not PROMPT.match(line)]
     script = f"""#!{sys.executable}
 import os, re, sys, time
 LINES = {lines!r}

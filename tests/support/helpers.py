@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO_ROOT / "assets" / "models"
+BENCH_OUTPUT = REPO_ROOT / "tests" / "fixtures" / "bench-output"  # real tool outputs, SOURCES.md
 from backends.core.store import STORE_FILE as STORE_NAME  # noqa: E402,F401
 
 # rich wraps non-terminal output at 80 columns; a wide COLUMNS keeps each message on one line
@@ -190,3 +191,8 @@ def store_jobs(db_path: Path) -> list[dict[str, Any]]:
     for job in jobs:
         job["model_path"] = json.loads(job.pop("job_json"))["model"]["path"]
     return jobs
+
+
+def bench_output(name: str) -> str:
+    """A real captured tool output from ``tests/fixtures/bench-output`` (see its SOURCES.md)."""
+    return (BENCH_OUTPUT / name).read_text(encoding="utf-8")

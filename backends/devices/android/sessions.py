@@ -23,11 +23,10 @@ from backends.devices.base import (
     LayerProfile,
     SessionInfo,
     Timed,
+    ort_layer_profile,
 )
-from backends.measure.stats import summarize
 from backends.runtimes import ort_perf, tflite
 from backends.runtimes.common import ToolOutputError, ToolRun
-from backends.runtimes.ort_profile import read_ort_profile
 
 #: The job runtime -> the tool on the phone that runs it.
 TOOL_NAMES = {"ort": "onnxruntime_perf_test", "tflite": "benchmark_model"}
@@ -185,14 +184,7 @@ class PhoneSession(BenchSession):
         local = str(Path(log_dir) / names[-1])
         self.adb.sync.pull(f"{WORKDIR}/profiles/{names[-1]}", local)
         self.adb.shell(shlex.join(["rm", "-f", f"{WORKDIR}/profiles/{names[-1]}"]), timeout=30)
-        profile = read_ort_profile(local, skip_runs=1)
-        forward, layers = profile.executor_us, profile.layers_us()
-        return LayerProfile(
-            layers=profile.layer_times(),
-            forward_stats=summarize(forward) if forward else None,
-            layers_stats=summarize(layers) if layers else None,
-            raw_log_path=local,
-        )
+        return ort_layer_profile(local, skip_runs=1)
 
 
 def tool_summary(run: ToolRun, runs: int) -> Stats:

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from backends.runtimes.parsers import PARSERS
+from support.helpers import BENCH_OUTPUT as FIXTURES
 from support.helpers import REPO_ROOT, devlab_cmd, devlab_env
-
-FIXTURES = REPO_ROOT / "tests" / "fixtures" / "bench-output"
 
 
 def parse(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
