@@ -4,9 +4,11 @@ Layouts (``shared/specs/bench-tools.md`` section 5.3):
 
 * up to 2021.4: ``Count:``, ``Duration:``, ``Latency:`` (the **median** per-request time) and
   ``Throughput:`` without an ``[ INFO ]`` prefix, padding after the colon varies;
-* 2022.1+: every line prefixed ``[ INFO ]``, ``Latency:`` alone followed by ``Median:``,
-  ``Average:``, ``Min:``, ``Max:`` (or a percentile line) in ms; some releases print
-  ``AVG:``/``MIN:``/``MAX:``. Stat names are case-insensitive.
+* 2022.1 (Python tool): the statistics still without ``[ INFO ]``, ``Latency:`` alone followed
+  by indented ``Median:`` (absent for dynamic shapes), ``AVG:``, ``MIN:``, ``MAX:`` in ms;
+* 2022.3+: every line prefixed ``[ INFO ]``, ``Latency:`` alone followed by ``Median:``,
+  ``Average:``, ``Min:``, ``Max:`` (or a percentile line) in ms. Stat names are
+  case-insensitive.
 
 No silent drops: an indented line of the latency block that names an unknown stat or unit
 gives a warning quoting the line; a statistics report without a readable median or average
@@ -58,8 +60,12 @@ _TOOK = re.compile(
 )
 _MEASURING = re.compile(
     r"Measuring performance \(Start inference (a?synchronously|asyncronously)"
-    r"(?:, (\d+) inference requests)?(?:, limits: ([^)]*))?"
+    # 2022.1 puts "using N streams for CPU, inference only: True" before the limits.
+    r"(?:, (\d+) inference requests)?(?:[^)]*?, limits: ([^)]*))?"
 )
+# "Execution Devices:['CPU']" (2023+ Python tool) or "Execution Devices:NPU.3720": the device(s)
+# that ran the model, which matters for AUTO/MULTI.
+_EXEC_DEVICES = re.compile(r"^Execution Devices:\s*(.+)$")
 # Hints are printed bare (``THROUGHPUT``) or as a Python enum (``PerformanceMode.THROUGHPUT``,
 # 2023+): the whole dotted token is read and the part after the last dot is kept, upper case.
 _HINT = re.compile(r"performance hint will be set to ([\w.]*\w)", re.IGNORECASE)
@@ -118,6 +124,9 @@ def parse_benchmark_app(text: str, require_stats: bool = True) -> ToolRun:
                 run.extra["infer_requests"] = int(match.group(2))
             if match.group(3):
                 run.extra["limits"] = match.group(3)
+        elif match := _EXEC_DEVICES.match(line):
+            names = re.split(r"[,\s]+", match.group(1).strip("[] "))
+            run.extra["execution_devices"] = [name.strip("'\"") for name in names if name]
         elif match := _HINT.search(line):
             run.extra["performance_hint"] = hint_value(match.group(1))
             run.warnings.append(line)
@@ -173,7 +182,7 @@ def parse_benchmark_app(text: str, require_stats: bool = True) -> ToolRun:
         )
     if run.count is None and run.median_us is None and run.avg_us is None:
         if require_stats:
-            errors = [line.strip() for line in raw_lines if _ERRORISH.search(line)]
+            errors = _error_lines(raw_lines)
             raise ToolOutputError(
                 TOOL, errors or tail(raw_lines), reason="no statistics report in the output"
             )
@@ -189,6 +198,26 @@ def parse_benchmark_app(text: str, require_stats: bool = True) -> ToolRun:
             "under queueing, not single-inference latency (use -api sync or -hint latency)"
         )
     return run
+
+
+def _error_lines(raw_lines: list[str]) -> list[str]:
+    """The error lines, each ``[ ERROR ]`` message with its continuation lines: the Python tool
+    prints the cause of a failure on the lines after ``[ ERROR ] Check 'false' failed at …``,
+    up to the next blank, ``[ … ]``-prefixed or ``[Step`` line."""
+    errors: list[str] = []
+    in_error = False
+    for raw in raw_lines:
+        line = raw.strip()
+        if re.match(r"^\[\s*ERROR\s*\]", line):
+            in_error = True
+            errors.append(line)
+        elif in_error and line and not line.startswith("["):
+            errors.append(line)
+        else:
+            in_error = False
+            if _ERRORISH.search(raw):
+                errors.append(line)
+    return errors
 
 
 def hint_value(token: str) -> str:

@@ -42,7 +42,8 @@ _LOGCAT_PREFIX = re.compile(
 _LEVEL_PREFIX = re.compile(r"^(INFO|VERBOSE|WARNING|ERROR|DEBUG): ?")
 _PARAM = re.compile(r"^([^\[\]:=]+?)\s*:\s*\[(.*)\]\s*$")
 _SESSION = re.compile(rf"^Initialized session in ({NUMBER})\s*ms\.?$")
-_RUNNING = re.compile(r"^Running benchmark for at least (\d+) iterations")
+# "Running benchmark for at least 50 iterations…" (TF 1.13+), "…for 50 iterations" (TF 1.12).
+_RUNNING = re.compile(r"^Running benchmark for (?:at least )?(\d+) iterations")
 _SUMMARY = re.compile(r"^(?:Average )?[Ii]nference timings in us:\s*(.*)$")
 _MEMORY = re.compile(r"^(Peak memory footprint|Memory footprint delta[^(]*?)\s*\(MB\):\s*(.*)$")
 _PERIODIC_PEAK = re.compile(rf"^Overall peak memory footprint \(MB\)[^:]*:\s*({NUMBER})")
@@ -260,8 +261,9 @@ def _parse_block(block: list[tuple[str, str]], exit_code: int | None) -> ToolRun
     if warmup:
         run.extra["warmup_count"] = int(warmup["count"])
     run.warmup_avg_us = summary_values.get("warmup", (warmup or {}).get("avg"))
-    # "First inference" is the first warm-up iteration; old builds only print it as first=.
-    run.first_inference_us = summary_values.get("first", (warmup or {}).get("first"))
+    # "First inference" is the first warm-up iteration; old builds only print it as first=,
+    # and a single warm-up run as "count=1 curr=N" (its only iteration is the first).
+    run.first_inference_us = summary_values.get("first", _first_warmup(warmup))
     run.init_us = summary_values.get("init", session_ms * 1e3 if session_ms is not None else None)
     if run.avg_us is not None:
         run.total_inference = summary(
@@ -359,6 +361,15 @@ def _summary_fields(text: str) -> dict[str, float]:
         if sep and name and re.fullmatch(NUMBER, value.strip()):
             values[name] = float(value)
     return values
+
+
+def _first_warmup(warmup: dict[str, float] | None) -> float | None:
+    """The first warm-up iteration: ``first=``, or ``curr=`` when there was only one."""
+    if not warmup:
+        return None
+    if "first" in warmup:
+        return warmup["first"]
+    return warmup.get("curr") if warmup.get("count") == 1 else None
 
 
 def _pick_count_lines(

@@ -111,3 +111,103 @@ def test_count_without_any_latency_is_an_error() -> None:
     assert "Count:" in text and "Throughput:" in text
     with pytest.raises(ToolOutputError, match="without a readable latency"):
         parse_benchmark_app(text)
+
+
+# ---------------------------------------------------------------- issue 16, more real captures
+
+
+def test_2022_1_python_tool_prints_avg_min_max_in_upper_case() -> None:
+    # Real 2022.1 capture: "Latency:" then "    Median:     2.43 ms", "    AVG:        2.75 ms",
+    # "    MIN:        1.61 ms", "    MAX:        130.30 ms", all without an [ INFO ] prefix.
+    run = parse_benchmark_app(read("openvino_benchmark_app_7.txt"))
+    assert run.tool_version == "2022.1.0-7019-cdb9bec7210-releases/2022/1"
+    assert run.extra["device"] == "CPU"
+    assert run.extra["performance_hint"] == "THROUGHPUT"
+    assert run.count == 214260
+    assert run.extra["duration_us"] == pytest.approx(60003.34e3)
+    assert run.median_us == pytest.approx(2.43e3)
+    assert run.avg_us == pytest.approx(2.75e3)
+    assert run.min_us == pytest.approx(1.61e3)
+    assert run.max_us == pytest.approx(130.30e3)
+    assert run.extra["throughput_fps"] == pytest.approx(3570.80)
+    assert run.extra["read_us"] == pytest.approx(28.07e3)
+    assert run.init_us == pytest.approx(249.27e3)  # "Compile model took 249.27 ms"
+    assert run.first_inference_us == pytest.approx(4.75e3)
+    assert run.extra["infer_requests"] == 10
+    # "…using 10 streams for CPU, inference only: True, limits: 60000 ms duration)"
+    assert run.extra["limits"] == "60000 ms duration"
+    assert run.latency_keys()[TOTAL_INFERENCE_TIME] == pytest.approx((1.61e3, 2.75e3, 130.30e3))
+    assert not any("not read" in warning for warning in run.warnings)
+
+
+def test_2022_1_dynamic_shape_run_has_no_median() -> None:
+    # Real 2022.1 capture with "-hint latency" on a dynamic-batch model: the block is only
+    # AVG/MIN/MAX (21.40 / 17.28 / 73.23 ms), so the headline is the average.
+    run = parse_benchmark_app(read("openvino_benchmark_app_8.txt"))
+    assert run.count == 2793
+    assert run.median_us is None
+    assert run.avg_us == pytest.approx(21.40e3)
+    assert run.min_us == pytest.approx(17.28e3)
+    assert run.max_us == pytest.approx(73.23e3)
+    assert run.extra["throughput_fps"] == pytest.approx(46.54)
+    assert run.first_inference_us == pytest.approx(31.26e3)
+    assert run.init_us == pytest.approx(232.62e3)
+    assert run.extra["infer_requests"] == 1
+    assert run.total_inference == {
+        "min": pytest.approx(17.28e3),
+        "mean": pytest.approx(21.40e3),
+        "max": pytest.approx(73.23e3),
+        "count": 2793,
+    }
+    assert not any("not read" in warning for warning in run.warnings)
+
+
+def test_2023_0_python_tool_cpu() -> None:
+    run = parse_benchmark_app(read("openvino_benchmark_app_9.txt"))
+    assert run.tool_version == "2023.0.0-10926-b4452d56304-releases/2023/0"
+    assert run.extra["device"] == "CPU"
+    assert run.extra["execution_devices"] == ["CPU"]  # "Execution Devices:['CPU']"
+    assert run.extra["performance_hint"] == "THROUGHPUT"
+    assert run.count == 17526
+    assert run.extra["duration_us"] == pytest.approx(15005.75e3)
+    assert run.median_us == pytest.approx(5.00e3)
+    assert run.avg_us == pytest.approx(5.00e3)
+    assert run.min_us == pytest.approx(3.28e3)
+    assert run.max_us == pytest.approx(14.83e3)
+    assert run.extra["throughput_fps"] == pytest.approx(1167.95)
+    assert run.first_inference_us == pytest.approx(7.60e3)
+    assert run.init_us == pytest.approx(151.57e3)
+    assert run.extra["read_us"] == pytest.approx(9.14e3)
+    assert run.extra["limits"] == "15000 ms duration"
+
+
+def test_2024_5_auto_device_reports_the_device_that_ran() -> None:
+    # -d AUTO; the config block nests the CPU's own "PERFORMANCE_HINT: THROUGHPUT" under the
+    # AUTO plugin's "PERFORMANCE_HINT: PerformanceMode.THROUGHPUT".
+    run = parse_benchmark_app(read("openvino_benchmark_app_10.txt"))
+    assert run.tool_version == "2024.5.0-16993-9c432a3641a"
+    assert run.extra["device"] == "AUTO"
+    assert run.extra["execution_devices"] == ["CPU"]
+    assert run.extra["performance_hint"] == "THROUGHPUT"
+    assert run.count == 17436
+    assert run.median_us == pytest.approx(4.99e3)
+    assert run.avg_us == pytest.approx(5.03e3)
+    assert run.min_us == pytest.approx(2.84e3)
+    assert run.max_us == pytest.approx(24.60e3)
+    assert run.extra["throughput_fps"] == pytest.approx(1161.75)
+    assert run.first_inference_us == pytest.approx(7.14e3)
+    assert run.init_us == pytest.approx(157.24e3)
+    assert not any("not read" in warning for warning in run.warnings)
+
+
+def test_2023_0_1_failed_run_quotes_the_cause() -> None:
+    # Real failure: "[ ERROR ] Check 'false' failed at …" and the cause on the lines after it.
+    text = read("openvino_benchmark_app_11.txt")
+    with pytest.raises(ToolOutputError, match="no statistics report") as caught:
+        parse_benchmark_app(text)
+    assert caught.value.lines[0].startswith("[ ERROR ] Check 'false' failed")
+    assert any("ScatterElementsUpdate node" in line for line in caught.value.lines)
+    header = parse_benchmark_app(text, require_stats=False)
+    assert header.tool_version == "2023.0.1-11005-fa1c41994f3-releases/2023/0"
+    assert header.extra["performance_hint"] == "LATENCY"  # PerformanceMode.LATENCY
+    assert header.init_us == pytest.approx(667.03e3)

@@ -120,3 +120,92 @@ def test_error_prefixed_debug_lines_of_a_completed_run_modified_real_fixture() -
 def test_error_lines_of_a_run_without_timings_still_fail() -> None:
     with pytest.raises(ToolOutputError, match="Benchmarking failed"):
         tflite.parse(fixture("tflite_benchmark_model_4.txt"))
+
+
+# ---------------------------------------------------------------- issue 16, more real captures
+
+
+def test_tf_1_12_oldest_layout_single_warmup_run() -> None:
+    # TF Lite 1.12 (TI Processor SDK): "Num runs: [50]", "Running benchmark for 1 iterations",
+    # a warm-up line "count=1 curr=146161" without first=/avg=.
+    run = tflite.parse(fixture("tflite_benchmark_model_8.txt"))
+    assert run.count == 50
+    assert run.avg_us == 137722
+    assert (run.min_us, run.max_us, run.std_us) == (137079, 143416, 896)
+    assert run.extra["timed_first_us"] == 137789
+    assert run.extra["warmup_count"] == 1
+    assert run.warmup_avg_us == 146161  # "Warmup: 146161"
+    assert run.first_inference_us == 146161  # the only warm-up run is the first inference
+    assert run.init_us == 4452  # "Init: 4452" = "Initialized session in 4.452ms"
+    assert run.extra["params"]["Num runs"] == "50"
+    assert run.extra["params"]["Use nnapi"] == "0"
+    assert run.latency_keys()[TOTAL_INFERENCE_TIME] == (137079, 137722, 143416)
+    assert run.warnings == []
+
+
+def test_tf_1_13_space_padded_op_profiling_tables() -> None:
+    # TF 1.13/1.14 era on a Pixel phone (taskset f0): space-padded tables with [start], the
+    # "Number of nodes executed" line between Top by Computation Time and Summary by node type.
+    run = tflite.parse(fixture("tflite_benchmark_model_9.txt"))
+    assert run.count == 50
+    assert run.avg_us == 115062
+    assert (run.min_us, run.max_us, run.std_us) == (88216, 129193, 7678)
+    assert run.extra["warmup_count"] == 6
+    assert run.warmup_avg_us == approx(86184.3)
+    assert run.first_inference_us == 91810  # warm-up "count=6 first=91810"
+    assert run.init_us == 1892
+    assert len(run.layers) == 65 == run.extra["nodes_executed"]
+    assert run.layers[0].name == "MobilenetV2/Conv/Relu6"
+    assert run.layers[0].op_type == "CONV_2D" and run.layers[0].mean_us == approx(7237)
+    assert run.layers[3].mean_us == approx(17846)  # expanded_conv_1/expand/Relu6
+    assert run.layers[-1].name == "output" and run.layers[-1].mean_us == approx(5)
+    # the 65 Run Order rows sum to 114.923 ms; the profiler's own avg is 114924 us
+    assert run.layers_total_us == approx(114_923, abs=2)
+    assert run.extra["profiled_timings_us"]["avg"] == 114924
+    types = {row["node type"]: row for row in run.extra["node_type_summary"]}
+    assert types["CONV_2D"]["count"] == 36
+    assert types["CONV_2D"]["time_us"] == approx(92_625)  # not x36 calls
+    assert types["ADD"]["time_us"] == approx(882)
+    assert run.warnings == []
+
+
+def test_tf_1_14_zedboard_run_without_profiling() -> None:
+    # "…but terminate if exceeding 150 seconds." wording, Cortex-A9 at ~0.75 s per inference.
+    run = tflite.parse(fixture("tflite_benchmark_model_10.txt"))
+    assert run.count == 50
+    assert run.avg_us == 747733
+    assert (run.min_us, run.max_us, run.std_us) == (747331, 748577, 293)
+    assert run.first_inference_us == 751932 == run.warmup_avg_us
+    assert run.init_us == 21039
+    assert run.extra["params"]["Max runs duration (seconds)"] == "150"
+    assert run.layers == [] and run.layers_total_us is None
+    assert run.warnings == []
+
+
+def test_recent_build_prints_averages_in_exponent_notation() -> None:
+    # TI AM62x, CPU only: "avg=1.24027e+06" and "Warmup (avg): 1.3576e+06".
+    run = tflite.parse(fixture("tflite_benchmark_model_11.txt"))
+    assert run.count == 50
+    assert run.avg_us == approx(1.24027e6)
+    assert run.min_us == 1238588 and run.max_us == 1252566 and run.std_us == 2565
+    assert run.median_us == 1239807 and run.p95_us == 1247415
+    assert run.extra["p5_us"] == 1238753
+    assert run.warmup_avg_us == approx(1.3576e6)
+    assert run.first_inference_us == 1357602
+    assert run.init_us == 5579
+    assert run.extra["memory_delta_mb"] == {"init": approx(6.36328), "overall": approx(109.832)}
+    assert run.extra["model_size_mb"] == approx(67.3128)
+    assert run.warnings == []
+
+
+def test_xnnpack_partial_delegation_is_still_cpu_and_not_a_decline() -> None:
+    # "Explicitly applied XNNPACK delegate, and the model graph will be partially executed by
+    # the delegate w/ 1 delegate kernels." XNNPACK is the CPU path: no delegate warning.
+    run = tflite.parse(fixture("tflite_benchmark_model_12.txt"))
+    assert run.count == 50
+    assert run.avg_us == 899641
+    assert run.median_us == 899281 and run.p95_us == 904305
+    assert run.init_us == 614333
+    assert run.first_inference_us == 905463
+    assert run.extra["memory_delta_mb"] == {"init": approx(146.363), "overall": approx(150.141)}
+    assert run.warnings == []

@@ -1,7 +1,8 @@
 """Vitis AI parsers (``xdputil benchmark``, ``test_performance_<task>``) on real captures.
 
 Fixtures in ``tests/fixtures/bench-output/`` are verbatim public outputs (``SOURCES.md``);
-expected numbers were read from the files by eye.
+expected numbers were read from the files by eye. Inputs marked DERIVED (a real fixture with one
+documented edit) or SYNTHETIC exist only for the no-silent-drop rule (issue 16).
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ def test_xdputil_progress(line: str, percent: int | None) -> None:
         ("vitis_ai_test_performance_1.txt", 216.327, 18394.5, 15711.6, 4, 10),
         ("vitis_ai_test_performance_2.txt", 386.133, 2588.76, 1346.91, 1, 30),
         ("vitis_ai_test_performance_3.txt", 18.0589, 217547, 214647, 4, 10),
+        # Vitis AI 1.1 (benchmark.hpp:175/201/210), no "Logging before InitGoogleLogging" line
+        ("vitis_ai_test_performance_4.txt", 235.63, 16964.4, 14459.7, 4, 60),
+        # early VCK190 (DPUCVDX8G) image, benchmark.hpp:176/203/211
+        ("vitis_ai_test_performance_5.txt", 1567.02, 7650.41, 5580.37, 4, 60),
     ],
 )
 def test_test_performance_fixtures(
@@ -154,3 +159,83 @@ def test_report_detection() -> None:
     assert vitis.has_test_performance_report(fixture("vitis_ai_test_performance_2.txt"))
     assert not vitis.has_test_performance_report(fixture("xdputil_benchmark_2.txt"))
     assert vitis.performance_progress("waiting for 10/30 seconds, 1 threads running") == (10, 30)
+
+
+def test_xdputil_kria_two_threads_test_pass() -> None:
+    run = vitis.parse_xdputil(fixture("xdputil_benchmark_4.txt"))
+    # "FPS= 6647.71 number_of_frames= 398879 time= 60.0024 seconds."
+    assert run.extra["fps"] == approx(6647.71)
+    assert run.count == 398879
+    assert run.extra["seconds"] == approx(60.0024)
+    assert run.extra["threads"] == 2
+    assert run.extra["frames_per_thread"] == [199424, 199455]
+    assert run.extra["progress_percent"] == list(range(0, 101, 10))
+    assert run.avg_us is None and run.latency_keys() == {}
+    (warning,) = run.warnings
+    assert "inverse throughput" in warning
+
+
+def test_xdputil_vitis_ai_3_5_one_thread_no_space_before_frames() -> None:
+    run = vitis.parse_xdputil(fixture("xdputil_benchmark_5.txt"))
+    # "FPS= 337.061 number_of_frames=20225 time= 60.0039 seconds." and "BYEBYE " (trailing space)
+    assert run.extra["fps"] == approx(337.061)
+    assert run.count == 20225
+    assert run.extra["seconds"] == approx(60.0039)
+    assert run.extra["threads"] == 1 and run.extra["frames_per_thread"] == [20225]
+    assert run.extra["progress_percent"] == [0, 10, 100]  # the vendor elided 20%..90%
+    assert run.avg_us == approx(1e6 / 337.061)
+    assert run.latency_keys() == {TOTAL_INFERENCE_TIME: (None, approx(2966.82, rel=1e-5), None)}
+    assert run.warnings == []
+
+
+# ------------------------------------------------------------------ no silent drops
+
+
+def test_xdputil_unreadable_fps_is_an_error_naming_the_line() -> None:
+    """DERIVED: fixture 2 with the FPS value replaced by nan."""
+    text = fixture("xdputil_benchmark_2.txt").replace("FPS= 1254.93", "FPS= nan")
+    with pytest.raises(ToolOutputError, match="cannot read the headline line") as caught:
+        vitis.parse_xdputil(text)
+    assert "FPS= nan number_of_frames= 75300" in str(caught.value)
+
+
+def test_xdputil_unreadable_thread_line_and_time_unit_are_warnings() -> None:
+    """DERIVED: fixture 1 with one thread line and the time unit changed."""
+    text = (
+        fixture("xdputil_benchmark_1.txt")
+        .replace("thread-1 processes 810 frames", "thread-1 processes 810 images")
+        .replace("time= 60.0382 seconds.", "time= 60.0382 fortnights.")
+    )
+    run = vitis.parse_xdputil(text)
+    assert run.count == 1714 and run.extra["fps"] == approx(28.5485)
+    assert "seconds" not in run.extra
+    assert run.extra["frames_per_thread"] == [904]
+    text_of = " | ".join(run.warnings)
+    assert "cannot read line 'I0713 18:38:48.279599" in text_of
+    assert "thread-1 processes 810 images" in text_of
+    assert "fortnights" in text_of
+    assert "add up to 904 frames, not number_of_frames=1714" in text_of
+
+
+def test_test_performance_unreadable_headline_is_an_error() -> None:
+    """DERIVED: fixture 2 with E2E_MEAN printed as -nan (what a run without frames prints)."""
+    text = fixture("vitis_ai_test_performance_2.txt").replace("E2E_MEAN=2588.76", "E2E_MEAN=-nan")
+    with pytest.raises(ToolOutputError, match="cannot read the headline line: E2E_MEAN=-nan"):
+        vitis.parse_test_performance(text)
+
+
+def test_test_performance_unreadable_dpu_mean_and_unknown_keys_are_flagged() -> None:
+    """SYNTHETIC report block: DPU_MEAN unreadable, a key no release prints, a step line."""
+    run = vitis.parse_test_performance(
+        "step 10FPS=380.5\nFPS=386.133\nE2E_MEAN=2588.76\nDPU_MEAN=nan\nE2E_P99=3100\n"
+    )
+    assert run.avg_us == approx(2588.76)
+    assert run.forward_us is None
+    assert run.extra["other_values"] == {"E2E_P99": "3100"}
+    assert run.extra["step_fps"] == [(10, approx(380.5))]
+    text_of = " | ".join(run.warnings)
+    assert "cannot read line 'DPU_MEAN=nan'" in text_of
+    assert "unknown report line 'E2E_P99=3100'" in text_of
+    # an environment assignment in a pasted command line is not a report line
+    quiet = vitis.parse_test_performance("XLNX_ENABLE_DUMP=1 ./test_performance_x m l\nFPS=1\n")
+    assert "other_values" not in quiet.extra
