@@ -93,8 +93,11 @@ class Lab:
         log_dir: str | Path | None = None,
         power_links: Sequence[MonitorLink] = (),
         canaries: CanaryStore | None = None,
+        isolate: bool = True,
     ) -> None:
         self.store = store
+        # in-process runtimes (host ONNX Runtime) time in a measurement process per device
+        self.isolate = isolate
         # The reference canary's history: shared by every run on this machine when given (the
         # CLI and the TUI pass the user-level one), else a file beside the store.
         self.canaries = canaries or CanaryStore(store.path.parent / CANARY_FILE)
@@ -385,6 +388,7 @@ class Lab:
             power=self.power,
             on_drift=self._device_drift,
             canaries=self.canaries,
+            isolate=self.isolate,
         )
         self._workers[device_id] = worker
         worker.start()

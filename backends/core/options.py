@@ -52,6 +52,25 @@ BENCH_OPTIONS: tuple[Option, ...] = (
         1,
     ),
     Option(
+        "min_round_s",
+        "--min-round-seconds",
+        float,
+        "where the runtime runs in devlab's measurement process (host CPU), every round runs "
+        "at least S seconds, as many runs as fit (default %(default)s; 0: exactly the runs)",
+        "S",
+        0.0,
+        dialog=False,
+    ),
+    Option(
+        "pin",
+        "--pin",
+        int,
+        "pin the measurement process to CPU core N (recorded in the conditions)",
+        "CORE",
+        0,
+        dialog=False,
+    ),
+    Option(
         "round_stat",
         "--round-stat",
         str,

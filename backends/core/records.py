@@ -154,6 +154,10 @@ class JobSettings:
     threads: int | None = 1
     rounds: int = 5
     round_stat: str = "median"  # or "min": the headline from the round medians
+    # a round that the runtime can calibrate lasts at least this long (as many runs as fit,
+    # never fewer than planned), so a 15 us model gets thousands of samples per round
+    min_round_s: float = 0.2
+    pin: int | None = None  # the CPU core the measurement process is pinned to
     precision_pct: float = 2.0  # 0 turns the precision gate off
     max_rounds: int = 15  # the gate never runs more rounds than this in all
     precision_time_cap_s: float = 60.0  # nor spends longer than this on extra rounds
@@ -247,8 +251,10 @@ class Result:
     order; ``round_sizes`` says how many of them each round took.
 
     ``stats`` summarise the timed runs (the tool's end-to-end inference time, the
-    nnabla-nas "Total Inference Time"); ``forward_stats`` and ``layers_stats`` come from a
-    separate profiled pass where the tool offers one ("Forward Propagate", "Layers Time").
+    nnabla-nas "Total Inference Time"); ``forward_stats`` is the runtime's forward time
+    ("Forward Propagate"): the timed runs less ``call_cost_us`` (the fixed per-call cost,
+    measured on a null model) where the session measured it, else from a separate profiled
+    pass where the tool offers one, like ``layers_stats`` ("Layers Time").
     """
 
     job_id: str
@@ -260,6 +266,7 @@ class Result:
     forward_stats: Stats | None = None
     layers_stats: Stats | None = None
     layers: list[LayerTime] = field(default_factory=list)
+    call_cost_us: float | None = None
     load_us: float | None = None
     first_inference_us: float | None = None
     tool: str = ""
@@ -276,6 +283,10 @@ class Result:
     round_canary_us: list[float | None] = field(default_factory=list)
     canary_reference_us: float | None = None
     normalised_median_us: float | None = None
+    # the figure to quote: the normalised median where normalising made the rounds tighter,
+    # else the raw one; ``headline_basis`` says which and why
+    headline_us: float | None = None
+    headline_basis: str | None = None
     ci_low_us: float | None = None
     ci_high_us: float | None = None
     ci_half_width_pct: float | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import statistics
 import threading
 import time
 import traceback
@@ -48,6 +49,7 @@ from backends.devices.base import (
 from backends.measure.assemble import assemble_result
 from backends.measure.canary import drift_status
 from backends.measure.canary_store import CanaryStore
+from backends.measure.isolation import IsolatedSession, MeasurementProcess, isolated_opener
 from backends.measure.precision import GateDecision, PrecisionGate
 from backends.measure.probe import CanaryProbe
 from backends.measure.rounds import Rounds, every_round_has_canary, split_runs
@@ -84,17 +86,23 @@ class JobRun:
     drift: dict[str, Any] | None = None  # the device's canary against its history
     ended: bool = False  # done, failed or cancelled
 
+    round_seconds: float | None = None  # how long each round runs at least (None: by count)
+
     def fraction(self, done: int, round_elapsed_s: float = 0.0) -> float:
         """The whole job's progress, 0..1, so a live bar never falls back between rounds:
-        iterations against ``runs``, or planned rounds (each ``seconds_per_round`` long)."""
-        settings = self.job.settings
-        if settings.runs:
-            return min(1.0, done / settings.runs)
-        per_round = self.seconds_per_round
-        if not per_round:
-            return 0.0
-        into_round = min(1.0, round_elapsed_s / per_round)
-        return min(1.0, (len(self.rounds.sizes) + into_round) / len(self.plan))
+        planned rounds finished, plus the share of the current one (by its iterations and,
+        for a round sized by time, by its seconds: it ends when both are reached)."""
+        planned, finished = len(self.plan), len(self.rounds.sizes)
+        if finished >= planned:
+            return 1.0
+        shares = []
+        target = self.plan[finished]
+        if target:
+            shares.append((done - sum(self.rounds.sizes)) / target)
+        if self.round_seconds:
+            shares.append(round_elapsed_s / self.round_seconds)
+        into = min(shares) if shares else 0.0
+        return min(1.0, (finished + max(0.0, min(1.0, into))) / planned)
 
     @property
     def seconds_per_round(self) -> float | None:
@@ -117,9 +125,17 @@ class DeviceWorker(threading.Thread):
         power: PowerManager | None = None,
         on_drift: DriftCallback | None = None,
         canaries: CanaryStore | None = None,
+        isolate: bool = True,
     ) -> None:
         super().__init__(name=f"devlab-worker-{device.id}", daemon=True)
         self.power = power
+        # in-process runtimes time in a process of their own (spawned at the first job)
+        self.measurer = (
+            MeasurementProcess(device.id, log_path=log_dir / _measure_log_name(device.id))
+            if isolate and backend.isolation()
+            else None
+        )
+        self._open_session = isolated_opener(backend, self.measurer)
         self.device = device
         self.backend = backend
         self.store = store
@@ -155,6 +171,13 @@ class DeviceWorker(threading.Thread):
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            if self.measurer is not None:
+                self.measurer.close()
+
+    def _serve(self) -> None:
         offline_since: float | None = None
         while not self._stopping.is_set():
             online = self.device.state in (DeviceState.ONLINE, DeviceState.BUSY)
@@ -203,7 +226,7 @@ class DeviceWorker(threading.Thread):
         runs = [JobRun(job, split_runs(job.settings.runs, job.settings.rounds)) for job in jobs]
         for run in runs:
             self.events.publish(JobStarted(run.job))
-        probe = CanaryProbe(self.backend, self.device)
+        probe = CanaryProbe(self.backend, self.device, opener=self._open_session)
         try:
             for run in runs:
                 self._guard(run, self._open, run)
@@ -275,7 +298,12 @@ class DeviceWorker(threading.Thread):
         job = run.job
         run.conditions_start = self.backend.conditions(self.device)
         self._progress(job, "load", 0, None, 0.0)
-        run.session = self.backend.open_session(self.device, job, job.model)
+        run.session = self._open_session(self.device, job, job.model)
+        run.round_seconds = self._round_seconds(run)
+        if self.measurer is not None:
+            run.conditions_start["measured_in"] = "measurement process"
+        if job.settings.pin is not None:
+            run.conditions_start["pinned_core"] = job.settings.pin
         self._progress(job, "warmup", 0, job.settings.warmup, 0.0)
         run.session.warmup(job.settings.warmup)
         if job.settings.settle_c is not None:
@@ -307,7 +335,10 @@ class DeviceWorker(threading.Thread):
         # a cancel or shutdown is honoured between rounds too, however short they are
         self._progress(job, phase, done, total, run.fraction(done))
         # no canary inside a power job's energy window: its runs would count as the model's
-        canary = None if job.settings.skip_canary or job.settings.power else probe.measure(job)
+        wants_canary = not (job.settings.skip_canary or job.settings.power)
+        reference = probe.session(job) if wants_canary else None
+        paired = isinstance(run.session, IsolatedSession) and isinstance(reference, IsolatedSession)
+        canary = None if paired or not wants_canary else probe.measure(job)
         callback = self._iteration_callback(
             job,
             phase,
@@ -317,11 +348,28 @@ class DeviceWorker(threading.Thread):
             time.monotonic(),
             run.fraction,
         )
-        timed = run.session.run(iterations, run.seconds_per_round, callback)
+        if paired:  # model and canary in alternating blocks: both see the same moments
+            timed, canary_runs = run.session.run_paired(  # type: ignore[attr-defined]
+                reference, iterations, run.round_seconds, callback
+            )
+            canary = statistics.median(canary_runs) if canary_runs else None
+            run.conditions_start["canary_pairing"] = "alternating blocks within each round"
+        else:
+            timed = run.session.run(iterations, run.round_seconds, callback)
         if timed.count == 0:
             raise BenchError(f"{job.model.path}: the runtime returned no timed runs")
         run.rounds.add(timed)
         run.canaries.append(canary)
+
+    @staticmethod
+    def _round_seconds(run: JobRun) -> float | None:
+        """Each round's minimum duration: the job's ``min_seconds`` share, and for a session
+        that calibrates, at least ``min_round_s`` (so tiny models get enough samples)."""
+        seconds = run.seconds_per_round
+        floor = run.job.settings.min_round_s
+        if run.session is not None and run.session.calibrates and floor:
+            seconds = max(seconds or 0.0, floor)
+        return seconds
 
     def _wants_more(self, run: JobRun) -> bool:
         """Ask the precision gate whether this job needs another round."""
@@ -547,6 +595,11 @@ class DeviceWorker(threading.Thread):
 
 def _interleavable(job: Job) -> bool:
     return job.settings.rounds > 1 and not job.settings.power
+
+
+def _measure_log_name(device_id: str) -> str:
+    """The measurement process's log file (a runtime's own messages go there)."""
+    return "measure-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in device_id) + ".log"
 
 
 def _canary_key(job: Job) -> str:

@@ -68,6 +68,9 @@ class SessionInfo:
     first_inference_us: float | None
     tool: str
     tool_version: str
+    #: The harness's fixed cost of one call (input binding, output copy, the call itself),
+    #: measured on a null model of the same inputs and outputs; None where not measured.
+    call_cost_us: float | None = None
 
 
 @dataclass
@@ -98,6 +101,10 @@ class BenchSession(ABC):
     """A model loaded on a device, kept alive across rounds."""
 
     info: SessionInfo
+    #: Whether ``run`` takes ``iterations`` and ``min_seconds`` together as two lower bounds
+    #: (the worker then sizes rounds by time: ``JobSettings.min_round_s``). Sessions that
+    #: take one or the other leave it False.
+    calibrates: bool = False
 
     @abstractmethod
     def warmup(self, iterations: int) -> None:
@@ -172,6 +179,13 @@ class DeviceBackend(ABC):
     def hint_for_unknown(cls, device_id: str) -> str | None:
         """What to tell someone who asked for ``device_id`` when no such device is attached,
         if the id is of this kind and there is something to do about it (a config entry)."""
+        return None
+
+    def isolation(self) -> Callable[[], DeviceBackend] | None:
+        """A picklable factory that builds this backend again in devlab's measurement process
+        (``backends.measure.isolation``), for runtimes that time in-process; None (the
+        default) keeps sessions in the worker's process (tools on a phone, board or stick
+        time themselves there)."""
         return None
 
     @abstractmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,21 @@ from backends.devices.base import (
     ort_layer_profile,
 )
 from backends.models.intake import random_inputs
+from backends.models.null_model import null_model_bytes
 from backends.runtimes.ort_session import session_options
 
 HOST_DEVICE_ID = "host:cpu"
+CALL_COST_WARMUP = 50
+CALL_COST_RUNS = 200  # and at least CALL_COST_SECONDS of them
+CALL_COST_SECONDS = 0.05
 ORT_RUNTIME = "onnxruntime"
 TOOL = "onnxruntime-python"
 
 
 class HostSession(BenchSession):
     """An ONNX Runtime CPU session kept alive across warmup, rounds and profiling."""
+
+    calibrates = True  # run() takes iterations and min_seconds as two lower bounds
 
     def __init__(self, model: Model, threads: int | None) -> None:
         self.model = model
@@ -46,20 +53,44 @@ class HostSession(BenchSession):
         started = time.perf_counter_ns()
         self.session = _create_session(model, session_options(threads))
         loaded = time.perf_counter_ns()
-        self._run_once()
+        outputs = self._run_once()
         first = time.perf_counter_ns()
         self.info = SessionInfo(
             load_us=(loaded - started) / 1e3,
             first_inference_us=(first - loaded) / 1e3,
             tool=TOOL,
             tool_version=ort.__version__,
+            call_cost_us=self._call_cost_us(outputs),
         )
 
-    def _run_once(self) -> None:
+    def _run_once(self) -> list[Any]:
         try:
-            self.session.run(None, self.feeds)
+            return self.session.run(None, self.feeds)
         except Exception as error:  # ORT raises its own exception types
             raise BenchError(f"{self.model.path}: inference failed: {error}") from error
+
+    def _call_cost_us(self, outputs: list[Any]) -> float | None:
+        """The median time of a null model with this model's inputs and outputs, timed by the
+        same loop: what every call costs besides the forward pass."""
+        names = [output.name for output in self.session.get_outputs()]
+        try:
+            null = ort.InferenceSession(
+                null_model_bytes(self.feeds, list(zip(names, outputs, strict=True))),
+                session_options(self.threads),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception:  # an output ONNX cannot hold as a constant: no forward time then
+            return None
+        run, feeds, clock = null.run, self.feeds, time.perf_counter_ns
+        for _ in range(CALL_COST_WARMUP):
+            run(None, feeds)
+        samples = []
+        deadline = clock() + int(CALL_COST_SECONDS * 1e9)
+        while len(samples) < CALL_COST_RUNS or clock() < deadline:
+            start = clock()
+            run(None, feeds)
+            samples.append(clock() - start)
+        return statistics.median(samples) / 1e3
 
     def warmup(self, iterations: int) -> None:
         for _ in range(iterations):
@@ -74,17 +105,18 @@ class HostSession(BenchSession):
         run, feeds, clock = self.session.run, self.feeds, time.perf_counter_ns
         latencies: list[float] = []
         append = latencies.append
-        deadline = clock() + int(min_seconds * 1e9) if min_seconds else None
-        limit = iterations if iterations is not None else 1 << 62
+        # both are lower bounds: at least `iterations` runs and at least `min_seconds`
+        deadline = clock() + int(min_seconds * 1e9) if min_seconds else 0
+        limit = max(iterations or 1, 1)
         done = 0
-        while done < limit:
+        while True:
             start = clock()
             run(None, feeds)
             end = clock()
             append((end - start) / 1e3)
             done += 1
             on_iteration(done, latencies)
-            if deadline is not None and end >= deadline:
+            if done >= limit and end >= deadline:
                 break
         return Timed(latencies)
 
@@ -127,6 +159,10 @@ class HostBackend(DeviceBackend):
 
     def capabilities(self, device: Device, runtime: str | None = None) -> Capabilities:
         return Capabilities(per_layer=True, threads=True)
+
+    def isolation(self) -> type[HostBackend]:
+        """Host sessions time in devlab's measurement process (ONNX Runtime runs in-process)."""
+        return HostBackend
 
     def conditions(self, device: Device) -> dict[str, Any]:
         return host_conditions()

@@ -7,11 +7,12 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from backends.core.records import Job, Result
+from backends.core.records import Job, Result, Stats
 from backends.devices.base import LayerProfile, SessionInfo
-from backends.measure.canary import normalise_rounds
+from backends.measure.canary import judge_normalisation, normalise_rounds
 from backends.measure.precision import GateDecision, median_ci
 from backends.measure.rounds import Rounds, every_round_has_canary, headline
+from backends.measure.stats import summarize
 
 
 def assemble_result(
@@ -36,16 +37,18 @@ def assemble_result(
     it never ran); ``canary_history`` the device's canary history for this runtime (used only
     when every round has its canary); ``warnings`` those of the earlier steps, to which the
     gate's own is added when it did not converge."""
+    stats = rounds.stats(job.settings.round_stat)
     result = Result(
         job_id=job.id,
         latencies_us=rounds.latencies,
-        stats=rounds.stats(job.settings.round_stat),
+        stats=stats,
         stats_source=rounds.source,
         round_sizes=rounds.sizes,
         round_medians_us=rounds.medians,
-        forward_stats=profile.forward_stats if profile else None,
+        forward_stats=forward_stats(rounds, stats, info, profile),
         layers_stats=profile.layers_stats if profile else None,
         layers=profile.layers if profile else [],
+        call_cost_us=info.call_cost_us,
         load_us=info.load_us,
         first_inference_us=info.first_inference_us,
         tool=info.tool,
@@ -74,18 +77,24 @@ def add_trust_figures(
     round_stat: str,
 ) -> None:
     """The canary-normalised headline and the precision gate's interval, set on ``result``."""
+    result.headline_us = result.stats.median if result.stats.median is not None else None
+    result.headline_basis = "raw (no canary)"
     if every_round_has_canary(canaries):
         long_run = statistics.median(canary_history) if canary_history else None
         normalised = normalise_rounds(rounds.medians, canaries, long_run)  # type: ignore[arg-type]
         result.canary_reference_us = long_run or statistics.median(canaries)  # type: ignore[type-var]
         result.normalised_median_us = headline(normalised, round_stat)
+        judgement = judge_normalisation(rounds.medians, normalised)
+        result.headline_basis = judgement.reason
+        if judgement.use_normalised:
+            result.headline_us = result.normalised_median_us
     interval = gate.interval if gate is not None else None
     if interval is None and len(rounds.medians) > 1:
         interval = median_ci(rounds.gate_medians(canaries), rounds.iterations_by_round)
     if interval is not None and interval.finite:
         # The interval is relative to what the gate judged; expressed around the headline
         # it is reported with (the normalised one when the canary ran).
-        centre = result.normalised_median_us or result.stats.median or result.stats.mean
+        centre = result.headline_us or result.stats.median or result.stats.mean
         scale = centre / interval.estimate if interval.estimate else 1.0
         result.ci_low_us = interval.low * scale if interval.low is not None else None
         result.ci_high_us = interval.high * scale if interval.high is not None else None
@@ -94,3 +103,19 @@ def add_trust_figures(
         result.converged = bool(gate.converged)
         if not result.converged:
             result.warnings.append(f"precision gate: {gate.reason}")
+
+
+def forward_stats(
+    rounds: Rounds, stats: Stats, info: SessionInfo, profile: LayerProfile | None
+) -> Stats | None:
+    """The "Forward Propagate" key: every timed run less the session's fixed per-call cost,
+    so module times add up to a model's (the cost is paid once per call, not once per module);
+    its median is the headline's less that cost. Else the profiled pass's forward time, where the
+    tool has one."""
+    if info.call_cost_us is not None and rounds.source == "iterations" and rounds.latencies:
+        cost = info.call_cost_us
+        forward = summarize([max(latency - cost, 0.0) for latency in rounds.latencies])
+        if stats.median is not None:
+            forward.median = max(stats.median - cost, 0.0)
+        return forward
+    return profile.forward_stats if profile else None

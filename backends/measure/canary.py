@@ -64,6 +64,41 @@ def normalise_rounds(
     ]
 
 
+def relative_spread_pct(values: Sequence[float]) -> float:
+    """Robust spread of ``values`` in percent of their median (1.4826 x MAD / median)."""
+    centre = statistics.median(values)
+    mad = statistics.median(abs(v - centre) for v in values)
+    return 100.0 * MAD_TO_SIGMA * mad / centre if centre > 0 else math.inf
+
+
+@dataclass
+class Judgement:
+    """Whether normalising by the canary made a job's round medians tighter."""
+
+    use_normalised: bool
+    raw_spread_pct: float | None
+    normalised_spread_pct: float | None
+    reason: str
+
+
+def judge_normalisation(raw: Sequence[float], normalised: Sequence[float]) -> Judgement:
+    """Normalisation must not hurt: when the normalised round medians scatter more than the
+    raw ones (the canary moved unlike the model), the raw figure is the headline. With fewer
+    than three rounds there is nothing to judge and the normalised figure stands."""
+    if len(raw) < 3 or len(raw) != len(normalised):
+        return Judgement(True, None, None, "normalised (too few rounds to judge)")
+    raw_spread, norm_spread = relative_spread_pct(raw), relative_spread_pct(normalised)
+    figures = f"round spread {norm_spread:.2f}% normalised vs {raw_spread:.2f}% raw"
+    if norm_spread > raw_spread:
+        return Judgement(
+            False,
+            raw_spread,
+            norm_spread,
+            f"raw: the canary did not move with the model ({figures})",
+        )
+    return Judgement(True, raw_spread, norm_spread, f"normalised ({figures})")
+
+
 @dataclass
 class DriftStatus:
     """Is a device's canary away from its own history? ``ratio`` = median(recent)/median(history).

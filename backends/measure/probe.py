@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from backends.core.records import Device, Job, JobSettings, Model
@@ -26,8 +27,15 @@ CANARY_RUNS = 15
 class CanaryProbe:
     """Measures the canary on one device; unavailable runtimes are remembered with the reason."""
 
-    def __init__(self, backend: DeviceBackend, device: Device, path: Path = CANARY_PATH) -> None:
+    def __init__(
+        self,
+        backend: DeviceBackend,
+        device: Device,
+        path: Path = CANARY_PATH,
+        opener: Callable[[Device, Job, Model], BenchSession] | None = None,
+    ) -> None:
         self.backend = backend
+        self._open_session = opener or backend.open_session
         self.device = device
         self.path = path
         self._model: Model | None = None
@@ -54,6 +62,19 @@ class CanaryProbe:
             return timed.summary.median or timed.summary.mean
         return None
 
+    def session(self, job: Job) -> BenchSession | None:
+        """The canary's open session for ``job``'s runtime and threads (opened and warmed up
+        on first use), for a round that pairs it with the model; None where it cannot run."""
+        key = (job.runtime, job.settings.threads)
+        if key in self.unavailable:
+            return None
+        try:
+            return self._sessions.get(key) or self._open(job, key)
+        except (BenchError, ModelError, OSError) as error:
+            self.unavailable[key] = str(error)
+            self._drop(key)
+            return None
+
     def _open(self, job: Job, key: tuple[str, int | None]) -> BenchSession:
         if not self.supported:
             raise BenchError(f"{self.device.id}: the reference canary does not run here")
@@ -68,7 +89,7 @@ class CanaryProbe:
                 warmup=CANARY_WARMUP, runs=CANARY_RUNS, threads=job.settings.threads, rounds=1
             ),
         )
-        session = self.backend.open_session(self.device, canary_job, self._model)
+        session = self._open_session(self.device, canary_job, self._model)
         session.warmup(CANARY_WARMUP)
         self._sessions[key] = session
         return session

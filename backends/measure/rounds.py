@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from backends.core.records import Stats
 from backends.devices.base import Timed
-from backends.measure.canary import normalise_rounds
+from backends.measure.canary import judge_normalisation, normalise_rounds
 from backends.measure.stats import merge_summaries, summarize
 
 
@@ -72,7 +72,10 @@ class Rounds:
 
     def gate_medians(self, canaries: Sequence[float | None]) -> list[float]:
         """The round medians the precision gate judges: drift-normalised when every round has
-        its canary (a slow phase of the machine then does not count as imprecision), else raw."""
+        its canary (a slow phase of the machine then does not count as imprecision) and that
+        made them tighter, else raw."""
         if every_round_has_canary(canaries):
-            return normalise_rounds(self.medians, canaries)  # type: ignore[arg-type]
+            normalised = normalise_rounds(self.medians, canaries)  # type: ignore[arg-type]
+            if judge_normalisation(self.medians, normalised).use_normalised:
+                return normalised
         return list(self.medians)

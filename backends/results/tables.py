@@ -32,6 +32,9 @@ RESULT_FORMATS: tuple[str, ...] = ("csv", "json", "parquet")
 TOTAL_KEY = "Total Inference Time"
 FORWARD_KEY = "Forward Propagate"
 LAYERS_KEY = "Layers Time"
+# the fixed cost of one call (binding, copies, the call), measured on a null model: a model's
+# latency is about the sum of its modules' Forward Propagate plus this once
+CALL_KEY = "Call Overhead"
 LATENCY_STATS: tuple[tuple[str, str], ...] = (
     ("Min_Time", "min"),
     ("Avg_Time", "mean"),
@@ -146,6 +149,8 @@ def latency_table_rows(rows: Sequence[Row], devices: Mapping[str, Device]) -> li
             if key == TOTAL_KEY and result.normalised_median_us is not None:
                 normalised = round(float(result.normalised_median_us), 1)
                 table.append((uid, runtime, key, NORMALISED_STAT, normalised))
+        if result.call_cost_us is not None:
+            table.append((uid, runtime, CALL_KEY, "Median_Time", round(result.call_cost_us, 1)))
     return table
 
 
@@ -226,6 +231,7 @@ def _record(job: Job, result: Result | None, device: Device | None) -> dict[str,
     record["load_us"] = result.load_us if result is not None else None
     record["first_inference_us"] = result.first_inference_us if result is not None else None
     record["forward_median_us"] = _median(result.forward_stats if result else None)
+    record["call_cost_us"] = result.call_cost_us if result is not None else None
     record["layers_median_us"] = _median(result.layers_stats if result else None)
     record["tool"] = result.tool if result is not None else None
     record["tool_version"] = result.tool_version if result is not None else None
@@ -262,6 +268,8 @@ def _trust_fields(result: Result | None) -> dict[str, Any]:
         "canary_median_us": statistics.median(canaries) if canaries else None,
         "canary_reference_us": result.canary_reference_us,
         "normalised_median_us": result.normalised_median_us,
+        "headline_us": result.headline_us,
+        "headline_basis": result.headline_basis,
         "drifting": (result.drift or {}).get("drifting") if result.drift else None,
         "parity_ok": parity.get("ok"),
         "parity_max_abs_diff": parity.get("max_abs_diff"),
@@ -440,6 +448,7 @@ def _empty_columns() -> list[str]:
         "load_us",
         "first_inference_us",
         "forward_median_us",
+        "call_cost_us",
         "layers_median_us",
         "tool",
         "tool_version",

@@ -2,9 +2,13 @@
 
 The nnabla-nas recipe: sum the table latencies of an architecture's modules, then correct
 the sum with one least-squares line per (device, runtime), ``measured = scale * sum + bias``,
-fitted on sampled architectures that were measured whole. Raw sums are 15-30 % off on ONNX
-Runtime CPU (every isolated module pays call overhead, whole graphs fuse across modules), so
-the fit is essential; its accuracy is reported on held-out points (k-fold) so it is honest.
+fitted on sampled architectures that were measured whole; its accuracy is reported on
+held-out points (k-fold) so it is honest.
+
+What is summed: where the table has each module's "Forward Propagate" (its time less the
+fixed per-call cost) and that "Call Overhead", the sum is the modules' forward times plus the
+call cost once, which is what a whole model pays; summing the modules' total times instead
+counts the call cost once per module (raw sums then run 10-30 % high on small modules).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from backends.space.measurements import (
+    CALL_KEY,
     FORWARD_KEY,
     LAYERS_KEY,
     RESULT_COLUMNS,
@@ -115,6 +120,7 @@ class Fit:
     report: Report
     points: list[Point]
     table: dict[str, float]
+    call_cost_us: float = 0.0  # added once per model to the sum of the table's values
 
     def predict(self, module_uids: Sequence[str]) -> float:
         missing = [uid for uid in module_uids if uid not in self.table]
@@ -124,7 +130,8 @@ class Fit:
                 f"{self.device}: {few(missing)}; bench those modules "
                 "(devlab space modules ...) and fit again"
             )
-        return self.scale * sum(self.table[uid] for uid in module_uids) + self.bias
+        summed = sum(self.table[uid] for uid in module_uids) + self.call_cost_us
+        return self.scale * summed + self.bias
 
 
 @dataclass
@@ -188,7 +195,8 @@ class Estimator:
             "key": self.key,
             "stat": self.stat,
             "granularity": self.granularity,
-            "model": "measured_us = scale * sum(table[uid] for uid in module_uids) + bias",
+            "model": "measured_us = scale * (sum(table[uid] for uid in module_uids) + call_cost_us)"
+            " + bias",
             "sources": self.sources,
             "warnings": self.warnings,
             "fits": [asdict(f) for f in self.fits],
@@ -281,7 +289,7 @@ def fit_estimator(
     for group, items in groups.items():
         if group not in labels:
             continue
-        modules = table.modules(labels[group], key, stat)
+        modules, call_cost = _module_values(table, labels[group], key, stat)
         try:
             fits.append(
                 _fit_group(
@@ -295,6 +303,7 @@ def fit_estimator(
                     folds,
                     seed,
                     warnings,
+                    call_cost,
                 )
             )
         except EstimatorError as exc:
@@ -303,6 +312,22 @@ def fit_estimator(
         raise EstimatorError("; ".join(errors + warnings))
     warnings.extend(errors)
     return Estimator(key, stat, granularity, fits, warnings)
+
+
+def _module_values(
+    table: LatencyTable, label: str, key: str, stat: str
+) -> tuple[dict[str, float], float]:
+    """What to sum per module, and the call cost to add once per model: each module's Forward
+    Propagate and the median Call Overhead where the table has both for every module of
+    ``key``; else the modules' ``key`` values themselves and no call cost."""
+    modules = table.modules(label, key, stat)
+    if key != TOTAL_KEY:
+        return modules, 0.0
+    forward = table.modules(label, FORWARD_KEY, "Median_Time")
+    calls = table.modules(label, CALL_KEY, "Median_Time")
+    if not modules or not set(modules) <= set(forward) or not set(modules) <= set(calls):
+        return modules, 0.0
+    return {uid: forward[uid] for uid in modules}, float(np.median(list(calls.values())))
 
 
 def accuracy(measured: Sequence[float], predicted: Sequence[float]) -> Accuracy:
@@ -370,6 +395,7 @@ def _fit_group(
     folds: int,
     seed: int,
     warnings: list[str],
+    call_cost: float = 0.0,
 ) -> Fit:
     device, runtime = group
     where = f"{runtime} on {device}"
@@ -393,7 +419,7 @@ def _fit_group(
         if value is None or value <= 0:
             no_value += 1
             continue
-        points.append((item, value, sum(modules[uid] for uid in uids)))
+        points.append((item, value, sum(modules[uid] for uid in uids) + call_cost))
     skipped = len(items) - len(points)
     if missing:
         archs = skipped - no_uids - no_value
@@ -445,6 +471,7 @@ def _fit_group(
             for (item, value, total), h, f in zip(points, heldout, fitted, strict=True)
         ],
         table=dict(sorted(modules.items())),
+        call_cost_us=call_cost,
     )
 
 
@@ -517,4 +544,5 @@ def _fit_from_dict(data: Mapping[str, Any]) -> Fit:
         report=Report(**report),
         points=[Point(**p) for p in data.get("points", [])],
         table={str(k): float(v) for k, v in data["table"].items()},
+        call_cost_us=float(data.get("call_cost_us", 0.0)),
     )

@@ -27,6 +27,7 @@ from backends.space.modules import (
 TOTAL_KEY = "Total Inference Time"
 FORWARD_KEY = "Forward Propagate"
 LAYERS_KEY = "Layers Time"
+CALL_KEY = "Call Overhead"  # the fixed cost of one call, once per model (devlab's own key)
 STATS: tuple[str, ...] = ("Min_Time", "Avg_Time", "Median_Time", "Max_Time", "Normalised_Time")
 
 # results.csv column holding each (latency key, stat) of a whole model.
@@ -37,6 +38,7 @@ RESULT_COLUMNS: dict[tuple[str, str], str] = {
     (TOTAL_KEY, "Max_Time"): "max_us",
     (TOTAL_KEY, "Normalised_Time"): "normalised_median_us",
     (FORWARD_KEY, "Median_Time"): "forward_median_us",
+    (CALL_KEY, "Median_Time"): "call_cost_us",
     (LAYERS_KEY, "Median_Time"): "layers_median_us",
 }
 _META_BY_GRANULARITY = {"block": META_UIDS, "op": META_UIDS_OP}

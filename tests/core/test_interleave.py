@@ -241,7 +241,7 @@ def test_output_parity_flags_a_device_whose_outputs_differ(
 
 def test_host_rows_carry_canary_interval_and_parity(store: Store) -> None:
     models = [load_model(MODELS_DIR / name) for name in ("mlp.onnx", "mnv2_cifar32.onnx")]
-    settings = JobSettings(warmup=2, runs=30, rounds=3, precision_pct=0)
+    settings = JobSettings(warmup=2, runs=30, rounds=3, precision_pct=0, min_round_s=0)
     lab, jobs, _ = run_jobs(store, HostBackend(), models, settings)
 
     for job in jobs:

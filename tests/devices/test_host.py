@@ -76,7 +76,9 @@ def test_discover_gives_host_cpu_with_properties() -> None:
 def test_lab_measures_mlp_in_rounds(host_lab: Lab) -> None:
     model = load_model(MODELS_DIR / "mlp.onnx")
     job = host_lab.submit(
-        model, HOST_DEVICE_ID, settings=JobSettings(warmup=2, runs=20, rounds=2, precision_pct=0)
+        model,
+        HOST_DEVICE_ID,
+        settings=JobSettings(warmup=2, runs=20, rounds=2, precision_pct=0, min_round_s=0),
     )
 
     assert host_lab.wait_until_idle(timeout=WAIT_S)
@@ -100,7 +102,12 @@ def test_lab_measures_mlp_in_rounds(host_lab: Lab) -> None:
     assert result.tool_version == ort.__version__
     assert result.device_properties["onnxruntime"] == ort.__version__
     assert result.layers == []
-    assert result.forward_stats is None
+    # the forward time: every timed run less the per-call cost of a null model, every job
+    assert 0 < result.call_cost_us < stats.median
+    forward = result.forward_stats
+    assert forward is not None and forward.count == 20
+    assert forward.median == pytest.approx(stats.median - result.call_cost_us)
+    assert forward.min == pytest.approx(stats.min - result.call_cost_us)
 
 
 def test_lab_measures_for_min_seconds(host_lab: Lab) -> None:
@@ -143,10 +150,29 @@ def test_host_session_runs_exactly_the_iterations_asked() -> None:
     session.close()
 
 
+def test_rounds_sized_by_time_give_a_tiny_model_many_samples(host_lab: Lab) -> None:
+    """With ``min_round_s`` every round runs at least that long and at least its planned
+    runs: a ~20 us model gets thousands of samples instead of 5 per round."""
+    model = load_model(MODELS_DIR / "mlp.onnx")
+    settings = JobSettings(warmup=2, runs=10, rounds=2, precision_pct=0, min_round_s=0.1)
+    job = host_lab.submit(model, HOST_DEVICE_ID, settings=settings)
+
+    assert host_lab.wait_until_idle(timeout=WAIT_S)
+    result = host_lab.store.result(job.id)
+    assert result is not None, host_lab.store.job(job.id).error
+    assert len(result.round_sizes) == 2 and min(result.round_sizes) > 100
+    start = 0
+    for size in result.round_sizes:
+        # the round's own runs fill most of its 0.1 s (the rest is the clock and the loop)
+        assert sum(result.latencies_us[start : start + size]) > 0.05e6
+        start += size
+    assert result.stats.count == sum(result.round_sizes)
+
+
 def test_per_layer_profile_of_mnv2_cifar32(host_lab: Lab, tmp_path: Path) -> None:
     model = load_model(MODELS_DIR / "mnv2_cifar32.onnx")
     settings = JobSettings(
-        warmup=1, runs=6, rounds=2, per_layer=True, profile_runs=3, precision_pct=0
+        warmup=1, runs=6, rounds=2, per_layer=True, profile_runs=3, precision_pct=0, min_round_s=0
     )
     job = host_lab.submit(model, HOST_DEVICE_ID, settings=settings)
 
@@ -161,8 +187,9 @@ def test_per_layer_profile_of_mnv2_cifar32(host_lab: Lab, tmp_path: Path) -> Non
     assert all(layer.mean_us >= 0 for layer in result.layers)
     assert result.layers_stats is not None
     assert result.layers_stats.count == 3
+    # Forward Propagate comes from the timed runs less the call cost, not the profiled pass
     assert result.forward_stats is not None
-    assert result.forward_stats.count == 3
+    assert result.forward_stats.count == 6
     assert result.raw_log_path is not None
     raw = Path(result.raw_log_path)
     assert raw.is_file()

@@ -1,24 +1,42 @@
-"""Do devlab's numbers reproduce? Two passes a few minutes apart over the same models, measured
-once with a naive protocol and once with devlab's default protocol, on ``host:cpu``.
+"""Do devlab's numbers reproduce, on a quiet machine and under a competing load? Two passes a
+few minutes apart over the same models, measured once with a naive protocol and once with
+devlab's default protocol, on ``host:cpu``.
 
 * naive: one model at a time, a fresh ONNX Runtime session, 10 warm-up runs, the median of 50
   timed runs (what a quick script does);
 * devlab: ``devlab --run DIR --device host:cpu --threads 1`` with its defaults: sessions kept
-  loaded, 5 interleaved rounds in shuffled order, the reference canary before every round, the
-  precision gate; the compared figure is ``normalised_median_us`` (the drift-normalised
-  headline), with the raw ``median_us`` shown too.
+  loaded in the measurement process, 5 interleaved rounds of at least 0.2 s in shuffled order,
+  the reference canary in alternating blocks with the model inside every round, the precision
+  gate; the compared figure is ``headline_us`` (drift-normalised where that made
+  the job's rounds tighter, else raw), with the raw ``median_us`` shown too.
 
 The models: the sample models in assets/models plus ``--archs`` (default 30) architectures
 sampled from the MobileNetV2 CIFAR-10 search space. The order of the four measurements is
 naive 1, devlab 1, a pause of ``--gap`` seconds, naive 2, devlab 2, so both protocols see the
-machine's slow phases alike. Prints the share of models whose two medians agree within +-5%
-and +-10% for each protocol; the last line is
-``RESULT agree5_naive=<pct> agree5_devlab=<pct>``.
+machine's slow phases alike.
+
+Interference (``--interference``, a comma-separated list, default ``none,steady,bursty``): pass
+2 runs under that mode's competing load from tests/perf/interference.py (``steady``: one process
+streaming memory and doing arithmetic without pause; ``bursty``: the same for ``--duty`` of every
+100 ms; ``none``: nothing), pass 1 always on the quiet machine. Every mode re-runs BOTH passes,
+with its own canary history, rather than comparing several loaded second passes with one shared
+first pass: the host drifts over minutes, so a shared pass 1 would put more time (and more
+drift) between the passes of the later modes and the comparison across modes would measure the
+clock as much as the load. Paired this way, each mode is the same experiment (quiet pass, gap,
+pass) and only the load differs; the price is two passes per mode instead of one.
+
+Prints per mode the share of models whose two medians agree within +-5% and +-10%, for naive,
+devlab raw and devlab normalised, and the CPU the load used; the last line is
+``RESULT agree5_naive=<pct> agree5_devlab=<pct> agree5_devlab_steady=<pct>
+agree5_devlab_bursty=<pct> agree5_naive_steady=<pct> agree5_naive_bursty=<pct>`` (the first
+two are the ``none`` mode; keys of modes not run are left out).
 
 Usage: python tests/perf/repeatability.py [--archs 30] [--seed 7] [--gap 180] [--naive-runs 50]
-       [--work DIR] [--smoke] [-- DEVLAB OPTIONS...]
---smoke: the sample models and 2 architectures, no pause, 5 naive runs, and a devlab protocol
-cut to 2 rounds of 5 runs (the canary and the gate still run; make test runs it so).
+       [--interference none,steady,bursty] [--duty 0.4] [--work DIR] [--smoke]
+       [-- DEVLAB OPTIONS...]
+--smoke: the sample models and 2 architectures, no pause, 5 naive runs, the modes none and
+bursty, and a devlab protocol cut to 2 rounds of 10 runs (the canary and the gate still run;
+make test runs it so).
 """
 
 from __future__ import annotations
@@ -32,12 +50,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+
+from interference import competing_load, parse_modes  # noqa: E402  (this script's folder)
 
 from backends.models.intake import load_model, random_inputs  # noqa: E402
 from backends.runtimes.ort_session import session_options  # noqa: E402
@@ -50,6 +71,7 @@ SMOKE = {
     "archs": 2,
     "gap": 0.0,
     "naive_runs": 5,
+    "interference": "none,bursty",
     "devlab_args": ["--warmup=1", "--runs=10", "--rounds=2", "--max-rounds=3"],
 }
 
@@ -112,7 +134,8 @@ def devlab_pass(
             if row["status"] != "done":
                 continue
             raw[row["model_sha256"]] = float(row["median_us"])
-            value = row.get("normalised_median_us") or row["median_us"]
+            # the headline devlab quotes: normalised where that tightened the job's rounds
+            value = row.get("headline_us") or row.get("normalised_median_us") or row["median_us"]
             normalised[row["model_sha256"]] = float(value)
     return normalised, raw, time.monotonic() - started
 
@@ -125,6 +148,86 @@ def agreement(first: dict[str, float], second: dict[str, float], within_pct: flo
     return 100.0 * close / len(keys)
 
 
+@dataclass
+class ModeResult:
+    """One interference mode's two passes: medians by model sha256 per protocol."""
+
+    mode: str
+    naive: tuple[dict[str, float], dict[str, float]]
+    raw: tuple[dict[str, float], dict[str, float]]
+    normalised: tuple[dict[str, float], dict[str, float]]
+    load_cpu_per_s: float
+    load_covered: bool
+
+
+def run_mode(mode: str, models: list[Path], work: Path, args: argparse.Namespace) -> ModeResult:
+    """Pass 1 on the quiet machine, the gap, pass 2 under ``mode``'s load."""
+    print(f"mode {mode}: pass 1 quiet, pause {args.gap:.0f} s, pass 2 with load {mode}", flush=True)
+    folder, data_home = work / "models", work / f"xdg-data-{mode}"
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    naive_1 = naive_pass(models, 10, args.naive_runs)
+    timings["naive pass 1"] = time.monotonic() - started
+    devlab_1, raw_1, timings["devlab pass 1"] = devlab_pass(
+        folder, work / f"devlab-{mode}-1", args.devlab_args, data_home
+    )
+    pass_1_s = time.monotonic() - started
+    time.sleep(args.gap)
+    # generous bound: the load is killed when pass 2 ends; the bound only matters if we die
+    with competing_load(mode, duration_s=3.0 * pass_1_s + 60.0, duty=args.duty) as load:
+        started = time.monotonic()
+        naive_2 = naive_pass(models, 10, args.naive_runs)
+        timings["naive pass 2"] = time.monotonic() - started
+        devlab_2, raw_2, timings["devlab pass 2"] = devlab_pass(
+            folder, work / f"devlab-{mode}-2", args.devlab_args, data_home
+        )
+    print("  " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
+    if not load.covered:
+        print(f"  WARNING: the {mode} load stopped before pass 2 ended", flush=True)
+    return ModeResult(
+        mode,
+        (naive_1, naive_2),
+        (raw_1, raw_2),
+        (devlab_1, devlab_2),
+        load.cpu_per_s,
+        load.covered,
+    )
+
+
+def report(results: list[ModeResult], naive_runs: int) -> str:
+    """The per-mode table (printed) and the RESULT line (returned)."""
+    print(
+        f"agreement of pass 2 with pass 1: naive = fresh session, median of {naive_runs}; "
+        "raw = devlab median of round medians; norm = devlab headline (drift-normalised where "
+        "that tightened the job's rounds, else raw)"
+    )
+    print(
+        f"{'mode':<7} {'models':>6} {'naive 5%':>9} {'naive 10%':>10} {'raw 5%':>7} "
+        f"{'raw 10%':>8} {'norm 5%':>8} {'norm 10%':>9} {'load CPU/s':>10}"
+    )
+    agree5: dict[str, tuple[float, float]] = {}
+    for result in results:
+        figures = [
+            agreement(*pair, within)
+            for pair in (result.naive, result.raw, result.normalised)
+            for within in (5, 10)
+        ]
+        count = len(set(result.normalised[0]) & set(result.normalised[1]))
+        load = f"{result.load_cpu_per_s:.2f}" + ("" if result.load_covered else " (ended)")
+        print(
+            f"{result.mode:<7} {count:>6} {figures[0]:>8.1f}% {figures[1]:>9.1f}% "
+            f"{figures[2]:>6.1f}% {figures[3]:>7.1f}% {figures[4]:>7.1f}% {figures[5]:>8.1f}% "
+            f"{load:>10}"
+        )
+        agree5[result.mode] = (figures[0], figures[4])
+    pairs: list[tuple[str, float]] = []
+    if "none" in agree5:
+        pairs += [("agree5_naive", agree5["none"][0]), ("agree5_devlab", agree5["none"][1])]
+    pairs += [(f"agree5_devlab_{m}", agree5[m][1]) for m in ("steady", "bursty") if m in agree5]
+    pairs += [(f"agree5_naive_{m}", agree5[m][0]) for m in ("steady", "bursty") if m in agree5]
+    return "RESULT " + " ".join(f"{key}={value:.1f}" for key, value in pairs)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -133,6 +236,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7, help="sampling seed (7)")
     parser.add_argument("--gap", type=float, default=180.0, help="seconds between the passes")
     parser.add_argument("--naive-runs", type=int, default=50, help="naive timed runs (50)")
+    parser.add_argument(
+        "--interference",
+        type=parse_modes,
+        default="none,steady,bursty",
+        help="competing loads for pass 2, comma-separated (none,steady,bursty)",
+    )
+    parser.add_argument("--duty", type=float, default=0.4, help="bursty duty fraction (0.4)")
     parser.add_argument("--work", type=Path, help="keep the models and runs here")
     parser.add_argument(
         "devlab_args", nargs="*", help="extra devlab options after --, e.g. -- --precision 1"
@@ -141,7 +251,11 @@ def main(argv: list[str] | None = None) -> None:
         "--smoke",
         action="store_true",
         help="tiny arguments, so the script cannot rot (make test runs it so): "
-        + " ".join(f"--{k.replace('_', '-')}={v:g}" for k, v in SMOKE.items() if k != "devlab_args")
+        + " ".join(
+            f"--{k.replace('_', '-')}={v if isinstance(v, str) else format(v, 'g')}"
+            for k, v in SMOKE.items()
+            if k != "devlab_args"
+        )
         + " -- "
         + " ".join(SMOKE["devlab_args"]),
     )
@@ -152,43 +266,11 @@ def main(argv: list[str] | None = None) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="devlab-repeatability-"))
     models = prepare_models(work / "models", args.archs, args.seed)
     print(f"{len(models)} models ({args.archs} sampled architectures) in {work / 'models'}")
-
-    timings: dict[str, float] = {}
-    started = time.monotonic()
-    naive_1 = naive_pass(models, 10, args.naive_runs)
-    timings["naive pass 1"] = time.monotonic() - started
-    devlab_1, raw_1, timings["devlab pass 1"] = devlab_pass(
-        work / "models", work / "devlab-1", args.devlab_args, work / "xdg-data"
-    )
-    print(f"pause {args.gap:.0f} s between the passes", flush=True)
-    time.sleep(args.gap)
-    started = time.monotonic()
-    naive_2 = naive_pass(models, 10, args.naive_runs)
-    timings["naive pass 2"] = time.monotonic() - started
-    devlab_2, raw_2, timings["devlab pass 2"] = devlab_pass(
-        work / "models", work / "devlab-2", args.devlab_args, work / "xdg-data"
-    )
-
-    for name, seconds in timings.items():
-        print(f"{name:>14}: {seconds:7.1f} s")
-    rows = [
-        (f"naive (fresh session, median of {args.naive_runs})", naive_1, naive_2),
-        ("devlab raw median of round medians", raw_1, raw_2),
-        ("devlab drift-normalised (headline)", devlab_1, devlab_2),
-    ]
-    print(f"{'protocol':<40} {'models':>6} {'within 5%':>10} {'within 10%':>11}")
-    for label, first, second in rows:
-        count = len(set(first) & set(second))
-        print(
-            f"{label:<40} {count:>6} {agreement(first, second, 5):>9.1f}% "
-            f"{agreement(first, second, 10):>10.1f}%"
-        )
+    results = [run_mode(mode, models, work, args) for mode in args.interference]
+    result_line = report(results, args.naive_runs)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
-    print(
-        f"RESULT agree5_naive={agreement(naive_1, naive_2, 5):.1f} "
-        f"agree5_devlab={agreement(devlab_1, devlab_2, 5):.1f}"
-    )
+    print(result_line)
 
 
 if __name__ == "__main__":

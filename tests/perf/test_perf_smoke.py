@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+SCRIPTS = sorted(p for p in HERE.glob("*.py") if not p.name.startswith("test_"))
 RESULT_LINE = re.compile(r"^RESULT( [A-Za-z_][A-Za-z0-9_]*=\S+)+$")
 TOKEN = re.compile(r"^[A-Za-z0-9_.:/+-]+$")
 TIMEOUT_S = 300.0

@@ -396,3 +396,30 @@ def test_pareto_front_keeps_the_most_macs_for_each_latency() -> None:
     latency = np.array([1.0, 2.0, 2.5, 3.0, 3.5])
     # 15 MACs at 2.5 ms is beaten by 20 MACs at 2.0 ms; 25 at 3.5 by 30 at 3.0
     assert list(_pareto(macs, latency)) == [0, 1, 3]
+
+
+def test_forward_times_plus_one_call_cost_make_the_raw_sum_add_up(tmp_path: Path) -> None:
+    """Each module's total time pays the call cost once; a whole model pays it once too. With
+    Forward Propagate and Call Overhead in the table, the raw sum is sum(forward) + call once,
+    so it matches models measured as exactly that; the totals' sum counts the cost per module."""
+    call = 6.0
+    table, sampled = synthetic(30, scale=1.0, bias=0.0)
+    forward = {uid: value - call for uid, value in LATENCY.items()}
+    for item in sampled:  # a whole model: its modules' forward times and one call
+        uids = item.module_uids["block"]
+        item.latencies[(TOTAL_KEY, "Median_Time")] = sum(forward[u] for u in uids) + call
+    totals_only = fit_estimator(table, sampled).fit_for()
+    assert totals_only.report.raw_sum.mape_pct > 5  # the call cost counted once per module
+    values = dict(table.values)
+    for uid in UIDS:
+        values[(uid, "onnxruntime", "Forward Propagate", "Median_Time")] = forward[uid]
+        values[(uid, "onnxruntime", "Call Overhead", "Median_Time")] = call
+    composed = fit_estimator(LatencyTable(values, ["host:cpu"], "t.csv"), sampled).fit_for()
+    assert composed.call_cost_us == call
+    assert composed.report.raw_sum.mape_pct == pytest.approx(0.0, abs=1e-9)
+    assert composed.report.raw_sum.within10_pct == 100.0
+    uids = [UIDS[0], UIDS[2]]
+    saved = Estimator.load(
+        fit_estimator(LatencyTable(values, None, "t"), sampled).save(tmp_path / "e.json")
+    )
+    assert saved.predict(uids) == pytest.approx(forward[UIDS[0]] + forward[UIDS[2]] + call)

@@ -249,7 +249,9 @@ async def test_add_dialog_queues_a_model_that_runs_to_done(make_lab: LabFactory,
         assert len(states) == len(set(states)), f"a state was announced twice: {states}"
         assert lab.store.job(job.id).state is JobState.DONE
         result = lab.store.result(job.id)
-        assert result is not None and result.round_sizes[:5] == [4, 4, 4, 4, 4]  # default rounds
+        # the default 5 rounds of at least 4 runs, each sized by time (0.2 s of a ~20 us model)
+        assert result is not None and len(result.round_sizes) >= 5
+        assert min(result.round_sizes) > 100
         assert result.stats.count == sum(result.round_sizes)  # (more if the gate asked)
 
         await wait_for(
