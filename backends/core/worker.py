@@ -423,12 +423,12 @@ class DeviceWorker(threading.Thread):
         for run in runs:
             values = [c for c in run.canaries if c is not None]
             if values:
-                by_key.setdefault(_canary_key(run.job), []).extend(values)
+                by_key.setdefault(_canary_key(run), []).extend(values)
         for key, values in by_key.items():
             history = self.canaries.canary_history(self.device.id, key)
             status = drift_status(history, values, DRIFT_BAND_PCT)
             for run in runs:
-                if _canary_key(run.job) == key:
+                if _canary_key(run) == key:
                     run.drift = status.to_dict()
             if self._on_drift is not None:
                 self._on_drift(self.device.id, status.to_dict() if status.drifting else None)
@@ -456,7 +456,7 @@ class DeviceWorker(threading.Thread):
                 run.warnings.append(f"no reference canary: {reason}")
         conditions_end = self.backend.conditions(self.device)
         history = (
-            self.canaries.canary_history(self.device.id, _canary_key(job))
+            self.canaries.canary_history(self.device.id, _canary_key(run))
             if every_round_has_canary(run.canaries)
             else []
         )
@@ -602,6 +602,10 @@ def _measure_log_name(device_id: str) -> str:
     return "measure-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in device_id) + ".log"
 
 
-def _canary_key(job: Job) -> str:
-    """Canary histories are per runtime and thread count (both change the canary's speed)."""
-    return f"{job.runtime}/t{job.settings.threads or 0}"
+def _canary_key(run: JobRun) -> str:
+    """Canary histories are per runtime and thread count (both change the canary's speed),
+    and per protocol: a canary paired with a model inside its rounds runs in other conditions
+    than one measured alone before a round, so the two never share a history."""
+    job = run.job
+    paired = "/paired" if "canary_pairing" in run.conditions_start else ""
+    return f"{job.runtime}/t{job.settings.threads or 0}{paired}"

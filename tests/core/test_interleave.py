@@ -250,7 +250,12 @@ def test_host_rows_carry_canary_interval_and_parity(store: Store) -> None:
         assert result.round_sizes == [10, 10, 10]
         assert len(result.round_canary_us) == 3 and all(result.round_canary_us)
         assert result.canary_reference_us > 0 and result.normalised_median_us > 0
-        assert result.ci_low_us <= result.normalised_median_us <= result.ci_high_us
+        assert result.ci_low_us <= result.headline_us <= result.ci_high_us
+        assert result.headline_us in (result.normalised_median_us, result.stats.median)
         assert result.parity["ok"] is True and result.parity["cosine"] > 0.9999
         assert "loadavg_1m" in result.conditions_start
-    assert lab.canaries.canary_history(HOST_DEVICE_ID, "onnxruntime/t1")
+        # the canary ran in blocks alternating with the model inside each round
+        assert result.conditions_start["canary_pairing"].startswith("alternating blocks")
+    # ... and keeps a history of its own, apart from canaries measured before rounds
+    assert lab.canaries.canary_history(HOST_DEVICE_ID, "onnxruntime/t1/paired")
+    assert not lab.canaries.canary_history(HOST_DEVICE_ID, "onnxruntime/t1")

@@ -515,7 +515,13 @@ def test_default_protocol_rows_carry_rounds_canary_interval_and_parity(
     assert rounds >= 5 and int(row["count"]) > 100 * rounds
     assert len(json.loads(row["round_medians_us"])) == rounds
     assert float(row["canary_median_us"]) > 0 and float(row["normalised_median_us"]) > 0
-    assert float(row["ci_low_us"]) <= float(row["normalised_median_us"]) <= float(row["ci_high_us"])
+    # the interval brackets the headline: normalised where that tightened the rounds, else raw
+    assert float(row["ci_low_us"]) <= float(row["headline_us"]) <= float(row["ci_high_us"])
+    assert row["headline_basis"].startswith(("normalised", "raw"))
+    assert float(row["headline_us"]) in (
+        float(row["normalised_median_us"]),
+        float(row["median_us"]),
+    )
     assert row["converged"] in ("True", "False")
     assert row["parity_ok"] == "True"
     assert float(row["conditions_start.loadavg_1m"]) >= 0
