@@ -168,7 +168,10 @@ class MeasurementProcess:
                 raise self._crashed(what) from error
             interrupted: JobInterrupted | None = None
             last_heard = time.monotonic()
-            timeout = START_TIMEOUT_S if message[0] == "open" else self.stall_timeout_s
+            # a round and a warmup report every iteration; a profiled pass only at its end
+            timeout = {"open": START_TIMEOUT_S, "profile": 4 * self.stall_timeout_s}.get(
+                message[0], self.stall_timeout_s
+            )
             while True:
                 try:
                     ready = conn.poll(POLL_S)
@@ -422,7 +425,9 @@ def _handle(
     if session is None:
         raise BenchError(f"no session {handle} in the measurement process")
     if op == "warmup":
-        session.warmup(args[0])
+        for done in range(1, args[0] + 1):  # one at a time: the parent hears it is not hung
+            session.warmup(1)
+            conn.send(("chunk", done, []))
         return None
     if op in ("run", "run_paired"):
         iterations, min_seconds, pin, *reference_handle = args

@@ -18,17 +18,22 @@ four rotates every round), this measures:
   ran) and the progress events the app applied; a tui job during which the app drew nothing
   or applied no progress stops the script;
 - default: the same job with devlab's default protocol (``--job-rounds`` rounds of the runs,
-  the reference canary before each, the precision gate adding rounds, parity), so its
-  latencies come from more, shorter rounds than the bare loop's;
-- bare: a hand-written ONNX Runtime loop (same session options, inputs, warmup and runs).
+  the reference canary paired inside each, rounds sized by time, the precision gate adding
+  rounds, parity), so its latencies come from more rounds than the bare loop's;
+- bare: a hand-written ONNX Runtime loop (same session options, inputs, warmup and runs), in
+  a fresh interpreter each round as a script would run (devlab's rounds also time in fresh
+  measurement processes, and a process's memory placement alone moves a tiny model's time).
 
 Latencies of devlab jobs are read from the stored result. It prints the four medians (of every
-latency pooled over the rounds), the ratios to bare and the tui liveness per model, and ends with
+latency pooled over the rounds), the ratios to bare (the median over rounds of each round's
+ratio to that round's bare loop: a slow spell of the host then cancels instead of landing on
+one mode) and the tui liveness per model, and ends with
 ``RESULT max_ratio=<harness> max_ratio_tui=<tui> max_ratio_harness=<harness>
 max_ratio_default=<default> models=<n> ...`` (``max_ratio_tui=skipped`` with ``--no-tui``).
-Usage: python tests/perf/host_overhead.py [--rounds 6] [--runs 150] [--min-round-ms 300]
-       [--warmup 10] [--threads 1]
-       [--job-rounds 5] [--no-tui] [--smoke] [models...]
+Usage: python tests/perf/host_overhead.py [--rounds 10] [--runs 150] [--min-round-ms 300]
+       [--warmup 10] [--threads 1] [--job-rounds 5] [--no-tui] [--smoke] [models...]
+(--runs is raised per model so that a round lasts --min-round-ms: long enough for the console
+to draw during a tiny model's round.)
 --smoke: the smallest sample model, one round of 20 runs after 2 warm-up runs, tui included
 (make test).
 """
@@ -38,7 +43,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -101,6 +108,22 @@ def bare_loop(model: Model, warmup: int, runs: int, threads: int) -> list[float]
     return latencies
 
 
+def bare_process(model: Model, warmup: int, runs: int, threads: int) -> list[float]:
+    """The bare loop as a hand-written script runs it: in a fresh interpreter of its own.
+
+    Every devlab round times in a freshly spawned measurement process, and a process's memory
+    placement alone moves a 15 us model's time by a few percent; timing the baseline in one
+    long-lived process would compare one placement against many."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--bare-worker", model.path, str(warmup), str(runs)]
+        + [str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
 def new_lab(workdir: Path) -> tuple[Store, Lab]:
     """A fresh store and Lab with the host device, as each devlab run starts."""
     store = Store(workdir / "devlab.sqlite", fresh=True)
@@ -115,6 +138,13 @@ def stored_latencies(store: Store, job_id: str) -> list[float]:
     if result is None:
         raise SystemExit(f"devlab job failed: {store.path}")
     return result.latencies_us
+
+
+def paired_ratio(mode: list[float], bare: list[float]) -> float:
+    """The median over rounds of (the mode's round median / the same round's bare median):
+    each ratio compares measurements seconds apart, so the host's slow spells, which last tens
+    of seconds and would land on one mode's rounds more than another's, cancel."""
+    return statistics.median(m / b for m, b in zip(mode, bare, strict=True))
 
 
 def runs_for(model: Model, args: argparse.Namespace) -> int:
@@ -266,6 +296,11 @@ def tui_round(model: Model, settings: JobSettings, workdir: Path) -> tuple[list[
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--bare-worker"]:  # the child of bare_process
+        path, warmup, runs, threads = argv[1:5]
+        print(json.dumps(bare_loop(load_model(path), int(warmup), int(runs), int(threads))))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "models",
@@ -273,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         default=sorted(str(p) for p in MODELS.glob("*.onnx")),
         help="ONNX models (default: every sample model in assets/models)",
     )
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default 6)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
     parser.add_argument("--runs", type=int, default=150, help="timed runs per job (default 150)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs (default 10)")
     parser.add_argument(
@@ -328,12 +363,13 @@ def main(argv: list[str] | None = None) -> int:
             runs = runs_for(model, args)
             harness_m, default_m = replace(harness, runs=runs), replace(default, runs=runs)
             pooled: dict[str, list[float]] = {mode: [] for mode in modes}
+            by_round: dict[str, list[float]] = {mode: [] for mode in modes}
             live = Liveness()
             for round_index in range(args.rounds):
                 shift = round_index % len(modes)  # rotate who goes first
                 for name in modes[shift:] + modes[:shift]:
                     if name == "bare":
-                        latencies = bare_loop(model, args.warmup, runs, args.threads)
+                        latencies = bare_process(model, args.warmup, runs, args.threads)
                     elif name == "tui":
                         latencies, job_live = tui_round(model, harness_m, Path(tmp))
                         live.add(job_live)
@@ -341,9 +377,10 @@ def main(argv: list[str] | None = None) -> int:
                         settings = harness_m if name == "harness" else default_m
                         latencies = devlab_round(model, settings, Path(tmp))
                     pooled[name].extend(latencies)
+                    by_round[name].append(statistics.median(latencies))
             medians = {name: statistics.median(values) for name, values in pooled.items()}
             for name in ratios:
-                ratios[name].append(medians[name] / medians["bare"])
+                ratios[name].append(paired_ratio(by_round[name], by_round["bare"]))
             print(
                 f"{model.name + f' ({runs} runs)':<24}"
                 + "".join(f"{medians[mode]:>16.1f}" for mode in modes)
