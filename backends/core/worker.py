@@ -456,7 +456,7 @@ class DeviceWorker(threading.Thread):
                 run.warnings.append(f"no reference canary: {reason}")
         conditions_end = self.backend.conditions(self.device)
         history = (
-            self.canaries.canary_history(self.device.id, _canary_key(run))
+            self.canaries.first_canaries(self.device.id, _canary_key(run))
             if every_round_has_canary(run.canaries)
             else []
         )

@@ -1,7 +1,7 @@
 """Each device's reference-canary history, kept across runs in one small SQLite file.
 
-The canary's long-run median is what drift-normalised latencies are scaled by, so it must be
-the same for two runs on the same device: it lives beside the user's data (not in a run's
+The median of a device's first canaries is what drift-normalised latencies are scaled by, so it
+must be the same for two runs on the same device: it lives beside the user's data (not in a run's
 ``--out`` folder), and several devlab processes may append to it at once (WAL, short
 transactions, a busy timeout; no exclusive lock like the run store's).
 """
@@ -59,6 +59,19 @@ class CanaryStore:
                 (device_id, runtime, limit),
             ).fetchall()
         return [row[0] for row in reversed(rows)]
+
+    def first_canaries(self, device_id: str, runtime: str, count: int = 100) -> list[float]:
+        """The first ``count`` canary latencies ever recorded for a device and runtime key: the
+        median of these is the fixed scale of drift-normalised figures. A moving window would
+        move that scale with the machine's recent pace (a loaded hour raises it), and two runs
+        normalised against different scales no longer compare."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT latency_us FROM canary WHERE device_id = ? AND runtime = ? "
+                "ORDER BY at ASC, rowid ASC LIMIT ?",
+                (device_id, runtime, count),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -197,3 +197,19 @@ def test_the_canary_model_is_rebuilt_byte_for_byte(tmp_path: Path) -> None:
     shipped = hashlib.sha256(CANARY.read_bytes()).hexdigest()
     rebuilt = hashlib.sha256((tmp_path / "canary.onnx").read_bytes()).hexdigest()
     assert rebuilt == shipped
+
+
+def test_the_scale_is_the_first_canaries_and_later_load_does_not_move_it(tmp_path) -> None:
+    """A real SQLite canary store: a loaded hour appended later changes the recent history
+    (the drift check's window) but not the first canaries that fix the normalisation scale."""
+    from backends.measure.canary_store import CanaryStore
+
+    store = CanaryStore(tmp_path / "canary.sqlite")
+    store.add_canary("host:cpu", "onnxruntime/t1", [100.0 + i % 3 for i in range(120)])
+    scale_before = statistics.median(store.first_canaries("host:cpu", "onnxruntime/t1"))
+    store.add_canary("host:cpu", "onnxruntime/t1", [130.0] * 400)  # a loaded hour
+    assert statistics.median(store.first_canaries("host:cpu", "onnxruntime/t1")) == scale_before
+    assert len(store.first_canaries("host:cpu", "onnxruntime/t1")) == 100
+    assert statistics.median(store.canary_history("host:cpu", "onnxruntime/t1")) == 130.0
+    assert store.first_canaries("host:cpu", "other") == []
+    store.close()
