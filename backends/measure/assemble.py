@@ -34,9 +34,10 @@ def assemble_result(
     warnings: Sequence[str] = (),
 ) -> Result:
     """The finished job's Result. ``gate`` is the precision gate's last decision (None when
-    it never ran); ``canary_history`` the device's first canaries for this runtime, whose median
-    is the fixed scale of the normalised figures (used only when every round has its canary); ``warnings`` those of the earlier steps, to which the
-    gate's own is added when it did not converge."""
+    it never ran); ``canary_history`` the device's first canaries for this runtime, whose
+    median is the fixed scale of the normalised figures (used only when every round has its
+    canary); ``warnings`` those of the earlier steps, to which the gate's own is added when it
+    did not converge."""
     stats = rounds.stats(job.settings.round_stat)
     result = Result(
         job_id=job.id,

@@ -153,7 +153,8 @@ def discover_sticks(
 @dataclass
 class NcsConfig:
     """The ``[ncs]`` table: ``python`` (an interpreter with openvino 2021.4.2), ``sysfs_root``,
-    ``timeout_s`` (per runner process), ``pyusb`` (fall back to pyusb without sysfs)."""
+    ``timeout_s`` (per answer of the runner: loading, one round, parity), ``pyusb`` (fall back
+    to pyusb without sysfs)."""
 
     python: str | None = None
     sysfs_root: str = SYSFS_USB_DEVICES
@@ -189,6 +190,9 @@ class NcsBackend(DeviceBackend):
     kind = "ncs"
     id_prefix = DEVICE_PREFIX
     machine_local = True  # a USB bus path names a port of this machine
+    # a session holds a runner process with the model loaded on the stick, and a MYRIAD stick
+    # serves one process: the jobs waiting for one stick run one after another
+    interleave_rounds = False
 
     def __init__(self, config: NcsConfig | None = None) -> None:
         self.config = config or NcsConfig()

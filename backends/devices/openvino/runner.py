@@ -13,6 +13,7 @@ Usage::
 
     python runner.py --model M.onnx --device CPU --warmup W --runs N [--threads T]
                               [--min-seconds S] [--select SUBSTRING]
+    python runner.py --model M.onnx --device CPU --serve [--threads T] [--select SUBSTRING]
 
 On success it prints one JSON object on stdout and exits 0: ``latencies_us`` (every timed
 iteration), ``load_us`` (read + compile), ``read_us``, ``compile_us``, ``first_inference_us``,
@@ -20,6 +21,20 @@ iteration), ``load_us`` (read + compile), ``read_us``, ``compile_us``, ``first_i
 ``api`` (``core`` or ``iecore``), ``python``. On failure it prints ``{"error": ..., "stage":
 ...}`` and exits 2 (bad model, a device it cannot compile for, openvino not importable).
 Anything OpenVINO itself writes to stdout is moved to stderr so stdout stays one JSON object.
+
+``--serve`` keeps the compiled model for many rounds, so devlab's rounds neither read nor
+compile it again: the runner loads it, runs the first inference and prints one JSON line with
+the same keys minus the latencies (or the error, exit 2). Then it answers one JSON line per
+request line on stdin:
+
+* ``{"op": "run", "warmup": W, "runs": N, "min_seconds": S}``: W untimed runs, then timed
+  ones until both ``runs`` and ``min_seconds`` are reached (either may be null, at least one
+  run) -> ``{"latencies_us": [...]}``;
+* ``{"op": "parity", "inputs": "in.npz", "outputs": "out.npz"}``: runs the parity input once
+  and saves the outputs -> ``{"ok": true}``;
+* ``{"op": "exit"}`` or the end of stdin: exit 0.
+
+A request that fails gets ``{"error": ..., "stage": ...}`` and the runner waits for the next.
 """
 
 import argparse
@@ -30,6 +45,7 @@ import sys
 import time
 
 EXIT_ERROR = 2
+DEFAULT_RUNS = 100  # timed runs when neither a count nor a time is given
 
 _NUMPY_TYPES = {
     "f32": "float32",
@@ -226,27 +242,61 @@ def _open_openvino():
     return IECoreBackend(inference_engine)
 
 
+class OpenModel:
+    """The model read, compiled and run once on its device: where both modes start.
+
+    The first inference runs here, timed on its own (``first_inference_us``), because it pays
+    for lazy allocations that no later run does.
+    """
+
+    def __init__(self, args):
+        try:
+            import numpy as np
+        except Exception as error:
+            raise RunnerError(
+                "import", f"numpy is not importable under {sys.executable}: {error}"
+            ) from error
+        if not os.path.isfile(args.model):
+            raise RunnerError("read_model", f"no such model file: {args.model}")
+        backend = _open_openvino()
+        available = backend.available()
+        device = _pick_device(args.device, available, args.select)
+        rng = np.random.default_rng(0) if hasattr(np.random, "default_rng") else None
+        if rng is None:  # numpy < 1.17 (old Python 3.6 environments)
+            rng = _LegacyRng(np)
+        infer, read_s, compile_s, outputs_for = backend.load(
+            args.model, device, args.threads, np, rng
+        )
+        try:
+            start = time.perf_counter()
+            infer()
+            first_s = time.perf_counter() - start
+        except Exception as error:
+            raise RunnerError("infer", f"inference failed on {device}: {error}") from error
+        self.np = np
+        self.device = device
+        self.infer = infer
+        self.outputs_for = outputs_for
+        self.info = {
+            "read_us": read_s * 1e6,
+            "compile_us": compile_s * 1e6,
+            "load_us": (read_s + compile_s) * 1e6,
+            "first_inference_us": first_s * 1e6,
+            "device": device,
+            "device_full_name": backend.full_name(device),
+            "available_devices": available,
+            "openvino_version": backend.version(),
+            "api": backend.api,
+            "python": platform.python_version(),
+            "model": args.model,
+        }
+
+
 def measure(args):
-    try:
-        import numpy as np
-    except Exception as error:
-        raise RunnerError(
-            "import", f"numpy is not importable under {sys.executable}: {error}"
-        ) from error
-    if not os.path.isfile(args.model):
-        raise RunnerError("read_model", f"no such model file: {args.model}")
-    backend = _open_openvino()
-    available = backend.available()
-    device = _pick_device(args.device, available, args.select)
-    rng = np.random.default_rng(0) if hasattr(np.random, "default_rng") else None
-    if rng is None:  # numpy < 1.17 (old Python 3.6 environments)
-        rng = _LegacyRng(np)
-    infer, read_s, compile_s, outputs_for = backend.load(args.model, device, args.threads, np, rng)
+    opened = OpenModel(args)
+    infer = opened.infer
     clock = time.perf_counter
     try:
-        start = clock()
-        infer()
-        first_s = clock() - start
         for _ in range(max(args.warmup, 0)):
             infer()
         latencies = []
@@ -260,36 +310,125 @@ def measure(args):
             if deadline is not None and end >= deadline:
                 break
         if args.parity_inputs:
-            _write_parity_outputs(np, args, outputs_for)
+            _write_parity_outputs(
+                opened.np, args.parity_inputs, args.parity_outputs, opened.outputs_for
+            )
     except RunnerError:
         raise
     except Exception as error:
-        raise RunnerError("infer", f"inference failed on {device}: {error}") from error
-    return {
-        "latencies_us": latencies,
-        "read_us": read_s * 1e6,
-        "compile_us": compile_s * 1e6,
-        "load_us": (read_s + compile_s) * 1e6,
-        "first_inference_us": first_s * 1e6,
-        "warmup": args.warmup,
-        "device": device,
-        "device_full_name": backend.full_name(device),
-        "available_devices": available,
-        "openvino_version": backend.version(),
-        "api": backend.api,
-        "python": platform.python_version(),
-        "model": args.model,
-    }
+        raise RunnerError("infer", f"inference failed on {opened.device}: {error}") from error
+    payload = {"latencies_us": latencies, "warmup": args.warmup}
+    payload.update(opened.info)
+    return payload
 
 
-def _write_parity_outputs(np, args, outputs_for):
+def timed_runs(infer, warmup, runs, min_seconds):
+    """``warmup`` untimed runs, then timed ones until ``runs`` and ``min_seconds`` are both
+    reached (lower bounds, so a round sized by time still has its runs; at least one)."""
+    clock = time.perf_counter
+    for _ in range(max(warmup, 0)):
+        infer()
+    if runs is None and not min_seconds:
+        runs = DEFAULT_RUNS
+    wanted = max(runs or 0, 1)
+    latencies = []
+    deadline = clock() + min_seconds if min_seconds else None
+    while True:
+        start = clock()
+        infer()
+        end = clock()
+        latencies.append((end - start) * 1e6)
+        if len(latencies) >= wanted and (deadline is None or end >= deadline):
+            return latencies
+
+
+def _write_parity_outputs(np, inputs_path, outputs_path, outputs_for):
     """Run devlab's fixed parity input once and save the outputs, in the model's order."""
-    with open(args.parity_inputs + ".names.json") as handle:
+    with open(inputs_path + ".names.json") as handle:
         names = json.load(handle)
-    with np.load(args.parity_inputs) as data:
+    with np.load(inputs_path) as data:
         given = {name: data[f"in_{index}"] for index, name in enumerate(names)}
     outputs = outputs_for(given)
-    np.savez(args.parity_outputs, **{f"out_{i}": out for i, out in enumerate(outputs)})
+    np.savez(outputs_path, **{f"out_{i}": out for i, out in enumerate(outputs)})
+
+
+def _error_payload(error, device=None):
+    """A failure as the JSON devlab reads: the message and the stage it happened in."""
+    if isinstance(error, RunnerError):
+        payload = {"error": str(error), "stage": error.stage}
+    else:  # an OpenVINO failure we did not anticipate: still JSON
+        payload = {"error": f"{type(error).__name__}: {error}", "stage": "unknown"}
+    if device is not None:
+        payload["device"] = device
+    return payload
+
+
+def _number(request, key, kind):
+    value = request.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RunnerError("request", f"{key} must be a number or null, not {value!r}")
+    return kind(value)
+
+
+def _answer(opened, request):
+    """The reply to one request line (already parsed) of ``--serve``."""
+    if not isinstance(request, dict):
+        raise RunnerError("request", f"a request is a JSON object, not {request!r}")
+    op = request.get("op")
+    if op == "run":
+        warmup = _number(request, "warmup", int) or 0
+        runs = _number(request, "runs", int)
+        min_seconds = _number(request, "min_seconds", float)
+        try:
+            return {"latencies_us": timed_runs(opened.infer, warmup, runs, min_seconds)}
+        except Exception as error:
+            raise RunnerError("infer", f"inference failed on {opened.device}: {error}") from error
+    if op == "parity":
+        inputs, outputs = request.get("inputs"), request.get("outputs")
+        if not inputs or not outputs:
+            raise RunnerError("request", "parity needs the inputs and outputs file names")
+        try:
+            _write_parity_outputs(opened.np, str(inputs), str(outputs), opened.outputs_for)
+        except Exception as error:
+            raise RunnerError("parity", f"parity run failed on {opened.device}: {error}") from error
+        return {"ok": True}
+    raise RunnerError("request", f"unknown op {op!r} (run, parity, exit)")
+
+
+def serve(args, out):
+    """``--serve``: load once, then answer requests from stdin until exit or end of input."""
+
+    def reply(payload):
+        out.write(json.dumps(payload) + "\n")
+        out.flush()
+
+    try:
+        opened = OpenModel(args)
+    except Exception as error:
+        reply(_error_payload(error, args.device))
+        return EXIT_ERROR
+    reply(opened.info)
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            request = json.loads(line)
+        except ValueError as error:
+            reply({"error": f"not a JSON request: {error}", "stage": "request"})
+            continue
+        if isinstance(request, dict) and request.get("op") == "exit":
+            return 0
+        try:
+            payload = _answer(opened, request)
+        except Exception as error:
+            payload = _error_payload(error)
+        reply(payload)
 
 
 class _LegacyRng:
@@ -314,9 +453,12 @@ def parse_args(argv):
     parser.add_argument("--select", default=None, help="pick the device whose name contains this")
     parser.add_argument("--parity-inputs", default=None, help="npz of the parity input")
     parser.add_argument("--parity-outputs", default=None, help="where to save the outputs (npz)")
+    parser.add_argument(
+        "--serve", action="store_true", help="keep the model loaded, answer JSON lines on stdin"
+    )
     args = parser.parse_args(argv)
     if args.runs is None and args.min_seconds is None:
-        args.runs = 100
+        args.runs = DEFAULT_RUNS
     return args
 
 
@@ -326,6 +468,12 @@ def main(argv=None):
     sys.stdout.flush()
     json_fd = os.dup(1)
     os.dup2(2, 1)
+    if args.serve:
+        try:
+            with os.fdopen(json_fd, "w") as out:
+                return serve(args, out)
+        except BrokenPipeError:  # devlab went away mid-reply: nobody is left to answer
+            return 0
     code = 0
     try:
         payload = measure(args)
