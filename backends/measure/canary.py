@@ -81,15 +81,27 @@ class Judgement:
     reason: str
 
 
+# Normalisation is set aside only when it clearly adds noise: the normalised round medians
+# scatter more than this many times the raw ones AND more than this percentage. Measured: with
+# a looser rule (any normalised spread above the raw one) 11 of 68 rows of a quiet
+# repeatability pass switched to raw on round spreads of 0.3-2.6% and the headline then
+# carried the machine's 10% pace change between passes (agreement 73.5% instead of 100%).
+NOISIER_FACTOR = 2.0
+NOISIER_PCT = 5.0
+
+
 def judge_normalisation(raw: Sequence[float], normalised: Sequence[float]) -> Judgement:
-    """Normalisation must not hurt: when the normalised round medians scatter more than the
-    raw ones (the canary moved unlike the model), the raw figure is the headline. With fewer
-    than three rounds there is nothing to judge and the normalised figure stands."""
+    """Normalisation must not hurt: when the normalised round medians scatter clearly more
+    than the raw ones (``NOISIER_FACTOR`` times and above ``NOISIER_PCT``: the canary was
+    disturbed by something the model was not), the raw figure is the headline. Within a job
+    the rounds' spreads are small and noisy, while what normalisation removes is the machine's
+    change of pace between runs, which no single job sees; so a small difference in spread
+    is no evidence against it. With fewer than three rounds there is nothing to judge."""
     if len(raw) < 3 or len(raw) != len(normalised):
         return Judgement(True, None, None, "normalised (too few rounds to judge)")
     raw_spread, norm_spread = relative_spread_pct(raw), relative_spread_pct(normalised)
     figures = f"round spread {norm_spread:.2f}% normalised vs {raw_spread:.2f}% raw"
-    if norm_spread > raw_spread:
+    if norm_spread > NOISIER_FACTOR * raw_spread and norm_spread > NOISIER_PCT:
         return Judgement(
             False,
             raw_spread,

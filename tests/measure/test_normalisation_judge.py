@@ -31,6 +31,17 @@ def test_a_canary_that_does_not_move_with_the_model_is_not_used() -> None:
     assert "raw: the canary did not move with the model" in judgement.reason
 
 
+def test_a_slightly_wider_normalised_spread_keeps_the_normalised_headline() -> None:
+    """Round spreads of a few tenths of a percent differ by chance; the normalised figure
+    stands unless it is clearly noisier (measured: switching on such differences let the
+    machine's pace change between passes into the headline)."""
+    raw = [100.0, 100.3, 99.8, 100.1, 100.0]
+    normalised = [100.0, 101.2, 99.0, 100.6, 99.5]  # wider, but 1%: no evidence against it
+    judgement = judge_normalisation(raw, normalised)
+    assert judgement.use_normalised
+    assert judgement.normalised_spread_pct > judgement.raw_spread_pct
+
+
 def test_two_rounds_are_not_judged() -> None:
     assert judge_normalisation([1.0, 2.0], [3.0, 1.0]).use_normalised
 
