@@ -283,8 +283,8 @@ class Result:
     round_canary_us: list[float | None] = field(default_factory=list)
     canary_reference_us: float | None = None
     normalised_median_us: float | None = None
-    # the figure to quote: the normalised median where normalising made the rounds tighter,
-    # else the raw one; ``headline_basis`` says which and why
+    # the figure to quote: the normalised median unless normalising made the rounds clearly
+    # noisier (then the raw one); ``headline_basis`` says which and why
     headline_us: float | None = None
     headline_basis: str | None = None
     ci_low_us: float | None = None

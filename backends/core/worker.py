@@ -2,8 +2,10 @@
 
 The worker, not the job, owns the device. It claims the next job together with the others
 waiting for the same device (same priority, no power capture), opens a session for each
-(models stay loaded), warms them up, then runs their rounds interleaved in a shuffled order,
-each round preceded by the reference canary. A slow phase of the machine then spreads over
+(models stay loaded; for an in-process runtime, in the worker's measurement process:
+``backends.measure.isolation``), warms them up, then runs their rounds interleaved in a
+shuffled order, each round with the reference canary (paired inside the round in the
+measurement process, else just before it). A slow phase of the machine then spreads over
 every job instead of ruining one, and the canary measures it. After the planned rounds the
 precision gate adds rounds to the jobs whose bootstrap interval is still too wide (within its
 caps). Each job then gets its optional per-layer pass, its output parity check and its result.
@@ -85,7 +87,6 @@ class JobRun:
     power: dict[str, Any] | None = None
     drift: dict[str, Any] | None = None  # the device's canary against its history
     ended: bool = False  # done, failed or cancelled
-
     round_seconds: float | None = None  # how long each round runs at least (None: by count)
 
     def fraction(self, done: int, round_elapsed_s: float = 0.0) -> float:
@@ -336,8 +337,8 @@ class DeviceWorker(threading.Thread):
         self._progress(job, phase, done, total, run.fraction(done))
         # no canary inside a power job's energy window: its runs would count as the model's
         wants_canary = not (job.settings.skip_canary or job.settings.power)
-        reference = probe.session(job) if wants_canary else None
-        paired = isinstance(run.session, IsolatedSession) and isinstance(reference, IsolatedSession)
+        session, reference = run.session, probe.session(job) if wants_canary else None
+        paired = isinstance(session, IsolatedSession) and isinstance(reference, IsolatedSession)
         canary = None if paired or not wants_canary else probe.measure(job)
         callback = self._iteration_callback(
             job,
@@ -348,14 +349,15 @@ class DeviceWorker(threading.Thread):
             time.monotonic(),
             run.fraction,
         )
-        if paired:  # model and canary in alternating blocks: both see the same moments
-            timed, canary_runs = run.session.run_paired(  # type: ignore[attr-defined]
+        if isinstance(session, IsolatedSession) and isinstance(reference, IsolatedSession):
+            # model and canary in alternating blocks: both see the same moments of the machine
+            timed, canary_runs = session.run_paired(
                 reference, iterations, run.round_seconds, callback
             )
             canary = statistics.median(canary_runs) if canary_runs else None
             run.conditions_start["canary_pairing"] = "alternating blocks within each round"
         else:
-            timed = run.session.run(iterations, run.round_seconds, callback)
+            timed = session.run(iterations, run.round_seconds, callback)
         if timed.count == 0:
             raise BenchError(f"{job.model.path}: the runtime returned no timed runs")
         run.rounds.add(timed)

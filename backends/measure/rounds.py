@@ -73,7 +73,7 @@ class Rounds:
     def gate_medians(self, canaries: Sequence[float | None]) -> list[float]:
         """The round medians the precision gate judges: drift-normalised when every round has
         its canary (a slow phase of the machine then does not count as imprecision) and that
-        made them tighter, else raw."""
+        did not make them clearly noisier, else raw."""
         if every_round_has_canary(canaries):
             normalised = normalise_rounds(self.medians, canaries)  # type: ignore[arg-type]
             if judge_normalisation(self.medians, normalised).use_normalised:

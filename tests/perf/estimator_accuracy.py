@@ -105,7 +105,7 @@ def bench(folder: Path, out: Path, args: argparse.Namespace) -> None:
 
 
 def medians(results_csv: Path) -> dict[str, float]:
-    """Each model's headline: drift-normalised where that tightened its rounds, else raw."""
+    """Each model's headline: drift-normalised unless that made its rounds clearly noisier."""
     with open(results_csv, newline="") as handle:
         return {
             row["model_sha256"]: float(

@@ -7,8 +7,8 @@ devlab's default protocol, on ``host:cpu``.
 * devlab: ``devlab --run DIR --device host:cpu --threads 1`` with its defaults: sessions kept
   loaded in the measurement process, 5 interleaved rounds of at least 0.2 s in shuffled order,
   the reference canary in alternating blocks with the model inside every round, the precision
-  gate; the compared figure is ``headline_us`` (drift-normalised where that made
-  the job's rounds tighter, else raw), with the raw ``median_us`` shown too.
+  gate; the compared figure is ``headline_us`` (drift-normalised unless that made
+  the job's rounds clearly noisier), with the raw ``median_us`` shown too.
 
 The models: the sample models in assets/models plus ``--archs`` (default 30) architectures
 sampled from the MobileNetV2 CIFAR-10 search space. The order of the four measurements is
@@ -134,7 +134,7 @@ def devlab_pass(
             if row["status"] != "done":
                 continue
             raw[row["model_sha256"]] = float(row["median_us"])
-            # the headline devlab quotes: normalised where that tightened the job's rounds
+            # the headline devlab quotes: normalised unless that made the rounds clearly noisier
             value = row.get("headline_us") or row.get("normalised_median_us") or row["median_us"]
             normalised[row["model_sha256"]] = float(value)
     return normalised, raw, time.monotonic() - started
@@ -198,8 +198,8 @@ def report(results: list[ModeResult], naive_runs: int) -> str:
     """The per-mode table (printed) and the RESULT line (returned)."""
     print(
         f"agreement of pass 2 with pass 1: naive = fresh session, median of {naive_runs}; "
-        "raw = devlab median of round medians; norm = devlab headline (drift-normalised where "
-        "that tightened the job's rounds, else raw)"
+        "raw = devlab median of round medians; norm = devlab headline (drift-normalised unless "
+        "that made the job's rounds clearly noisier)"
     )
     print(
         f"{'mode':<7} {'models':>6} {'naive 5%':>9} {'naive 10%':>10} {'raw 5%':>7} "
