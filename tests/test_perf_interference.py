@@ -1,4 +1,5 @@
-"""The repeatability test's competing load does what its name says and never outlives its use.
+"""tests/perf/interference.py (the repeatability test's competing load) does what its name says
+and never outlives its use. Kept out of tests/perf, whose every file is a --smoke script.
 
 Each load runs for about a second; the child's CPU time is read from /proc, so the figures are
 what the kernel charged to that one process, not what the generator believes it did.
@@ -16,7 +17,7 @@ import pytest
 from perf.interference import competing_load, cpu_seconds, parse_modes
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent / "perf"  # where interference.py lives
 
 
 def cpu_per_second(mode: str, seconds: float = 1.0) -> tuple[float, int | None]:
