@@ -7,6 +7,7 @@ file is fine; a file named with ``--config`` must exist.
     warmup = 10
     runs = 100
     threads = 1
+    table_format = "devlab"   # or "nnabla-nas": the latency table's layout
 
     [aliases]           # short names for device ids
     pixel = "adb:1A2B3C"
@@ -21,7 +22,12 @@ from typing import Any
 
 import platformdirs
 
-from backends.core.options import BENCH_OPTIONS, build_settings
+from backends.core.options import (
+    BENCH_OPTIONS,
+    DEFAULT_TABLE_FORMAT,
+    TABLE_FORMATS,
+    build_settings,
+)
 from backends.core.records import JobSettings
 
 
@@ -35,6 +41,7 @@ class Config:
     defaults: JobSettings = field(default_factory=JobSettings)
     aliases: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    table_format: str = DEFAULT_TABLE_FORMAT
 
     def resolve_device(self, name: str) -> str:
         """A device id from an alias or an id."""
@@ -60,7 +67,13 @@ def load_config(path: str | Path | None = None) -> Config:
     defaults_table = raw.get("defaults", {})
     if not isinstance(defaults_table, dict):
         raise ConfigError(f"{config_path}: [defaults] must be a table of settings")
-    known = {option.field for option in BENCH_OPTIONS}
+    table_format = defaults_table.get("table_format", DEFAULT_TABLE_FORMAT)
+    if table_format not in TABLE_FORMATS:
+        raise ConfigError(
+            f"{config_path} [defaults]: table_format must be one of {', '.join(TABLE_FORMATS)}, "
+            f"got {table_format!r}"
+        )
+    known = {option.field for option in BENCH_OPTIONS} | {"table_format"}
     unknown = sorted(set(defaults_table) - known)
     if unknown:
         raise ConfigError(
@@ -68,10 +81,16 @@ def load_config(path: str | Path | None = None) -> Config:
             f"(known: {', '.join(sorted(known))})"
         )
     try:
-        defaults = build_settings(defaults_table)
+        defaults = build_settings(defaults_table)  # reads the measurement settings only
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{config_path} [defaults]: {error}") from error
     aliases = raw.get("aliases", {})
     if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
         raise ConfigError(f"{config_path} [aliases]: values must be device ids (strings)")
-    return Config(path=config_path, defaults=defaults, aliases=dict(aliases), raw=raw)
+    return Config(
+        path=config_path,
+        defaults=defaults,
+        aliases=dict(aliases),
+        raw=raw,
+        table_format=table_format,
+    )

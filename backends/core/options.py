@@ -153,6 +153,15 @@ BENCH_OPTIONS: tuple[Option, ...] = (
     ),
 )
 
+# Not a measurement setting: the layout of the latency table a run writes (--table-format, or
+# table_format in the config's [defaults]); backends/results/formats.py has each one's writer.
+TABLE_FORMATS: tuple[str, ...] = ("devlab", "nnabla-nas")
+DEFAULT_TABLE_FORMAT = "devlab"
+TABLE_FORMAT_HELP = (
+    "layout of the latency table: devlab (default) or nnabla-nas (what sony/nnabla-nas reads: "
+    "SNPE runtime names, Layers Time for every module, its .meta; per-layer profiling on)"
+)
+
 
 def build_settings(values: Mapping[str, Any], defaults: JobSettings | None = None) -> JobSettings:
     """Settings from option values (None = not given), over ``defaults``; ValueError if bad.

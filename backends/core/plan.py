@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from backends.core.lab import ModelRefused
 from backends.core.lab_api import LabApi
 from backends.core.records import Job, JobSettings, JobState, Model
+from backends.models.input_shapes import InputShapes
 from backends.models.intake import ModelError, collect_models
 
 
@@ -37,11 +38,18 @@ def queue_paths(
     runtime: str | None = None,
     settings: JobSettings | None = None,
     priority: int = 0,
+    input_shapes: InputShapes | None = None,
 ) -> QueueReport:
-    """Queue every model found under ``paths`` on every device in ``device_ids``."""
+    """Queue every model found under ``paths`` on every device in ``device_ids``.
+
+    ``input_shapes`` is an ``--input-shapes`` file's; ``settings.input_shapes`` (the command
+    line's) win over it. With a file, each job's settings hold its own model's shapes, so that
+    they are part of what identifies the job. Raises ``InputShapesError`` for a wrong file.
+    """
     settings = settings or JobSettings()
+    shapes = (input_shapes or InputShapes()).with_command_line(settings.input_shapes)
     report = QueueReport()
-    for item in collect_models(paths, settings.input_shapes or None):
+    for item in collect_models(paths, shapes):
         for device_id in device_ids:
             if isinstance(item, ModelError):
                 report.failed.append(
@@ -50,11 +58,14 @@ def queue_paths(
                     )
                 )
                 continue
+            own = settings
+            if input_shapes is not None:
+                own = replace(settings, input_shapes=shapes.applied_to(item))
             try:
-                job = lab.submit(item, device_id, runtime, settings, priority)
+                job = lab.submit(item, device_id, runtime, own, priority)
             except ModelRefused as refused:  # that model only: the others are still measured
                 report.failed.append(
-                    lab.record_failure(item, device_id, str(refused), runtime, settings, priority)
+                    lab.record_failure(item, device_id, str(refused), runtime, own, priority)
                 )
                 continue
             (report.kept if job.state is JobState.DONE else report.queued).append(job)

@@ -29,7 +29,7 @@ from backends.devices.base import (
     Timed,
     ort_layer_profile,
 )
-from backends.models.intake import random_inputs
+from backends.models.intake import ort_model_source, random_inputs
 from backends.models.null_model import null_model_bytes
 from backends.runtimes.ort_session import session_options
 
@@ -50,8 +50,9 @@ class HostSession(BenchSession):
         self.model = model
         self.threads = threads
         self.feeds = random_inputs(model)
+        self.source = ort_model_source(model.path)  # may read the file: before the timed load
         started = time.perf_counter_ns()
-        self.session = _create_session(model, session_options(threads))
+        self.session = _create_session(model, self.source, session_options(threads))
         loaded = time.perf_counter_ns()
         outputs = self._run_once()
         first = time.perf_counter_ns()
@@ -130,7 +131,7 @@ class HostSession(BenchSession):
     def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         prefix = str(Path(log_dir) / f"ort_profile_{self.model.name}")
-        profiled = _create_session(self.model, session_options(self.threads, prefix))
+        profiled = _create_session(self.model, self.source, session_options(self.threads, prefix))
         for _ in range(max(iterations, 1) + 1):  # the first run is dropped as warm-up
             profiled.run(None, self.feeds)
         return ort_layer_profile(profiled.end_profiling(), skip_runs=1)
@@ -173,9 +174,11 @@ class HostBackend(DeviceBackend):
         return HostSession(model, job.settings.threads)
 
 
-def _create_session(model: Model, options: ort.SessionOptions) -> ort.InferenceSession:
+def _create_session(
+    model: Model, source: str | bytes, options: ort.SessionOptions
+) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(model.path, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as error:
         raise BenchError(f"{model.path}: ONNX Runtime cannot load the model: {error}") from error
 

@@ -26,7 +26,6 @@ import contextlib
 import itertools
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from backends.core.exits import exit_cause
 from backends.core.records import Device, Job, Model
 from backends.devices.base import (
     BenchError,
@@ -214,7 +214,8 @@ class MeasurementProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 code = process.wait(timeout=5)
         self._discard()
-        return RuntimeCrashed(f"runtime crashed: {describe_exit(code)} {what}")
+        cause = "the measurement process vanished" if code is None else exit_cause(code)
+        return RuntimeCrashed(f"runtime crashed: {cause} {what}")
 
     def _hung(self, what: str, timeout: float) -> RuntimeCrashed:
         self._discard()
@@ -222,18 +223,6 @@ class MeasurementProcess:
             f"runtime hung: no iteration finished in {timeout:g} s {what}; the measurement "
             "process was killed"
         )
-
-
-def describe_exit(code: int | None) -> str:
-    """``SIGSEGV`` for a process killed by signal 11, ``exit code 3`` for an exit."""
-    if code is None:
-        return "the measurement process vanished"
-    if code < 0:
-        try:
-            return signal.Signals(-code).name
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
 
 
 class IsolatedSession(BenchSession):

@@ -30,7 +30,7 @@ import numpy as np
 import onnxruntime as ort
 
 from backends.core.records import Model
-from backends.models.intake import random_inputs
+from backends.models.intake import ort_model_source, random_inputs
 from backends.runtimes.ort_session import session_options
 
 PARITY_SEED = 1  # fixed forever, so parity figures are comparable across runs and devices
@@ -98,7 +98,7 @@ def reference_outputs(
     """Host ONNX Runtime outputs (CPU, all graph optimisations, one thread), in graph order."""
     try:
         session = ort.InferenceSession(
-            os.fspath(model_path), session_options(1), providers=["CPUExecutionProvider"]
+            ort_model_source(model_path), session_options(1), providers=["CPUExecutionProvider"]
         )
         return list(session.run(None, dict(inputs)))
     except Exception as error:  # ORT raises its own exception types

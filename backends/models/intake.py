@@ -4,14 +4,19 @@ Every later stage (queue, device workers, tables) trusts a ``Model``: its inputs
 shapes, its identity is the sha256 of the file bytes, and it passed the ONNX checker and strict
 shape inference. Anything that fails here becomes a ``ModelError`` that names the file and,
 where there is one, the fix -- so a bad file is reported once, up front, not on every device.
+
+A dimension is dynamic when the file names it, leaves it empty, or stores -1 or 0 (what older
+exporters write); the shapes the user gives (``backends.models.input_shapes``) fill them.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +26,9 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper, helper, shape_inference
 
 from backends.core.records import Model, ModelInput
-from backends.models.macs import DEFAULT_DOMAINS, Shape, count_macs
+from backends.models.input_shapes import GivenShape, InputShapes, InputShapesError
+from backends.models.macs import DEFAULT_DOMAINS, count_macs
+from backends.models.uids import declared_uid
 
 _EXPORT_HINT = "export it to ONNX (e.g. torch.onnx.export) and pass the .onnx file"
 
@@ -44,16 +51,23 @@ class ModelError(Exception):
 # ---------------------------------------------------------------------------------------------
 
 
-def load_model(path: str | Path, input_shapes: dict[str, list[int]] | None = None) -> Model:
+ShapesArg = Mapping[str, list[int]] | InputShapes | None  # --input-shape values, or all of them
+
+
+def load_model(path: str | Path, input_shapes: ShapesArg = None) -> Model:
     """Read, validate and describe one ONNX file; ``input_shapes`` fixes dynamic dimensions.
 
     Raises ``ModelError`` (naming the file) for anything that would fail later on a device.
     """
-    path = Path(path)
+    return _load(Path(path), _as_input_shapes(input_shapes), set())
+
+
+def _load(path: Path, shapes: InputShapes, inputs_seen: set[str]) -> Model:
+    """``load_model``; adds the names of the model's inputs to ``inputs_seen`` once read."""
     data = _read_bytes(path)
     proto = _decode(path, data)
     _validate(path, proto)
-    inputs = _resolve_inputs(path, proto, input_shapes or {})
+    inputs = _resolve_inputs(path, proto, shapes, inputs_seen)
     fixed = _infer_fixed(path, proto, inputs)
     return Model(
         path=str(path.resolve()),
@@ -64,8 +78,14 @@ def load_model(path: str | Path, input_shapes: dict[str, list[int]] | None = Non
         parameters=_count_parameters(proto.graph),
         macs=count_macs(fixed.graph),
         size_bytes=len(data),
-        uid=_metadata(proto).get(MODULE_UID_KEY) or None,
+        uid=declared_uid(path, _metadata(proto), ModelError),
     )
+
+
+def _as_input_shapes(given: ShapesArg) -> InputShapes:
+    if isinstance(given, InputShapes):
+        return given
+    return InputShapes().with_command_line(given or {})
 
 
 MODULE_UID_KEY = "devlab.module_uid"  # set by `devlab space modules` on each module model
@@ -76,23 +96,54 @@ def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
 
 
 def collect_models(
-    paths: Sequence[str | Path], input_shapes: dict[str, list[int]] | None = None
+    paths: Sequence[str | Path], input_shapes: ShapesArg = None
 ) -> list[Model | ModelError]:
     """Load every model the user named: files as given, folders searched recursively.
 
     Errors are returned in place rather than raised, so one bad file does not hide the rest.
     Output follows input order; a file reached twice (same resolved path) appears once.
+    An ``--input-shapes`` file naming a model or a ``"*"`` input that none of them has is a
+    mistake in the file, not in a model: ``InputShapesError`` is raised.
     """
-    results: list[Model | ModelError] = []
+    shapes = _as_input_shapes(input_shapes)
+    items: list[_Item] = []
     seen: set[Path] = set()
     for raw in paths:
         for item in _expand(Path(raw)):
             key = item.path.resolve()
-            if key in seen:
-                continue
-            seen.add(key)
-            results.append(item.error or _load_or_error(item.path, input_shapes))
+            if key not in seen:
+                seen.add(key)
+                items.append(item)
+    files = [item.path for item in items if item.error is None]
+    _check_models_named(shapes, files)
+    inputs_seen: set[str] = set()
+    results = [item.error or _load_or_error(item.path, shapes, inputs_seen) for item in items]
+    _check_inputs_named(shapes, inputs_seen)
     return results
+
+
+def _check_models_named(shapes: InputShapes, files: list[Path]) -> None:
+    unmatched = shapes.unmatched_models(files)
+    if not unmatched:
+        return
+    names = ", ".join(f'"{key}"' for key in unmatched)
+    found = sorted({path.name for path in files})
+    listed = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+    raise InputShapesError(
+        f"{shapes.file}: names model {names}, but no model given has that file name or stem "
+        f"(models: {listed or 'none'})"
+    )
+
+
+def _check_inputs_named(shapes: InputShapes, inputs_seen: set[str]) -> None:
+    """A ``"*"`` input that no model has is a typo; skipped when no model could be read."""
+    unused = [name for name in shapes.every_model if name not in inputs_seen]
+    if unused and inputs_seen:
+        names = ", ".join(f'"{name}"' for name in unused)
+        raise InputShapesError(
+            f'{shapes.file}: "*" names input {names}, but no model has such an input '
+            f"(their inputs: {', '.join(sorted(inputs_seen))})"
+        )
 
 
 def random_inputs(model: Model, seed: int = 0) -> dict[str, np.ndarray]:
@@ -176,7 +227,7 @@ def _validate(path: Path, proto: onnx.ModelProto) -> None:
     except onnx.checker.ValidationError as exc:
         raise ModelError(path, f"invalid ONNX model: {_first_line(exc)}") from None
     try:
-        _strict_inference(proto)
+        _strict_inference(_placeholders_cleared(proto))
     except (shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         raise ModelError(path, f"shape inference failed: {_first_line(exc)}") from None
 
@@ -184,6 +235,30 @@ def _validate(path: Path, proto: onnx.ModelProto) -> None:
 def _strict_inference(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Shape inference that fails on type or shape conflicts instead of skipping them."""
     return shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+
+
+def _placeholders_cleared(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its -1 and 0 dims (older exporters' dynamic ones) made unknown dims, so
+    that inference does not compute sizes from them; ``proto`` itself when it has none."""
+    if not any(_placeholder_dims(vi) for vi in _value_infos(proto.graph)):
+        return proto
+    cleared = onnx.ModelProto()
+    cleared.CopyFrom(proto)
+    for vi in _value_infos(cleared.graph):
+        for dim in _placeholder_dims(vi):
+            dim.ClearField("dim_value")
+    return cleared
+
+
+def _value_infos(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    return [*graph.input, *graph.output, *graph.value_info]
+
+
+def _placeholder_dims(vi: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
+    if vi.type.WhichOneof("value") != "tensor_type":
+        return []
+    dims = vi.type.tensor_type.shape.dim
+    return [d for d in dims if d.WhichOneof("value") == "dim_value" and d.dim_value <= 0]
 
 
 def _uses_external_data(proto: onnx.ModelProto) -> bool:
@@ -208,21 +283,71 @@ def _default_opset(proto: onnx.ModelProto) -> int | None:
 
 
 @dataclass
+class _Dim:
+    """One dimension as the file declares it: a size, or dynamic (named or not)."""
+
+    size: int | None  # None: dynamic
+    param: str = ""  # the dim_param name of a dynamic dimension
+    stored: int | None = None  # the placeholder an older exporter wrote instead (-1 or 0)
+
+    def label(self) -> str:
+        """How a shape shows it: ``224``, ``batch`` or ``?``."""
+        return str(self.size) if self.size is not None else (self.param or "?")
+
+    def placeholder(self) -> str:
+        """Its place in the example flag: the size, ``<name>`` or ``?`` -- never a guessed size."""
+        if self.size is not None:
+            return str(self.size)
+        return f"<{self.param}>" if self.param else "?"
+
+    def describe(self, position: int) -> str:
+        if self.param:
+            return f"{position} ({self.param})"
+        if self.stored is not None:
+            return f"{position} (unnamed, stored as {self.stored})"
+        return f"{position} (unnamed)"
+
+
+def _dim(dim: onnx.TensorShapeProto.Dimension) -> _Dim:
+    """-1 and 0 are how older exporters wrote a dynamic dimension: dynamic, like a named one."""
+    kind = dim.WhichOneof("value")
+    if kind == "dim_value" and dim.dim_value > 0:
+        return _Dim(int(dim.dim_value))
+    if kind == "dim_value":
+        return _Dim(None, stored=int(dim.dim_value))
+    return _Dim(None, param=dim.dim_param if kind == "dim_param" else "")
+
+
+@dataclass
 class _DeclaredInput:
-    """A graph input as the file declares it: ``dims`` holds None for dynamic dimensions."""
+    """A graph input as the file declares it."""
 
     name: str
     dtype: str
-    dims: Shape | None  # None: the rank itself is unknown
-    labels: list[str]  # how each dimension is shown to the user ("batch", "?", "224")
+    dims: list[_Dim] | None  # None: the rank itself is unknown
+
+    @property
+    def sizes(self) -> list[int | None] | None:
+        return None if self.dims is None else [d.size for d in self.dims]
 
     def shown(self) -> str:
-        return "[" + ",".join(self.labels) + "]" if self.dims is not None else "[?]"
-
-    def suggestion(self) -> str:
         if self.dims is None:
-            return f"{self.name}=<dims, e.g. 1x3x224x224>"
-        return f"{self.name}=" + "x".join(str(d or 1) for d in self.dims)
+            return "[?]"
+        return "[" + ",".join(d.label() for d in self.dims) + "]"
+
+    def problem(self) -> str:
+        if self.dims is None:
+            return f"input '{self.name}' declares no shape (its rank is unknown)"
+        dynamic = [d.describe(i) for i, d in enumerate(self.dims) if d.size is None]
+        plural = "s" if len(dynamic) > 1 else ""
+        listed = ", ".join(dynamic)
+        return f"input '{self.name}' {self.shown()} has dynamic dimension{plural} {listed}"
+
+    def example(self) -> str:
+        """``1x3x<height>x<width>``: the static sizes, and a placeholder for each dynamic one."""
+        if self.dims is None:
+            return "<all its dimensions>"
+        return "x".join(d.placeholder() for d in self.dims)
 
 
 def _declared_inputs(path: Path, graph: onnx.GraphProto) -> list[_DeclaredInput]:
@@ -238,33 +363,21 @@ def _declare(path: Path, vi: onnx.ValueInfoProto) -> _DeclaredInput:
     tensor = vi.type.tensor_type
     dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
     if not tensor.HasField("shape"):
-        return _DeclaredInput(vi.name, dtype, None, [])
-    dims: Shape = []
-    labels: list[str] = []
-    for dim in tensor.shape.dim:
-        static = dim.WhichOneof("value") == "dim_value"
-        dims.append(int(dim.dim_value) if static else None)
-        labels.append(str(dim.dim_value) if static else (dim.dim_param or "?"))
-    return _DeclaredInput(vi.name, dtype, dims, labels)
+        return _DeclaredInput(vi.name, dtype, None)
+    return _DeclaredInput(vi.name, dtype, [_dim(d) for d in tensor.shape.dim])
 
 
 def _resolve_inputs(
-    path: Path, proto: onnx.ModelProto, overrides: dict[str, list[int]]
+    path: Path, proto: onnx.ModelProto, shapes: InputShapes, inputs_seen: set[str]
 ) -> list[ModelInput]:
-    """Concrete input shapes: the file's static dims, filled or confirmed by ``overrides``."""
+    """Concrete input shapes: the file's static dims, filled or confirmed by the given shapes."""
     declared = _declared_inputs(path, proto.graph)
-    unknown = sorted(set(overrides) - {d.name for d in declared})
-    if unknown:
-        names = ", ".join(repr(n) for n in unknown)
-        known = ", ".join(d.name for d in declared) or "(none)"
-        raise ModelError(
-            path,
-            f"--input-shape names {names}, but the model has no such input; its inputs: {known}",
-        )
+    inputs_seen.update(d.name for d in declared)
+    given = _given_shapes(path, declared, shapes)
     inputs: list[ModelInput] = []
     unresolved: list[_DeclaredInput] = []
     for decl in declared:
-        shape = _apply_override(path, decl, overrides.get(decl.name))
+        shape = _apply_given(path, decl, given.get(decl.name))
         if shape is None:
             unresolved.append(decl)
         else:
@@ -274,40 +387,74 @@ def _resolve_inputs(
     return inputs
 
 
-def _apply_override(
-    path: Path, decl: _DeclaredInput, override: list[int] | None
-) -> list[int] | None:
-    """The input's final shape, or None when dynamic dims are left without an override."""
-    if override is None:
-        if decl.dims is None or any(d is None for d in decl.dims):
+def _given_shapes(
+    path: Path, declared: list[_DeclaredInput], shapes: InputShapes
+) -> dict[str, GivenShape]:
+    """Each input's given shape, the strongest layer winning.
+
+    A layer that must name only this model's inputs (the command line, the model's own entry)
+    and names another is an error; ``"*"`` fills only inputs with something dynamic to fill.
+    """
+    names = [d.name for d in declared]
+    fillable = {d.name for d in declared if d.sizes is None or None in d.sizes}
+    given: dict[str, GivenShape] = {}
+    for layer in shapes.layers(path):
+        unknown = sorted(set(layer.shapes) - set(names))
+        if unknown and layer.strict:
+            listed = ", ".join(repr(n) for n in unknown)
+            known = ", ".join(names) or "(none)"
+            raise ModelError(
+                path,
+                f"{layer.source} names {listed}, but the model has no such input; "
+                f"its inputs: {known}",
+            )
+        for name, dims in layer.shapes.items():
+            if name in fillable or (layer.strict and name in names):
+                given[name] = GivenShape(list(dims), layer.source)
+    return given
+
+
+def _apply_given(path: Path, decl: _DeclaredInput, given: GivenShape | None) -> list[int] | None:
+    """The input's final shape, or None when dynamic dims are left without a given shape.
+
+    A given shape fills every dynamic dimension and must repeat every static one.
+    """
+    sizes = decl.sizes
+    if given is None:
+        if sizes is None or any(s is None for s in sizes):
             return None
-        return [int(d) for d in decl.dims]
-    override = [int(d) for d in override]
-    given = "x".join(str(d) for d in override)
-    if any(d < 1 for d in override):
-        raise ModelError(path, f"--input-shape {decl.name}={given}: dimensions must be >= 1")
-    if decl.dims is None:
-        return override
-    if len(override) != len(decl.dims):
+        return [int(s) for s in sizes if s is not None]
+    dims = [int(d) for d in given.dims]
+    if any(d < 1 for d in dims):
+        raise ModelError(path, f"{given.describe(decl.name)}: dimensions must be >= 1")
+    if sizes is None:
+        return dims
+    if len(dims) != len(sizes):
         raise ModelError(
             path,
-            f"input '{decl.name}' has rank {len(decl.dims)} {decl.shown()}, but --input-shape "
-            f"{decl.name}={given} has rank {len(override)}",
+            f"input '{decl.name}' has rank {len(sizes)} {decl.shown()}, but "
+            f"{given.describe(decl.name)} has rank {len(dims)}",
         )
-    for axis, (want, got) in enumerate(zip(decl.dims, override, strict=True)):
+    for axis, (want, got) in enumerate(zip(sizes, dims, strict=True)):
         if want is not None and want != got:
             raise ModelError(
                 path,
-                f"input '{decl.name}' has shape {decl.shown()}, but --input-shape "
-                f"{decl.name}={given} sets dimension {axis} to {got} instead of {want}",
+                f"input '{decl.name}' has shape {decl.shown()}, but {given.describe(decl.name)} "
+                f"sets dimension {axis} to {got} instead of {want} (static in the model)",
             )
-    return override
+    return dims
 
 
 def _dynamic_message(unresolved: list[_DeclaredInput]) -> str:
-    described = "; ".join(f"input '{d.name}' has dynamic shape {d.shown()}" for d in unresolved)
-    flags = " ".join(f"--input-shape {d.suggestion()}" for d in unresolved)
-    return f"{described}; pass {flags}"
+    """What is dynamic, by name and position, and the flag to pass with placeholders to fill."""
+    described = "; ".join(d.problem() for d in unresolved)
+    flags = " ".join(f"--input-shape {d.name}={d.example()}" for d in unresolved)
+    marks = [mark for mark in ("<", "?") if any(mark in d.example() for d in unresolved)]
+    shown = " and ".join({"<": "<...>", "?": "?"}[mark] for mark in marks)
+    return (
+        f"{described}; give the sizes to measure with {flags} (each {shown} replaced by a "
+        "size), or in an --input-shapes file"
+    )
 
 
 def _infer_fixed(path: Path, proto: onnx.ModelProto, inputs: list[ModelInput]) -> onnx.ModelProto:
@@ -392,9 +539,9 @@ def _expand(path: Path) -> list[_Item]:
     return [_Item(path)]
 
 
-def _load_or_error(path: Path, input_shapes: dict[str, list[int]] | None) -> Model | ModelError:
+def _load_or_error(path: Path, shapes: InputShapes, inputs_seen: set[str]) -> Model | ModelError:
     try:
-        return load_model(path, input_shapes)
+        return _load(path, shapes, inputs_seen)
     except ModelError as err:
         return err
 
@@ -423,6 +570,30 @@ def _numpy_dtype(name: str) -> np.dtype:
         import ml_dtypes  # installed with onnx
 
         return np.dtype(getattr(ml_dtypes, name))
+
+
+def ort_model_source(path: str | os.PathLike[str]) -> str | bytes:
+    """What ONNX Runtime should load for the model file at ``path``: the path, or -- when an
+    input stores 0 for a dynamic dimension, which ONNX Runtime holds every feed to -- the
+    model's bytes with its -1 and 0 dimensions made unknown. Reads the file (once per file
+    version in a process): call it outside timed code."""
+    path = os.fspath(path)
+    try:
+        stat = os.stat(path)
+        if not _stores_zero_dims(path, stat.st_mtime_ns, stat.st_size):
+            return path
+        proto = onnx.load(path, load_external_data=False)
+    except (OSError, DecodeError):  # ONNX Runtime reports an unreadable file in its own words
+        return path
+    if _uses_external_data(proto):  # the bytes could not find their weights: let ORT say why
+        return path
+    return _placeholders_cleared(proto).SerializeToString()
+
+
+@functools.lru_cache(maxsize=256)
+def _stores_zero_dims(path: str, mtime_ns: int, size: int) -> bool:
+    graph = onnx.load(path, load_external_data=False).graph
+    return any(d.dim_value == 0 for vi in graph.input for d in _placeholder_dims(vi))
 
 
 def graph_output_specs(model: Model) -> list[tuple[str, list[int] | None]]:

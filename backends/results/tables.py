@@ -1,4 +1,7 @@
-"""Result tables: the tidy results table, raw iterations and the nnabla-nas latency table.
+"""Result tables: the tidy results table, raw iterations and devlab's latency table.
+
+The latency table has nnabla-nas's row format in devlab's own layout; ``nnabla_nas.py`` builds
+nnabla-nas's exact layout from the same done jobs (``latest_results``).
 
 Everything here takes ``rows`` (``(Job, Result | None)`` pairs in store order; the result is
 ``None`` for jobs that are not done) and ``devices`` (device id -> Device, possibly missing
@@ -87,11 +90,11 @@ def write_results(
     if "csv" in formats:
         frame = _cells_as_json(results_frame(rows, devices))
         path = out / "results.csv"
-        _atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))
+        atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))
         written.append(path)
     if "json" in formats:
         path = out / "results.json"
-        _atomic_write_text(path, _dumps(results_records(rows, devices)))
+        atomic_write_text(path, _dumps(results_records(rows, devices)))
         written.append(path)
     if "parquet" in formats:
         frame = _parquet_ready(results_frame(rows, devices))
@@ -119,7 +122,7 @@ def write_iterations(out_dir: str | os.PathLike[str], rows: Sequence[Row]) -> Pa
                 [job.id, job.model.name, job.device_id, job.runtime, round_no, index, latency]
             )
     path = out / "iterations.csv"
-    _atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
     return path
 
 
@@ -134,13 +137,8 @@ def latency_table_rows(rows: Sequence[Row], devices: Mapping[str, Device]) -> li
     was measured more than once with the same runtime (label), the latest job in store order
     wins, because the table maps each key to exactly one value.
     """
-    done = list(_done(rows))
-    labeller = _runtime_labeller(done)
-    latest: dict[tuple[str, str], tuple[Job, Result]] = {}
-    for job, result in done:
-        latest[(job.model.module_uid, labeller(job))] = (job, result)
     table: list[LatencyRow] = []
-    for (uid, runtime), (_job, result) in latest.items():
+    for (uid, runtime), (_job, result) in latest_results(rows).items():
         for key, stats in _latency_stats(result):
             for stat_name, attr in LATENCY_STATS:
                 value = getattr(stats, attr)
@@ -152,6 +150,20 @@ def latency_table_rows(rows: Sequence[Row], devices: Mapping[str, Device]) -> li
         if result.call_cost_us is not None:
             table.append((uid, runtime, CALL_KEY, "Median_Time", round(result.call_cost_us, 1)))
     return table
+
+
+def latest_results(rows: Sequence[Row]) -> dict[tuple[str, str], tuple[Job, Result]]:
+    """``(ModuleUID, Runtime label) -> (job, result)``: the done jobs the latency table holds.
+
+    The label is the job's runtime, or ``<runtime>@<device>`` when the jobs span several
+    devices; a key measured twice keeps the latest job in store order.
+    """
+    done = list(_done(rows))
+    labeller = _runtime_labeller(done)
+    latest: dict[tuple[str, str], tuple[Job, Result]] = {}
+    for job, result in done:
+        latest[(job.model.module_uid, labeller(job))] = (job, result)
+    return latest
 
 
 def latency_table_nested(rows_of_latency_table: Iterable[LatencyRow]) -> dict[str, Any]:
@@ -177,13 +189,13 @@ def write_latency_table(
     writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
     writer.writerows(table)
     csv_path = out / "latency_table.csv"
-    _atomic_write_text(csv_path, buffer.getvalue())
+    atomic_write_text(csv_path, buffer.getvalue())
 
     json_path = out / "latency_table.json"
-    _atomic_write_text(json_path, _dumps(latency_table_nested(table)))
+    atomic_write_text(json_path, _dumps(latency_table_nested(table)))
 
     meta_path = out / "latency_table.meta"
-    _atomic_write_text(meta_path, _dumps(_latency_meta(rows, devices, table, tool_versions)))
+    atomic_write_text(meta_path, _dumps(latency_meta(rows, devices, table, tool_versions)))
     return [csv_path, json_path, meta_path]
 
 
@@ -336,13 +348,14 @@ def _round_numbers(result: Result) -> list[int]:
     return [r for r, size in enumerate(result.round_sizes) for _ in range(size)]
 
 
-def _latency_meta(
+def latency_meta(
     rows: Sequence[Row],
     devices: Mapping[str, Device],
     table: Sequence[LatencyRow],
-    tool_versions: Mapping[str, str] | None,
+    tool_versions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Provenance of a latency table: which devices, tools and runtimes produced it."""
+    """Provenance of a latency table: which devices, tools and runtimes produced it, and the
+    keys and stats it holds (``Normalised_Time`` too, where the canary gave one)."""
     done = list(_done(rows))
     used_devices: dict[str, Any] = {}
     tools: dict[str, str] = {}
@@ -368,7 +381,7 @@ def _latency_meta(
         "runtimes": sorted({job.runtime for job, _ in done}),
         "runtime_labels": _unique(row[1] for row in table),
         "latency_keys": _unique(row[2] for row in table),
-        "stats": [name for name, _ in LATENCY_STATS],
+        "stats": _unique(row[3] for row in table),
         "modules": len({row[0] for row in table}),
         "rows": len(table),
     }
@@ -463,7 +476,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, indent=2) + "\n"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     """Write text so readers see the old file or the whole new one, never half a table."""
 
     def write(tmp: str) -> None:

@@ -23,7 +23,13 @@ from rich.console import Console
 from backends.core.config import Config
 from backends.core.store import STORE_FILE, Store, StoreLocked
 from console.cli.exit_codes import ExitCode, UsageError
-from console.cli.run import device_ids, job_settings, load_config_or_usage, run_jobs
+from console.cli.run import (
+    device_ids,
+    job_settings,
+    load_config_or_usage,
+    run_jobs,
+    table_format_of,
+)
 
 if TYPE_CHECKING:
     from backends.cluster.client import ClusterLab
@@ -335,7 +341,9 @@ def run_cluster_command(args: argparse.Namespace, err: Console) -> int:
             known = ", ".join(sorted(found)) or "none"
             raise UsageError(f"with --cluster name the devices: --device ID (devices: {known})")
         wanted = device_ids(args, config, found)
-        return run_jobs(lab, args, wanted, settings, Path(args.out or "results"), err)
+        out_dir = Path(args.out or "results")
+        fmt = table_format_of(args, config)
+        return run_jobs(lab, args, wanted, settings, out_dir, err, fmt)
     finally:
         lab.shutdown()
 

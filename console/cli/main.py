@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from backends.core.lab import Lab, discover_devices
-from backends.core.options import BENCH_OPTIONS
+from backends.core.options import BENCH_OPTIONS, TABLE_FORMAT_HELP, TABLE_FORMATS
 from backends.core.store import STORE_FILE, Store, StoreLocked
 from console.cli.exit_codes import ExitCode, UsageError
 from console.cli.run import (
@@ -23,10 +23,13 @@ from console.cli.run import (
     backends_from_config,
     default_lab_folder,
     device_ids,
+    export_formats,
+    input_shapes_file,
     job_settings,
     load_config_or_usage,
     power_links,
     run_jobs,
+    table_format_of,
 )
 
 EPILOG = """\
@@ -90,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fix a dynamic input shape, e.g. input=1x3x224x224 (repeatable)",
     )
     parser.add_argument(
+        "--input-shapes",
+        type=input_shapes_file,
+        metavar="FILE",
+        help='input shapes per model, JSON: {"model.onnx": {"x": [1, 3, 48, 192]}, "*": {...}}',
+    )
+    parser.add_argument(
         "--priority",
         type=int,
         default=0,
@@ -107,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--json", action="store_true", help="print the results as JSON on stdout instead of a table"
+    )
+    parser.add_argument(
+        "--export",
+        type=export_formats,
+        default=[],
+        metavar="FORMATS",
+        help="also write the tables other NAS tools read: aw_nas, archai (comma-separated; "
+        "see docs/nas-tools.md)",
+    )
+    parser.add_argument(
+        "--table-format", choices=TABLE_FORMATS, metavar="FORMAT", help=TABLE_FORMAT_HELP
     )
     parser.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
     parser.add_argument(
@@ -241,7 +261,7 @@ def run_command(args: argparse.Namespace, err: Console) -> int:
 
     lab = Lab(store, backends, power_links=links, canaries=CanaryStore())
     try:
-        return run_jobs(lab, args, wanted, settings, out_dir, err)
+        return run_jobs(lab, args, wanted, settings, out_dir, err, table_format_of(args, config))
     finally:
         lab.shutdown(interrupt=True)
         store.close()

@@ -18,9 +18,10 @@ from rich.console import Console
 from backends.core.config import Config, ConfigError, load_config
 from backends.core.lab import LabError
 from backends.core.lab_api import LabApi
-from backends.core.options import BENCH_OPTIONS, build_settings
-from backends.core.records import JobSettings, JobState
+from backends.core.options import BENCH_OPTIONS, DEFAULT_TABLE_FORMAT, build_settings
+from backends.core.records import Device, Job, JobSettings, JobState, Result
 from backends.devices.registry import default_backends, hint_for_unknown
+from backends.models.input_shapes import InputShapes, InputShapesError, read_input_shapes
 from console.cli.exit_codes import ExitCode, UsageError
 
 # Runs the interactive console on an open lab and returns the exit code; console.entry passes the
@@ -52,17 +53,24 @@ def run_jobs(
     settings: JobSettings,
     out_dir: Path,
     err: Console,
+    table_format: str = DEFAULT_TABLE_FORMAT,
 ) -> int:
     from backends.core.plan import queue_paths
-    from backends.results.tables import write_all
+    from backends.results.formats import write_all
+    from backends.results.nnabla_nas import settings_for_table
     from console.cli.progress import ProgressView, summary_table
 
     lab.discover()
+    if table_format == "nnabla-nas":  # nnabla-nas adds up Layers Time: profile per layer
+        asked = [device for device in lab.devices if device.id in device_ids]
+        settings = settings_for_table(settings, asked, args.runtime)
     view = ProgressView(err, total_jobs=0)
     lab.subscribe(view)
     try:
-        report = queue_paths(lab, args.run, device_ids, args.runtime, settings, args.priority)
-    except LabError as error:
+        report = queue_paths(
+            lab, args.run, device_ids, args.runtime, settings, args.priority, args.input_shapes
+        )
+    except (LabError, InputShapesError) as error:
         raise UsageError(str(error)) from None
     if report.kept:
         err.print(
@@ -90,7 +98,8 @@ def run_jobs(
         signal.signal(signal.SIGTERM, previous_sigterm)
 
     rows = lab.rows()
-    written = write_all(out_dir, rows, {d.id: d for d in lab.devices})
+    written = write_all(out_dir, rows, {d.id: d for d in lab.devices}, table_format=table_format)
+    written += write_exports(args.export, out_dir, rows, {d.id: d for d in lab.devices})
     if args.json:
         from backends.results.tables import results_records
 
@@ -162,6 +171,52 @@ def load_config_or_usage(path: str | None) -> Config:
         return load_config(path)
     except ConfigError as error:
         raise UsageError(str(error)) from None
+
+
+def input_shapes_file(text: str) -> InputShapes:
+    """``--input-shapes FILE``, read while the arguments are parsed: a bad file is a usage
+    error before anything is opened or measured."""
+    try:
+        return read_input_shapes(text)
+    except InputShapesError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+EXPORT_FORMATS = ("aw_nas", "archai")
+
+
+def export_formats(text: str) -> list[str]:
+    """``--export aw_nas,archai``: the NAS tools whose tables are written beside devlab's."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in EXPORT_FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown export format(s) {', '.join(map(repr, unknown)) or repr(text)}; "
+            f"choose from {', '.join(EXPORT_FORMATS)}"
+        )
+    return names
+
+
+def write_exports(
+    names: list[str],
+    out_dir: Path,
+    rows: list[tuple[Job, Result | None]],
+    devices: dict[str, Device],
+) -> list[Path]:
+    """The tables of the NAS tools asked for with ``--export`` (docs/nas-tools.md)."""
+    from backends.results.archai import write_archai_status
+    from backends.results.awnas import write_awnas_tables
+
+    writers = {"aw_nas": write_awnas_tables, "archai": write_archai_status}
+    written: list[Path] = []
+    for name in dict.fromkeys(names):
+        written += writers[name](out_dir, rows, devices)
+    return written
+
+
+def table_format_of(args: argparse.Namespace, config: Config) -> str:
+    """``--table-format``, else the config's ``[defaults] table_format``."""
+    return getattr(args, "table_format", None) or config.table_format
 
 
 def job_settings(args: argparse.Namespace, config: Config) -> JobSettings:

@@ -79,8 +79,15 @@ def start_devlab(args: tuple[str | Path, ...], home: Path) -> tuple[subprocess.P
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Ctrl-C's default: a test run started in the background (`pytest &`) inherits an
+            # ignored SIGINT, as every background job of a shell script does, and so would devlab
+            preexec_fn=_default_sigint,
         )
     return proc, log
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def snapshot(db_path: Path) -> list[dict] | None:

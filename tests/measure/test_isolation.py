@@ -19,7 +19,6 @@ from backends.measure.isolation import (
     IsolatedSession,
     MeasurementProcess,
     RuntimeCrashed,
-    describe_exit,
 )
 from backends.models.intake import load_model
 from support.crashing import CRASHY_DEVICE_ID, CrashingBackend
@@ -125,12 +124,6 @@ def test_pin_puts_the_measurement_process_on_one_core(process, model_copy):
     )
     session.run(5, None, _ignore)
     assert os.sched_getaffinity(process.pid) == {core}
-
-
-def test_describe_exit_names_signals_and_exit_codes():
-    assert describe_exit(-11) == "SIGSEGV"
-    assert describe_exit(-6) == "SIGABRT"
-    assert describe_exit(3) == "exit code 3"
 
 
 def test_a_crash_fails_its_job_only_and_a_retry_runs_on_a_fresh_process(tmp_path, model_copy):

@@ -254,7 +254,10 @@ def test_shape_inference_failure(tmp_path: Path) -> None:
 def test_dynamic_batch_without_override_names_the_flag(tmp_path: Path) -> None:
     path = dynamic_mlp(tmp_path / "dyn.onnx")
     err = reason_of(load_model, path)
-    assert err.reason == "input 'x' has dynamic shape [batch,16]; pass --input-shape x=1x16"
+    assert err.reason == (
+        "input 'x' [batch,16] has dynamic dimension 0 (batch); give the sizes to measure with "
+        "--input-shape x=<batch>x16 (each <...> replaced by a size), or in an --input-shapes file"
+    )
 
 
 def test_dynamic_batch_with_override(tmp_path: Path) -> None:

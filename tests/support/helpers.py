@@ -196,3 +196,23 @@ def store_jobs(db_path: Path) -> list[dict[str, Any]]:
 def bench_output(name: str) -> str:
     """A real captured tool output from ``tests/fixtures/bench-output`` (see its SOURCES.md)."""
     return (BENCH_OUTPUT / name).read_text(encoding="utf-8")
+
+
+def measure_on_host(
+    folder: Path, paths: Sequence[Path], settings: Any
+) -> tuple[Any, list[Any], dict[str, Any]]:
+    """Queue ``paths`` (unreadable files too) on host:cpu in a real Lab with its own SQLite store
+    under ``folder`` and wait: (the open store, its rows, the devices by id). Close the store."""
+    from backends.core.lab import Lab
+    from backends.core.plan import queue_paths
+    from backends.core.store import STORE_FILE, Store
+    from backends.devices.host import HOST_DEVICE_ID, HostBackend
+
+    store = Store(folder / "lab" / STORE_FILE)
+    lab = Lab(store, [HostBackend()], log_dir=folder / "logs")
+    lab.discover()
+    lab.start()
+    queue_paths(lab, list(paths), [HOST_DEVICE_ID], settings=settings)
+    assert lab.wait_until_idle(timeout=120)
+    lab.shutdown()
+    return store, store.rows(), {device.id: device for device in lab.devices}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import select as io_select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from backends.core.exits import exit_reason
 from backends.core.records import Capabilities, Device, Job, Model
 from backends.devices.base import (
     BenchError,
@@ -166,18 +166,6 @@ def run_runner(argv: list[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> RunnerO
     return parse_runner_output(proc.stdout, proc.stderr, proc.returncode)
 
 
-def _exit_reason(code: int | None) -> str:
-    """How a process ended, as an operator reads it: ``killed by SIGKILL``, ``exit code 1``."""
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
 class RunnerProcess:
     """One runner in ``--serve`` mode: the model compiled once, one JSON line per request.
 
@@ -275,7 +263,7 @@ class RunnerProcess:
         except subprocess.TimeoutExpired:  # stdout closed but still running: end it
             self._kill()
             code = self.proc.returncode
-        message = f"the OpenVINO runner died while {doing} ({_exit_reason(code)})"
+        message = f"the OpenVINO runner died while {doing} ({exit_reason(code)})"
         self._release()
         return BenchError(message + self._stderr_tail())
 
