@@ -34,17 +34,20 @@ other. Both choices come from this host: it changes pace by 10-20% over seconds 
 ratios of measurements close in time cancel it), and a process's memory placement alone can
 make mlp 10% slower for that process's whole life (two identical bare loops kept up for 40
 rounds: bare2/bare 0.886), so only many processes per mode resolve 2%. Epochs go on (from
-``--min-epochs`` to ``--max-epochs``) until every ratio is known to ``--target-pct``.
+``--min-epochs`` to ``--max-epochs``) until every ratio is known to ``--target-pct``. Every
+timed loop runs on one core (``--pin``: the bare loops' processes pin themselves, devlab's
+measurement processes get the job's ``pin``), so no mode sits on a faster or slower core than
+another for a whole epoch; the script's own process, the Labs and the console run unpinned.
 
 Latencies of devlab jobs are read from the stored result. It prints each mode's median of round
 medians, the ratios to bare (the median over rounds of each round's ratio to that round's bare
 loop) and the tui liveness per model, and ends with ``RESULT max_ratio=<harness>
 max_ratio_tui=<tui> max_ratio_harness=<harness> max_ratio_bare2=<noise>
 max_ratio_default=<default> models=<n> ...`` (``skipped`` for modes not run).
-Usage: python tests/perf/host_overhead.py [--rounds-per-epoch 2] [--min-epochs 8]
-       [--max-epochs 40] [--target-pct 1] [--runs 150] [--min-round-ms 200] [--warmup 10]
-       [--threads 1] [--job-rounds 5] [--no-tui] [--with-default] [--dump FILE] [--smoke]
-       [models...]
+Usage: python tests/perf/host_overhead.py [--rounds-per-epoch 3] [--min-epochs 6]
+       [--max-epochs 12] [--target-pct 1.5] [--pin CORE] [--runs 150] [--min-round-ms 200]
+       [--warmup 10] [--threads 1] [--job-rounds 5] [--no-tui] [--with-default] [--dump FILE]
+       [--smoke] [models...]
 (--runs is raised per model so that a round lasts --min-round-ms: long enough for the console
 to draw during a tiny model's round.)
 --smoke: the smallest sample model, one epoch of one round of 20 runs after 2 warm-up runs,
@@ -58,6 +61,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -178,7 +182,9 @@ class Server:
 def bare_server(conn: Connection) -> None:
     """The bare loop as a hand-written script runs it, in an interpreter of its own: the
     session is made once; each round runs the warmup and then times the runs."""
-    _, path, warmup, threads = conn.recv()
+    _, path, warmup, threads, pin = conn.recv()
+    if pin is not None:
+        os.sched_setaffinity(0, {pin})
     model = load_model(path)
     session = ort.InferenceSession(
         model.path, session_options(threads), providers=["CPUExecutionProvider"]
@@ -396,7 +402,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = parse_args(argv)
     default = JobSettings(
-        warmup=args.warmup, runs=args.runs, threads=args.threads, rounds=args.job_rounds
+        warmup=args.warmup,
+        runs=args.runs,
+        threads=args.threads,
+        rounds=args.job_rounds,
+        pin=args.pin,
     )
     harness = replace(
         default, rounds=1, precision_pct=0, skip_canary=True, skip_parity=True, min_round_s=0.0
@@ -518,7 +528,7 @@ def run_epoch(
 ) -> None:
     """One epoch's rounds on fresh processes; appends each mode's round medians."""
     starting = {
-        name: Server("--bare-server", model.path, args.warmup, args.threads)
+        name: Server("--bare-server", model.path, args.warmup, args.threads, args.pin)
         for name in ("bare", "bare2")
     }
     if "tui" in modes:
@@ -578,15 +588,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--rounds-per-epoch",
         type=int,
-        default=2,
+        default=3,
         help="rounds on one set of processes (default %(default)s)",
     )
-    parser.add_argument("--min-epochs", type=int, default=8, help="(default %(default)s)")
-    parser.add_argument("--max-epochs", type=int, default=40, help="(default %(default)s)")
+    parser.add_argument("--min-epochs", type=int, default=6, help="(default %(default)s)")
+    parser.add_argument("--max-epochs", type=int, default=12, help="(default %(default)s)")
     parser.add_argument(
         "--target-pct",
         type=float,
-        default=1.0,
+        default=1.5,
         help="epochs go on until every ratio is known to this (95%% interval, default %(default)s)",
     )
     parser.add_argument("--runs", type=int, default=150, help="timed runs per job (default 150)")
@@ -599,6 +609,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "model's round is long enough for the console to draw during it (default %(default)s)",
     )
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument(
+        "--pin",
+        type=int,
+        default=max(os.sched_getaffinity(0)),
+        help="the core every timed loop runs on: the bare loops' processes and devlab's "
+        "measurement processes (its --pin) alike, so no mode runs on a faster or slower core "
+        "than another (default: the highest core this script may use, %(default)s)",
+    )
     parser.add_argument(
         "--job-rounds",
         type=int,
