@@ -121,7 +121,8 @@ class DevLabApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent(initial="queue", id="views"):
+        # the console opens on the lab itself: its devices (the status line counts the jobs)
+        with TabbedContent(initial="devices", id="views"):
             with TabPane("Devices [1]", id="devices"):
                 yield DevicesView(self.state, id="devices-view")
             with TabPane("Queue [2]", id="queue"):
@@ -157,7 +158,7 @@ class DevLabApp(App[None]):
 
     @property
     def active_view(self) -> str:
-        return self.query_one(TabbedContent).active or "queue"
+        return self.query_one(TabbedContent).active or "devices"
 
     # -- events from the Lab ---------------------------------------------------------------
 

@@ -19,13 +19,20 @@ from textual.suggester import Suggester
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
 
 from backends.core.options import BENCH_OPTIONS
-from backends.core.records import Device, DeviceState, JobSettings
+from backends.core.records import Capabilities, Device, DeviceState, JobSettings
 from backends.results.tables import RESULT_FORMATS
+from console.tui.checklist import CheckList
 
 OPTIONS_PER_ROW = 4  # number fields side by side in the add dialog
-# Options a device may not honour: the option's field -> its ``Capabilities`` flag. The Add
-# dialog greys one out unless every selected device has it (with the chosen runtime).
-CAPABILITY_OPTIONS = {"per_layer": "per_layer", "threads": "threads"}
+# Options a device may not honour: the option's field -> why a device does not. The Add dialog
+# greys one out, and says why, unless every selected device has it (with the chosen runtime).
+# ``per_layer`` and ``threads`` are ``Capabilities`` flags; ``power`` needs a monitor wired to
+# the device, which the lab knows and the device does not.
+CAPABILITY_OPTIONS = {
+    "per_layer": "its runtime has no profiled pass",
+    "threads": "its runtime ignores a thread count",
+    "power": "no power monitor powers it",
+}
 
 
 class PathSuggester(Suggester):
@@ -101,15 +108,17 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
                     suggester=PathSuggester(),
                     id="add-path",
                 )
-                yield Label("Devices")
+                yield Label("Devices ([x] selected; space or a click toggles)", markup=False)
                 only_one = len(self.devices) == 1
-                yield SelectionList[str](
+                yield CheckList(
                     *[
-                        (Text(f"{d.id}  {d.name}"), d.id, d.id == "host:cpu" or only_one)
+                        (self.device_prompt(d, None), d.id, d.id == "host:cpu" or only_one)
                         for d in self.devices
                     ],
                     id="add-devices",
                 )
+                # what the selected devices would not honour, and why, next to the choice
+                yield Static(id="add-unavailable", classes="note")
                 yield Label("Runtime")
                 yield Select(
                     [(r, r) for r in runtimes], prompt="the device's default", id="add-runtime"
@@ -158,21 +167,47 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
                         shown = "" if default is None else str(default)
                         yield Input(shown, type=kind, id=widget_id)
 
+    def device_prompt(self, device: Device, runtime: str | None) -> Text:
+        """The device's line: its id and name, then (dim) what a job on it may ask for with
+        ``runtime``, so the operator sees why an option greys out before ticking it."""
+        prompt = Text(f"{device.id}  {device.name}")
+        capabilities = device.capabilities_for(runtime)
+        offers = offered(capabilities, device.id in self.power_devices)
+        if offers is not None:
+            prompt.append(f"  {offers}", style="dim")
+        return prompt
+
     def on_mount(self) -> None:
+        # the path field takes the keys from the start, whatever opened the dialog
+        # (AUTO_FOCUS acts only while the app holds the terminal's focus)
+        self.query_one("#add-path", Input).focus()
+        self._offer_capabilities()
+
+    @on(Select.Changed, "#add-runtime")
+    def _runtime_changed(self) -> None:
+        """What each device offers, and so what is greyed out, depends on the runtime."""
+        runtime = self._runtime()
+        devices = self.query_one("#add-devices", SelectionList)
+        for index, device in enumerate(self.devices):
+            devices.replace_option_prompt_at_index(index, self.device_prompt(device, runtime))
         self._offer_capabilities()
 
     @on(SelectionList.SelectedChanged, "#add-devices")
-    @on(Select.Changed, "#add-runtime")
     def _offer_capabilities(self) -> None:
-        """Grey out each option a selected device would not honour, and say which device."""
-        for field_name in CAPABILITY_OPTIONS:
+        """Grey out each option a selected device would not honour; say which device and why."""
+        reasons = []
+        for field_name, why in CAPABILITY_OPTIONS.items():
             option = next(o for o in BENCH_OPTIONS if o.field == field_name)
             if not option.dialog:
                 continue
+            widget = self.query_one(f"#add-{field_name}")
+            if not widget.display:  # power, with no monitor on any device: not offered at all
+                continue
             lacking = self.lacking(field_name)
             name = option.flag.lstrip("-")
-            widget = self.query_one(f"#add-{field_name}")
             note = f"not on {', '.join(lacking)}" if lacking else None
+            if lacking:
+                reasons.append(f"{name}: {note} ({why})")
             if isinstance(widget, Checkbox):
                 if lacking and not widget.disabled:
                     self._held[field_name] = widget.value
@@ -186,17 +221,24 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
                 )
             widget.disabled = bool(lacking)
             widget.tooltip = note
+        unavailable = self.query_one("#add-unavailable", Static)
+        unavailable.update(Text("\n".join(reasons)))
+        unavailable.display = bool(reasons)
 
     def lacking(self, field_name: str) -> list[str]:
         """The selected devices that would not honour option ``field_name`` with the chosen
-        runtime (one that has not said what it can do is not counted)."""
-        flag = CAPABILITY_OPTIONS[field_name]
+        runtime (one that has not said what it can do is not counted); for power, those no
+        monitor powers."""
         selected = set(self.query_one("#add-devices", SelectionList).selected)
+        if field_name == "power":
+            return [
+                d.id for d in self.devices if d.id in selected and d.id not in self.power_devices
+            ]
         runtime = self._runtime()
         lacking = []
         for device in self.devices:
             capabilities = device.capabilities_for(runtime) if device.id in selected else None
-            if capabilities is not None and not getattr(capabilities, flag):
+            if capabilities is not None and not getattr(capabilities, field_name):
                 lacking.append(device.id)
         return lacking
 
@@ -273,6 +315,22 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
             priority=priority,
             errors=errors,
         )
+
+
+def offered(capabilities: Capabilities | None, powered: bool) -> str | None:
+    """What a job may ask of a device, as the device line shows it (None: it has not said)."""
+    if capabilities is None:
+        return "power" if powered else None
+    offers = [
+        name
+        for name, has in (
+            ("per-layer", capabilities.per_layer),
+            ("threads", capabilities.threads),
+            ("power", powered),
+        )
+        if has
+    ]
+    return " · ".join(offers) if offers else "timing only"
 
 
 @dataclass

@@ -232,7 +232,8 @@ async def test_add_dialog_queues_a_model_that_runs_to_done(make_lab: LabFactory,
     messages = Messages()
     app = DevLabApp(lab, poll_devices_s=None)
     async with app.run_test(size=SIZE, message_hook=messages) as pilot:
-        assert app.active_view == "queue"
+        assert app.active_view == "devices"
+        await pilot.press("2")  # the console opens on Devices; these rows are in the Queue
         report = await queue_via_dialog(pilot, mlp, messages, options={"runs": "20", "warmup": "2"})
         assert [job.model.name for job in report.queued] == ["mlp"]
         assert report.failed == [] and report.kept == []
@@ -339,6 +340,7 @@ async def test_a_file_that_is_not_a_model_fails_with_its_reason(
     messages = Messages()
     app = DevLabApp(lab, poll_devices_s=None)
     async with app.run_test(size=SIZE, message_hook=messages) as pilot:
+        await pilot.press("2")  # the console opens on Devices; these rows are in the Queue
         report = await queue_via_dialog(pilot, bad, messages)
         assert report.queued == []
         assert [Path(job.model.path).name for job in report.failed] == ["not-a-model.txt"]
@@ -370,6 +372,7 @@ async def test_a_model_onnx_runtime_cannot_load_fails_with_its_reason(
     messages = Messages()
     app = DevLabApp(lab, poll_devices_s=None)
     async with app.run_test(size=SIZE, message_hook=messages) as pilot:
+        await pilot.press("2")  # the console opens on Devices; these rows are in the Queue
         report = await queue_via_dialog(pilot, model, messages, options={"runs": "5"})
         assert report.failed == [] and len(report.queued) == 1  # intake accepts it
         job = report.queued[0]
@@ -445,6 +448,7 @@ async def test_space_pauses_and_resumes_dispatch(make_lab: LabFactory, mlp: Path
     messages = Messages()
     app = DevLabApp(lab, poll_devices_s=None)
     async with app.run_test(size=SIZE, message_hook=messages) as pilot:
+        await pilot.press("2")  # the console opens on Devices; these rows are in the Queue
         assert "PAUSED" not in status_text(app)
         await pilot.press("space")
         await wait_for(pilot, lambda: "PAUSED" in status_text(app), "the status to say PAUSED")
@@ -478,6 +482,7 @@ async def test_priority_cancel_and_retry_act_on_the_selected_job(make_lab: LabFa
     messages = Messages()
     app = DevLabApp(lab, poll_devices_s=None, start_dispatch=True)
     async with app.run_test(size=SIZE, message_hook=messages) as pilot:
+        await pilot.press("2")  # the console opens on Devices; these rows are in the Queue
         await pilot.press("space")
         await wait_for(pilot, lambda: lab.paused, "dispatch paused")
         report = await queue_via_dialog(pilot, mlp.parent, messages, options={"runs": "10"})
@@ -696,6 +701,7 @@ async def test_a_device_failing_mid_run_fails_the_job_not_the_app(
     messages = Messages()
     app = DevLabApp(lab, poll_devices_s=None)
     async with app.run_test(size=SIZE, message_hook=messages) as pilot:
+        await pilot.press("2")  # the console opens on Devices; these rows are in the Queue
         report = await queue_via_dialog(
             pilot, explode, messages, options={"runs": "10"}, devices=["plug:7"]
         )
@@ -1012,6 +1018,7 @@ async def test_lab_calls_from_keys_never_run_on_the_ui_thread(
     messages = Messages()
     app = DevLabApp(lab, poll_devices_s=None)
     async with app.run_test(size=SIZE, message_hook=messages) as pilot:
+        await pilot.press("2")  # the console opens on Devices; these rows are in the Queue
         await pilot.press("space")
         await wait_for(pilot, lambda: lab.paused, "dispatch paused")
         job = submit(lab, mlp)
@@ -1053,6 +1060,7 @@ async def test_a_lab_call_that_fails_is_a_notification_not_a_crash(
     messages = Messages()
     app = DevLabApp(lab, poll_devices_s=None, start_dispatch=False)
     async with app.run_test(size=SIZE, message_hook=messages) as pilot:
+        await pilot.press("2")  # the console opens on Devices; these rows are in the Queue
         job = submit(lab, mlp)
         await wait_for(pilot, lambda: has_row(app, "#queue-table", job.id), "the job's row")
         await pilot.press("2", "minus")
@@ -1078,6 +1086,7 @@ async def test_a_priority_set_by_another_console_shows_in_the_queue(
     messages = Messages()
     app = DevLabApp(lab, poll_devices_s=None, start_dispatch=False)
     async with app.run_test(size=SIZE, message_hook=messages) as pilot:
+        await pilot.press("2")  # the console opens on Devices; these rows are in the Queue
         job = submit(lab, mlp)
         await wait_for(pilot, lambda: has_row(app, "#queue-table", job.id), "the job's row")
         lab.set_priority(job.id, 7)  # as another console on the same lab would

@@ -210,14 +210,15 @@ def path_field_empty(screen: str) -> bool:
 def focus_path_field(terminal: Terminal) -> None:
     """Put the keyboard in the Add dialog's path field, whichever widget has focus on open.
 
-    Today the dialog focuses its scroll container (see test_add_dialog_focuses_path_field), so
-    a person presses Tab first. Keys typed right after Tab can still reach the container (Textual
-    forwards them before the Tab has moved the focus), so probe with ``x`` (bound to nothing)
-    until one lands in the field, then empty the field (ctrl+a: start, ctrl+k: delete right).
+    The dialog opens with the path field focused (test_add_dialog_focuses_path_field checks
+    that); this helper does not count on it, so a broken focus fails that test, not this one.
+    Keys typed right after Tab can still reach the widget Tab leaves (Textual forwards them
+    before the Tab has moved the focus), so probe with ``x`` (bound to nothing) until one lands
+    in the field, then empty the field (ctrl+a: start, ctrl+k: delete right).
     """
     terminal.type("x")
     if not poll(lambda: not path_field_empty(terminal.capture()), 2.0):
-        terminal.keys("Tab")  # from the scroll container to the path field
+        terminal.keys("Tab")  # from no focus, or the scroll container, to the path field
 
         def typed_x_landed() -> bool:
             terminal.type("x")
@@ -271,6 +272,12 @@ def test_add_run_results_export_quit(terminal: Terminal, tmp_path: Path) -> None
         )
     )
     terminal.keys("Enter")
+    seen.append(
+        terminal.wait_for(
+            "the Add dialog to close", lambda s: "Add models" not in s, DIALOG_TIMEOUT_S
+        )
+    )
+    terminal.keys("2")  # the console opens on Devices; the job is followed in the Queue
 
     def mlp_done(screen: str) -> bool:
         if "does not exist" in screen or "not queued" in screen:
@@ -346,5 +353,4 @@ def test_add_dialog_focuses_path_field(terminal: Terminal, tmp_path: Path) -> No
     terminal.wait_for_text("Add models", DIALOG_TIMEOUT_S)
     terminal.type(str(model))
     landed = poll(lambda: path_typed(terminal.capture(), model), 5.0)
-    # a plain assert: only this AssertionError is the expected failure (raises= below)
     assert landed, f"the typed path is not in the Add dialog's path field\n{terminal.report()}"
