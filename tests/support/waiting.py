@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -29,3 +29,18 @@ def wait_until(
                 f"timed out after {timeout:g} s waiting for {what or predicate} (last: {value!r})"
             )
         time.sleep(interval)
+
+
+PILOT_STEP_S = 0.05
+
+
+async def pilot_wait_for(
+    pilot: Any, condition: Callable[[], Any], what: str, timeout: float = DEFAULT_TIMEOUT_S
+) -> None:
+    """The same for a Textual app under test: let it run (``pilot.pause``) until
+    ``condition()`` holds, bounded by ``timeout``, then assert it, naming ``what``."""
+    for _ in range(int(timeout / PILOT_STEP_S)):
+        if condition():
+            return
+        await pilot.pause(PILOT_STEP_S)
+    assert condition(), f"timed out waiting for: {what}"

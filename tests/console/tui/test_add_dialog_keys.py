@@ -30,11 +30,11 @@ from console.tui.checklist import SELECTED_MARK, UNSELECTED_MARK
 from console.tui.dialogs import AddModelsScreen
 from console.tui.messages import ModelsQueued
 from support.fakes import PluggableBackend
+from support.waiting import pilot_wait_for
 
 MODELS_DIR = Path(__file__).resolve().parents[3] / "assets" / "models"
 SIZE = (140, 40)
 WAIT_S = 15.0  # upper bound of every poll; a passing test never waits this long
-STEP_S = 0.05
 FAST = JobSettings(warmup=1, runs=5, rounds=1, precision_pct=0)
 PLUG = "plug:7"  # reports no per-layer profile and no thread count (Capabilities defaults)
 
@@ -64,11 +64,7 @@ def mlp(tmp_path: Path) -> Path:
 
 async def wait_for(pilot: Pilot, condition: Callable[[], Any], what: str) -> None:
     """Let the app run until ``condition()`` holds (bounded), then assert it."""
-    for _ in range(int(WAIT_S / STEP_S)):
-        if condition():
-            return
-        await pilot.pause(STEP_S)
-    assert condition(), f"timed out waiting for: {what}"
+    await pilot_wait_for(pilot, condition, what, WAIT_S)
 
 
 async def open_add_dialog(pilot: Pilot) -> AddModelsScreen:

@@ -64,6 +64,7 @@ from console.tui.views.power import MonitorPanel
 from console.tui.views.queue import QueueView
 from support.fakes import BrokenBackend, PluggableBackend
 from support.helpers import make_mlp, read_latency_csv, read_results_csv
+from support.waiting import pilot_wait_for
 
 MODELS_DIR = Path(__file__).resolve().parents[3] / "assets" / "models"
 SIZE = (140, 40)
@@ -152,11 +153,7 @@ class Messages:
 
 async def wait_for(pilot: Pilot, condition: Callable[[], Any], what: str) -> None:
     """Let the app run until ``condition()`` holds (bounded), then assert it."""
-    for _ in range(int(WAIT_S / STEP_S)):
-        if condition():
-            return
-        await pilot.pause(STEP_S)
-    assert condition(), f"timed out waiting for: {what}"
+    await pilot_wait_for(pilot, condition, what, WAIT_S)
 
 
 def rich_text(renderable: Any) -> str:
