@@ -32,6 +32,19 @@ class JobState(enum.StrEnum):
         return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
 
+class MonitorState(enum.StrEnum):
+    OPENING = "opening"
+    CONNECTED = "connected"
+    RECORDING = "recording"
+    FAILED = "failed"
+    AVAILABLE = "available"  # found on this machine, not configured: not opened
+    CLOSED = "closed"
+
+    @property
+    def streaming(self) -> bool:
+        return self in (MonitorState.CONNECTED, MonitorState.RECORDING)
+
+
 #: A ``Device.properties`` key: advice for the device's state, filled by its backend ("accept the
 #: prompt on the phone"); front ends show it as it is.
 STATE_HINT = "state_hint"
@@ -96,6 +109,31 @@ class Device:
                 "capabilities": capabilities,
             }
         )
+
+
+@dataclass(frozen=True)
+class PowerMonitor:
+    """A power monitor as the front ends list it: one ``[[power.monitors]]`` entry
+    (``configured``) or one found on this machine. ``id`` never changes once shown (it names the
+    ``PowerSamples`` batches); ``error`` says why a failed monitor is not streaming and
+    ``recording`` is the trace file being recorded, if any."""
+
+    id: str
+    port: str | None = None
+    serial_number: int | None = None
+    powers: str | None = None  # the device it powers
+    state: MonitorState = MonitorState.CLOSED
+    error: str | None = None
+    voltage: float | None = None  # the output voltage set on the unit
+    recording: str | None = None
+    configured: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PowerMonitor:
+        return cls(**{**data, "state": MonitorState(data.get("state", "closed"))})
 
 
 @dataclass
@@ -282,6 +320,11 @@ class Result:
     # interval of the headline, and output parity against host ONNX Runtime.
     round_canary_us: list[float | None] = field(default_factory=list)
     canary_reference_us: float | None = None
+    # the large-footprint reference paired in the same rounds, its long-run median, and the
+    # weight of the blend the rounds were divided by (0: the small canary alone; panel.py)
+    round_canary_large_us: list[float | None] = field(default_factory=list)
+    canary_large_reference_us: float | None = None
+    reference_large_weight: float | None = None
     normalised_median_us: float | None = None
     # the figure to quote: the normalised median unless normalising made the rounds clearly
     # noisier (then the raw one); ``headline_basis`` says which and why

@@ -52,6 +52,7 @@ from backends.measure.assemble import assemble_result
 from backends.measure.canary import drift_status
 from backends.measure.canary_store import CanaryStore
 from backends.measure.isolation import IsolatedSession, MeasurementProcess, isolated_opener
+from backends.measure.panel import blended_canaries
 from backends.measure.precision import GateDecision, PrecisionGate
 from backends.measure.probe import CanaryProbe
 from backends.measure.rounds import Rounds, every_round_has_canary, split_runs
@@ -83,6 +84,7 @@ class JobRun:
     conditions_start: dict[str, Any] = field(default_factory=dict)
     rounds: Rounds = field(default_factory=Rounds)
     canaries: list[float | None] = field(default_factory=list)
+    large_canaries: list[float | None] = field(default_factory=list)  # the large reference
     warnings: list[str] = field(default_factory=list)
     extra_rounds: int = 0
     gate_started: float | None = None
@@ -352,12 +354,19 @@ class DeviceWorker(threading.Thread):
             time.monotonic(),
             run.fraction,
         )
+        large = None
         if isinstance(session, IsolatedSession) and isinstance(reference, IsolatedSession):
-            # model and canary in alternating blocks: both see the same moments of the machine
-            timed, canary_runs = session.run_paired(
-                reference, iterations, run.round_seconds, callback
+            # model and references in alternating blocks: all see the same moments of the machine
+            references = [reference]
+            large_reference = probe.large_session(job)
+            if isinstance(large_reference, IsolatedSession):
+                references.append(large_reference)
+            timed, measured = session.run_paired(
+                references, iterations, run.round_seconds, callback
             )
-            canary = statistics.median(canary_runs) if canary_runs else None
+            canary = statistics.median(measured[0]) if measured[0] else None
+            if len(measured) > 1 and measured[1]:
+                large = statistics.median(measured[1])
             run.conditions_start["canary_pairing"] = "alternating blocks within each round"
         else:
             timed = session.run(iterations, run.round_seconds, callback)
@@ -365,6 +374,7 @@ class DeviceWorker(threading.Thread):
             raise BenchError(f"{job.model.path}: the runtime returned no timed runs")
         run.rounds.add(timed)
         run.canaries.append(canary)
+        run.large_canaries.append(large)
 
     @staticmethod
     def _round_seconds(run: JobRun) -> float | None:
@@ -390,7 +400,9 @@ class DeviceWorker(threading.Thread):
             min_rounds=min(3, len(run.plan)),
         )
         run.gate = gate.decide(
-            run.rounds.gate_medians(run.canaries),
+            run.rounds.gate_medians(
+                blended_canaries(run.rounds.medians, run.canaries, run.large_canaries)[0]
+            ),
             run.rounds.iterations_by_round,
             time.monotonic() - run.gate_started,
             run.extra_rounds,
@@ -425,10 +437,16 @@ class DeviceWorker(threading.Thread):
     def _record_canaries(self, runs: list[JobRun]) -> None:
         """Add this batch's canaries to each runtime's history; flag a drifting device."""
         by_key: dict[str, list[float]] = {}
+        large_by_key: dict[str, list[float]] = {}
         for run in runs:
             values = [c for c in run.canaries if c is not None]
             if values:
                 by_key.setdefault(_canary_key(run), []).extend(values)
+            large = [c for c in run.large_canaries if c is not None]
+            if large:
+                large_by_key.setdefault(_large_key(run), []).extend(large)
+        for key, values in large_by_key.items():  # history only: drift is the small canary's
+            self.canaries.add_canary(self.device.id, key, values)
         for key, values in by_key.items():
             history = self.canaries.canary_history(self.device.id, key)
             status = drift_status(history, values, DRIFT_BAND_PCT)
@@ -465,6 +483,11 @@ class DeviceWorker(threading.Thread):
             if every_round_has_canary(run.canaries)
             else []
         )
+        large_history = (
+            self.canaries.first_canaries(self.device.id, _large_key(run))
+            if every_round_has_canary(run.large_canaries)
+            else []
+        )
         result = assemble_result(
             job,
             run.rounds,
@@ -473,6 +496,8 @@ class DeviceWorker(threading.Thread):
             profile=profile,
             gate=run.gate,
             canary_history=history,
+            large_canaries=run.large_canaries,
+            large_history=large_history,
             extra_rounds=run.extra_rounds,
             device_properties=self.device.properties,
             conditions_start=run.conditions_start,
@@ -614,3 +639,8 @@ def _canary_key(run: JobRun) -> str:
     job = run.job
     paired = "/paired" if "canary_pairing" in run.conditions_start else ""
     return f"{job.runtime}/t{job.settings.threads or 0}{paired}"
+
+
+def _large_key(run: JobRun) -> str:
+    """The large reference's history: the canary's key with its own suffix."""
+    return f"{_canary_key(run)}/large"

@@ -10,6 +10,7 @@ from typing import Any
 from backends.core.records import Job, Result, Stats
 from backends.devices.base import LayerProfile, SessionInfo
 from backends.measure.canary import judge_normalisation, normalise_rounds
+from backends.measure.panel import blended_canaries
 from backends.measure.precision import GateDecision, median_ci
 from backends.measure.rounds import Rounds, every_round_has_canary, headline
 from backends.measure.stats import summarize
@@ -24,6 +25,8 @@ def assemble_result(
     profile: LayerProfile | None = None,
     gate: GateDecision | None = None,
     canary_history: Sequence[float] = (),
+    large_canaries: Sequence[float | None] = (),
+    large_history: Sequence[float] = (),
     extra_rounds: int = 0,
     device_properties: dict[str, Any] | None = None,
     conditions_start: dict[str, Any] | None = None,
@@ -36,8 +39,10 @@ def assemble_result(
     """The finished job's Result. ``gate`` is the precision gate's last decision (None when
     it never ran); ``canary_history`` the device's first canaries for this runtime, whose
     median is the fixed scale of the normalised figures (used only when every round has its
-    canary); ``warnings`` those of the earlier steps, to which the gate's own is added when it
-    did not converge."""
+    canary); ``large_canaries``/``large_history`` the same for the large-footprint reference
+    where rounds paired it (``panel.py``: the model is divided by a blend of the two);
+    ``warnings`` those of the earlier steps, to which the gate's own is added when it did not
+    converge."""
     stats = rounds.stats(job.settings.round_stat)
     result = Result(
         job_id=job.id,
@@ -61,11 +66,22 @@ def assemble_result(
         power=power,
         warnings=list(warnings),
         round_canary_us=list(canaries),
+        round_canary_large_us=list(large_canaries),
         extra_rounds=extra_rounds,
         parity=parity,
         drift=drift,
     )
-    add_trust_figures(result, rounds, canaries, gate, canary_history, job.settings.round_stat)
+    drift_canaries, weight = blended_canaries(
+        rounds.medians, canaries, large_canaries, canary_history, large_history
+    )
+    if weight is not None:
+        result.reference_large_weight = weight
+        result.canary_large_reference_us = statistics.median(
+            large_history or [c for c in large_canaries if c is not None]  # type: ignore[misc]
+        )
+    add_trust_figures(
+        result, rounds, drift_canaries, gate, canary_history, job.settings.round_stat, canaries
+    )
     return result
 
 
@@ -76,14 +92,18 @@ def add_trust_figures(
     gate: GateDecision | None,
     canary_history: Sequence[float],
     round_stat: str,
+    small_canaries: Sequence[float | None] | None = None,
 ) -> None:
-    """The canary-normalised headline and the precision gate's interval, set on ``result``."""
+    """The canary-normalised headline and the precision gate's interval, set on ``result``.
+    ``canaries`` are what each round is divided by (the small canary's, or the blend of both
+    references on its scale); ``small_canaries`` the small canary's own, for its scale."""
     result.headline_us = result.stats.median if result.stats.median is not None else None
     result.headline_basis = "raw (no canary)"
-    if every_round_has_canary(canaries):
-        long_run = statistics.median(canary_history) if canary_history else None
+    small = canaries if small_canaries is None else small_canaries
+    if every_round_has_canary(canaries) and every_round_has_canary(small):
+        long_run = statistics.median(canary_history or small)  # type: ignore[type-var]
         normalised = normalise_rounds(rounds.medians, canaries, long_run)  # type: ignore[arg-type]
-        result.canary_reference_us = long_run or statistics.median(canaries)  # type: ignore[type-var]
+        result.canary_reference_us = long_run
         result.normalised_median_us = headline(normalised, round_stat)
         judgement = judge_normalisation(rounds.medians, normalised)
         result.headline_basis = judgement.reason

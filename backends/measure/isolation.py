@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,8 @@ BackendFactory = Callable[[], DeviceBackend]
 
 CHUNK_INTERVAL_S = 0.1  # how often the child sends the latencies measured so far
 PAIRED_BLOCK_S = 0.02  # a paired round alternates this much of the model ...
-REFERENCE_BLOCK_RUNS = 4  # ... with this many runs of the reference (the canary, ~0.3 ms)
+REFERENCE_BLOCK_S = 0.0012  # ... with about this much of each drift reference
+REFERENCE_BLOCK_MAX_RUNS = 8
 DEFAULT_STALL_TIMEOUT_S = 300.0  # no finished iteration for this long: the runtime hung
 POLL_S = 0.25  # how often the parent checks that the child is alive while waiting
 START_TIMEOUT_S = 120.0
@@ -288,13 +289,14 @@ class IsolatedSession(BenchSession):
 
     def run_paired(
         self,
-        reference: IsolatedSession,
+        references: Sequence[IsolatedSession],
         iterations: int | None,
         min_seconds: float | None,
         on_iteration: IterationCallback,
-    ) -> tuple[Timed, list[float]]:
-        """A round of this session in alternating blocks with ``reference`` (the canary, in
-        the same process): this session's Timed and every reference latency of the round."""
+    ) -> tuple[Timed, list[list[float]]]:
+        """A round of this session in alternating blocks with ``references`` (the drift
+        references, in the same process): this session's Timed and, per reference, every
+        latency it measured in the round."""
         self._runs += 1
         latencies: list[float] = []
 
@@ -303,16 +305,18 @@ class IsolatedSession(BenchSession):
             on_iteration(done, latencies)
 
         what = f"in round {self._runs}"
-        reference.ensure_loaded(what)
+        for reference in references:
+            reference.ensure_loaded(what)
         self.ensure_loaded(what)
         pin = self.job.settings.pin
+        handles = tuple(reference._handle for reference in references)
         reply = self.process.request(
-            ("run_paired", self._handle, iterations, min_seconds, pin, reference._handle),
+            ("run_paired", self._handle, iterations, min_seconds, pin, *handles),
             what,
             on_chunk,
         )
         latencies.extend(reply["rest"])
-        return Timed(latencies, None), reply["reference"]
+        return Timed(latencies, None), reply["references"]
 
     def ensure_loaded(self, what: str) -> None:
         """Load the model again if the process restarted since it was opened."""
@@ -419,15 +423,15 @@ def _handle(
             conn.send(("chunk", done, []))
         return None
     if op in ("run", "run_paired"):
-        iterations, min_seconds, pin, *reference_handle = args
+        iterations, min_seconds, pin, *reference_handles = args
         if pin is not None:
             _pin(pin)
         if op == "run":
             return _run_round(conn, session, iterations, min_seconds)
-        reference = sessions.get(reference_handle[0])
-        if reference is None:
-            raise BenchError("the reference session is not in the measurement process")
-        return _run_paired(conn, session, reference, iterations, min_seconds)
+        references = [sessions.get(handle) for handle in reference_handles]
+        if not references or any(reference is None for reference in references):
+            raise BenchError("a reference session is not in the measurement process")
+        return _run_paired(conn, session, references, iterations, min_seconds)  # type: ignore[arg-type]
     if op == "outputs":
         return session.outputs(args[0])
     if op == "profile":
@@ -496,17 +500,17 @@ def _run_round(
 def _run_paired(
     conn: Connection,
     session: BenchSession,
-    reference: BenchSession,
+    references: Sequence[BenchSession],
     iterations: int | None,
     min_seconds: float | None,
 ) -> dict[str, Any]:
-    """One round in alternating blocks: ``PAIRED_BLOCK_S`` of the model, then
-    ``REFERENCE_BLOCK_RUNS`` of the reference (the canary), until the round's iterations and
-    seconds are reached. Both see the same moments of the machine, so their ratio cancels
-    interference that a canary measured before the round misses."""
+    """One round in alternating blocks: ``PAIRED_BLOCK_S`` of the model, then about
+    ``REFERENCE_BLOCK_S`` of each reference (at least one run), until the round's iterations
+    and seconds are reached. All see the same moments of the machine, so their ratio cancels
+    interference that a reference measured before the round misses."""
     chunks = _Chunks(conn)
     model: list[float] = []
-    canary: list[float] = []
+    measured: list[list[float]] = [[] for _ in references]
     started = time.perf_counter()
     wanted = max(iterations or 1, 1)
     block = 1  # iterations in the next model block: sized to PAIRED_BLOCK_S once timed
@@ -525,12 +529,24 @@ def _run_paired(
         except JobInterrupted as error:
             raise _Stopped from error
         model.extend(timed.latencies_us)
-        canary.extend(reference.run(REFERENCE_BLOCK_RUNS, None, _quiet).latencies_us)
+        for reference, values in zip(references, measured, strict=True):
+            values.extend(reference.run(_reference_runs(values), None, _quiet).latencies_us)
         if len(model) >= wanted and time.perf_counter() - started >= (min_seconds or 0.0):
             break
         mean_us = sum(timed.latencies_us) / max(len(timed.latencies_us), 1)
         block = max(1, int(PAIRED_BLOCK_S * 1e6 / max(mean_us, 1e-3)))
-    return {"rest": model[chunks.sent :], "summary": None, "reference": canary}
+    return {"rest": model[chunks.sent :], "summary": None, "references": measured}
+
+
+def _reference_runs(measured: Sequence[float]) -> int:
+    """Runs of a reference in its next block: ``REFERENCE_BLOCK_S`` at its pace so far (two
+    before it is timed), never fewer than one or more than ``REFERENCE_BLOCK_MAX_RUNS``."""
+    if not measured:
+        return 2
+    recent = measured[-8:]
+    mean_us = sum(recent) / len(recent)
+    runs = int(REFERENCE_BLOCK_S * 1e6 / max(mean_us, 1e-3))
+    return min(REFERENCE_BLOCK_MAX_RUNS, max(1, runs))
 
 
 def _quiet(done: int, latencies: list[float]) -> None:

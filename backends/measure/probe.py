@@ -1,9 +1,11 @@
-"""The reference canary: a small fixed model measured on a device just before each round.
+"""The drift references: small fixed models measured on a device with each round.
 
-Dividing a round's median by the canary measured right before it removes the machine's slow
-phases (bursts where everything runs ~1.45x slower) from the figure; multiplying by the
-canary's long-run median on that device keeps the unit (microseconds at the usual pace). The
-probe keeps one canary session per runtime and thread count alive for a whole batch of jobs.
+Dividing a round's median by the canary measured with it removes the machine's slow phases
+(bursts where everything runs ~1.45x slower) from the figure; multiplying by the canary's
+long-run median on that device keeps the unit (microseconds at the usual pace). Where rounds
+pair the model with the references inside the round, a second, large-footprint reference
+runs too (``backends/measure/panel.py`` says why). The probe keeps one session per reference,
+runtime and thread count alive for a whole batch of jobs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from backends.models.intake import ModelError, load_model
 
 log = logging.getLogger(__name__)
 
-CANARY_PATH = Path(__file__).resolve().parents[2] / "assets" / "reference" / "canary.onnx"
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "assets" / "reference"
+CANARY_PATH = REFERENCE_DIR / "canary.onnx"
+LARGE_REFERENCE_PATH = REFERENCE_DIR / "canary_large.onnx"
 CANARY_WARMUP = 5
 CANARY_RUNS = 15
 
@@ -33,6 +37,7 @@ class CanaryProbe:
         device: Device,
         path: Path = CANARY_PATH,
         opener: Callable[[Device, Job, Model], BenchSession] | None = None,
+        large_path: Path | None = LARGE_REFERENCE_PATH,
     ) -> None:
         self.backend = backend
         self._open_session = opener or backend.open_session
@@ -42,6 +47,12 @@ class CanaryProbe:
         self._sessions: dict[tuple[str, int | None], BenchSession] = {}
         self.unavailable: dict[tuple[str, int | None], str] = {}
         self.supported = backend.supports_canary
+        # the large reference: only inside paired rounds; missing, it leaves the small one
+        self._large = (
+            CanaryProbe(backend, device, large_path, opener, large_path=None)
+            if large_path is not None
+            else None
+        )
 
     def measure(self, job: Job) -> float | None:
         """The canary's median latency (us) now, on ``job``'s runtime and threads; None when
@@ -75,13 +86,22 @@ class CanaryProbe:
             self._drop(key)
             return None
 
+    def large_session(self, job: Job) -> BenchSession | None:
+        """The large-footprint reference's open session for ``job``'s runtime and threads;
+        None where it cannot run (the reason is in ``large_unavailable``) or is not used."""
+        return self._large.session(job) if self._large is not None else None
+
+    @property
+    def large_unavailable(self) -> dict[tuple[str, int | None], str]:
+        return self._large.unavailable if self._large is not None else {}
+
     def _open(self, job: Job, key: tuple[str, int | None]) -> BenchSession:
         if not self.supported:
             raise BenchError(f"{self.device.id}: the reference canary does not run here")
         if self._model is None:
             self._model = load_model(self.path)
         canary_job = Job(
-            id=f"canary-{job.id}",
+            id=f"{self.path.stem}-{job.id}",
             model=self._model,
             device_id=self.device.id,
             runtime=job.runtime,
@@ -105,6 +125,8 @@ class CanaryProbe:
     def close(self) -> None:
         for key in list(self._sessions):
             self._drop(key)
+        if self._large is not None:
+            self._large.close()
 
 
 def _ignore(done: int, latencies: list[float]) -> None:

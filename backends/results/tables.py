@@ -279,6 +279,8 @@ def _trust_fields(result: Result | None) -> dict[str, Any]:
         "converged": result.converged,
         "canary_median_us": statistics.median(canaries) if canaries else None,
         "canary_reference_us": result.canary_reference_us,
+        "canary_large_reference_us": result.canary_large_reference_us,
+        "reference_large_weight": result.reference_large_weight,
         "normalised_median_us": result.normalised_median_us,
         "headline_us": result.headline_us,
         "headline_basis": result.headline_basis,

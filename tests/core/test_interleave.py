@@ -256,6 +256,17 @@ def test_host_rows_carry_canary_interval_and_parity(store: Store) -> None:
         assert "loadavg_1m" in result.conditions_start
         # the canary ran in blocks alternating with the model inside each round
         assert result.conditions_start["canary_pairing"].startswith("alternating blocks")
+        # ... and so did the large reference: measured in every round, slower than the canary
+        assert len(result.round_canary_large_us) == 3 and all(result.round_canary_large_us)
+        assert statistics.median(result.round_canary_large_us) > statistics.median(
+            result.round_canary_us
+        )
+        assert result.canary_large_reference_us > 0
+    # the blend follows each model's latency: the tiny MLP the small canary alone, the CNN
+    # (slower than the small canary) partly or wholly the large reference
+    weights = {job.model.name: store.result(job.id).reference_large_weight for job in jobs}
+    assert weights["mlp"] == 0.0 and weights["mnv2_cifar32"] > 0.0
     # ... and keeps a history of its own, apart from canaries measured before rounds
     assert lab.canaries.canary_history(HOST_DEVICE_ID, "onnxruntime/t1/paired")
+    assert lab.canaries.canary_history(HOST_DEVICE_ID, "onnxruntime/t1/paired/large")
     assert not lab.canaries.canary_history(HOST_DEVICE_ID, "onnxruntime/t1")
