@@ -268,6 +268,7 @@ def _trust_fields(result: Result | None) -> dict[str, Any]:
     if result is None:
         return {}
     canaries = [c for c in result.round_canary_us if c is not None]
+    large = [c for c in result.round_canary_large_us if c is not None]
     parity = result.parity or {}
     return {
         "rounds": len(result.round_sizes),
@@ -279,6 +280,7 @@ def _trust_fields(result: Result | None) -> dict[str, Any]:
         "converged": result.converged,
         "canary_median_us": statistics.median(canaries) if canaries else None,
         "canary_reference_us": result.canary_reference_us,
+        "canary_large_median_us": statistics.median(large) if large else None,
         "canary_large_reference_us": result.canary_large_reference_us,
         "reference_large_weight": result.reference_large_weight,
         "normalised_median_us": result.normalised_median_us,

@@ -6,9 +6,10 @@ devlab's default protocol, on ``host:cpu``.
   timed runs (what a quick script does);
 * devlab: ``devlab --run DIR --device host:cpu --threads 1`` with its defaults: sessions kept
   loaded in the measurement process, 5 interleaved rounds of at least 0.2 s in shuffled order,
-  the reference canary in alternating blocks with the model inside every round, the precision
-  gate; the compared figure is ``headline_us`` (drift-normalised unless that made
-  the job's rounds clearly noisier), with the raw ``median_us`` shown too.
+  the two drift references (the small canary and the large-footprint one) in alternating blocks
+  with the model inside every round, the precision gate; the compared figure is ``headline_us``
+  (drift-normalised by the blend of the references the model moves with, unless that made the
+  job's rounds clearly noisier), with the raw ``median_us`` shown too.
 
 The models: the sample models in assets/models plus ``--archs`` (default 30) architectures
 sampled from the MobileNetV2 CIFAR-10 search space. The order of the four measurements is
@@ -26,7 +27,10 @@ clock as much as the load. Paired this way, each mode is the same experiment (qu
 pass) and only the load differs; the price is two passes per mode instead of one.
 
 Prints per mode the share of models whose two medians agree within +-5% and +-10%, for naive,
-devlab raw and devlab normalised, and the CPU the load used; the last line is
+devlab raw and devlab normalised, and the CPU the load used; then, per mode, how much the host's
+pace moved between the passes for the models (raw) and for each reference, and every model whose
+headline is off by more than 5% with its raw, canary, large-reference and headline ratios and
+the blend's weight (the evidence for why a run fails when it fails); the last line is
 ``RESULT agree5_naive=<pct> agree5_devlab=<pct> agree5_devlab_steady=<pct>
 agree5_devlab_bursty=<pct> agree5_naive_steady=<pct> agree5_naive_bursty=<pct>`` (the first
 two are the ``none`` mode; keys of modes not run are left out).
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import statistics
@@ -228,6 +233,54 @@ def report(results: list[ModeResult], naive_runs: int) -> str:
     return "RESULT " + " ".join(f"{key}={value:.1f}" for key, value in pairs)
 
 
+def explain(work: Path, mode: str) -> None:
+    """Why pass 2 disagrees with pass 1, from each job's row: the pace change every model and
+    both references saw between the passes, and for each model off by more than 5% its raw,
+    canary, large-reference and normalised ratios (pass 2 / pass 1) and the blend's weight."""
+    passes = []
+    for number in (1, 2):
+        path = work / f"devlab-{mode}-{number}" / "results.json"
+        if not path.exists():
+            return
+        rows = [row for row in json.loads(path.read_text()) if row.get("status") == "done"]
+        passes.append({row["model_sha256"]: row for row in rows})
+    first, second = passes
+    keys = sorted(set(first) & set(second), key=lambda k: first[k]["median_us"])
+
+    def ratio(key: str, column: str) -> float | None:
+        a, b = first[key].get(column), second[key].get(column)
+        return b / a if a and b else None
+
+    def median_of(column: str) -> str:
+        values = [r for r in (ratio(k, column) for k in keys) if r is not None]
+        return f"{statistics.median(values):.3f}" if values else "-"
+
+    print(
+        f"  {mode}: pass 2 / pass 1, median over models: raw {median_of('median_us')}, "
+        f"canary {median_of('canary_median_us')}, large reference "
+        f"{median_of('canary_large_median_us')}, headline {median_of('headline_us')}"
+    )
+    for key in keys:
+        headline = ratio(key, "headline_us")
+        if headline is None or abs(headline - 1.0) <= 0.05:
+            continue
+        figures = " ".join(
+            f"{label} {value:.3f}" if value is not None else f"{label} -"
+            for label, value in (
+                ("raw", ratio(key, "median_us")),
+                ("canary", ratio(key, "canary_median_us")),
+                ("large", ratio(key, "canary_large_median_us")),
+                ("headline", headline),
+            )
+        )
+        weight = second[key].get("reference_large_weight")
+        rounds = f"{first[key].get('rounds')}/{second[key].get('rounds')}"
+        print(
+            f"    off: {first[key]['model']:<18} {first[key]['median_us']:>8.1f} us  {figures}"
+            f"  weight {weight if weight is not None else '-'}  rounds {rounds}"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -268,6 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(models)} models ({args.archs} sampled architectures) in {work / 'models'}")
     results = [run_mode(mode, models, work, args) for mode in args.interference]
     result_line = report(results, args.naive_runs)
+    print("why pass 2 differs (ratios pass 2 / pass 1; models off by more than 5% listed):")
+    for result in results:
+        explain(work, result.mode)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     print(result_line)
