@@ -36,7 +36,15 @@ from backends.core.events import (
     JobFinished,
 )
 from backends.core.lab import LabError, ModelRefused
-from backends.core.records import Device, Job, JobSettings, JobState, Model, Result
+from backends.core.records import (
+    Device,
+    Job,
+    JobSettings,
+    JobState,
+    Model,
+    PowerMonitor,
+    Result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +170,23 @@ class ClusterLab:
     def has_power_monitor(self, device_id: str) -> bool:
         """Monitors live on the lab hosts; a console does not see them here (yet)."""
         return False
+
+    # -- power monitors: the lab hosts' own; their live readings arrive as PowerSamples ------
+
+    def monitors(self) -> list[PowerMonitor]:
+        return []
+
+    def open_monitors(self) -> None:
+        """Nothing to open here: each lab host opens its monitors for its power jobs."""
+
+    def start_recording(self, monitor_id: str) -> str:
+        raise LabError(
+            f"{monitor_id}: recording a lab host's monitor from a cluster console is not "
+            "supported; run devlab power on that host"
+        )
+
+    def stop_recording(self, monitor_id: str) -> str | None:
+        return None
 
     # -- the queue -------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from backends.core.records import Device, Job, Result
+from backends.core.records import Device, Job, PowerMonitor, Result
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ class JobCancelled(Event):
 class PowerSamples(Event):
     """A batch of power readings from one monitor (never one event per sample).
 
-    ``t0`` is the wall-clock time of the first sample, ``interval_s`` the sample period.
+    ``t0`` is the wall-clock time of the first sample, ``interval_s`` the sample period;
+    ``volts`` and ``amps`` are the batch's means (None from a source that only knows watts).
     """
 
     monitor_id: str
@@ -99,6 +100,15 @@ class PowerSamples(Event):
     interval_s: float
     watts: tuple[float, ...]
     dropped: int = 0
+    volts: float | None = None
+    amps: float | None = None
+
+
+@dataclass(frozen=True)
+class MonitorChanged(Event):
+    """A power monitor was found, opened, failed, started or stopped recording, or closed."""
+
+    monitor: PowerMonitor
 
 
 @dataclass(frozen=True)

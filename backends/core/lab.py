@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from backends.core.events import (
@@ -30,12 +30,22 @@ from backends.core.events import (
     JobQueued,
     JobStarted,
 )
-from backends.core.records import Device, DeviceState, Job, JobSettings, JobState, Model, Result
+from backends.core.records import (
+    Device,
+    DeviceState,
+    Job,
+    JobSettings,
+    JobState,
+    Model,
+    PowerMonitor,
+    Result,
+)
 from backends.core.store import Store
 from backends.core.worker import CANARY_FILE, DeviceWorker
 from backends.devices.base import DeviceBackend
 from backends.measure.canary_store import CanaryStore
-from backends.power.capture import MonitorLink, PowerManager
+from backends.power.capture import MonitorLink
+from backends.power.hub import MonitorError, MonitorHub, usb_monitor_ports
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +104,7 @@ class Lab:
         power_links: Sequence[MonitorLink] = (),
         canaries: CanaryStore | None = None,
         isolate: bool = True,
+        monitor_ports: Callable[[], Iterable[str]] = usb_monitor_ports,
     ) -> None:
         self.store = store
         # in-process runtimes (host ONNX Runtime) time in a measurement process per device
@@ -111,7 +122,8 @@ class Lab:
         self._started = False
         self.events.subscribe(self._track_busy)
         self._drift: dict[str, dict] = {}  # device id -> its canary's drift, while drifting
-        self.power = PowerManager(list(power_links), self.events.publish)
+        # monitor_ports: where monitors that no [[power.monitors]] names are looked for
+        self.power = MonitorHub(list(power_links), self.events.publish, ports=monitor_ports)
         self._discovering = threading.Lock()
 
     # -- events ----------------------------------------------------------------------------
@@ -153,6 +165,31 @@ class Lab:
 
     def has_power_monitor(self, device_id: str) -> bool:
         return self.power.powers(device_id)
+
+    # -- power monitors --------------------------------------------------------------------
+
+    def monitors(self) -> list[PowerMonitor]:
+        return self.power.monitors()
+
+    def open_monitors(self) -> None:
+        """Open every configured monitor in the background (again, for one that failed), and
+        list the others found; until then a power job opens its monitor on first use."""
+        self.power.open_all()
+
+    def start_recording(self, monitor_id: str) -> str:
+        """Record a streaming monitor into ``<out>/power/<monitor>-<time>.csv``, the folder of
+        the store."""
+        try:
+            return str(self.power.start_recording(monitor_id, self.store.path.parent / "power"))
+        except MonitorError as error:
+            raise LabError(str(error)) from None
+
+    def stop_recording(self, monitor_id: str) -> str | None:
+        try:
+            path = self.power.stop_recording(monitor_id)
+        except MonitorError as error:
+            raise LabError(str(error)) from None
+        return str(path) if path is not None else None
 
     def backend_for(self, device_id: str) -> DeviceBackend:
         self.device(device_id)

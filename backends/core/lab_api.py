@@ -14,7 +14,15 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from backends.core.events import Event
-from backends.core.records import Device, Job, JobSettings, JobState, Model, Result
+from backends.core.records import (
+    Device,
+    Job,
+    JobSettings,
+    JobState,
+    Model,
+    PowerMonitor,
+    Result,
+)
 
 
 @runtime_checkable
@@ -42,6 +50,24 @@ class LabApi(Protocol):
 
     def has_power_monitor(self, device_id: str) -> bool:
         """Whether a power monitor powers this device (so a job may capture power)."""
+        ...
+
+    # -- power monitors --------------------------------------------------------------------
+    def monitors(self) -> list[PowerMonitor]:
+        """The power monitors configured or found, with their state."""
+        ...
+
+    def open_monitors(self) -> None:
+        """Open every configured monitor (again, for one that failed) in the background and
+        look for others; states arrive as ``MonitorChanged``, samples as ``PowerSamples``."""
+        ...
+
+    def start_recording(self, monitor_id: str) -> str:
+        """Record every sample of a streaming monitor to a new CSV; its path."""
+        ...
+
+    def stop_recording(self, monitor_id: str) -> str | None:
+        """Stop that recording; the finished file's path (None if none ran)."""
         ...
 
     # -- the queue -------------------------------------------------------------------------

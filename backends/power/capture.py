@@ -78,21 +78,25 @@ def as_power_samples(monitor_id: str, batch: SampleBatch) -> PowerSamples:
         interval_s=batch.interval_s,
         watts=tuple(batch.watts.tolist()),
         dropped=batch.dropped,
+        volts=float(batch.volts.mean()) if len(batch) else None,
+        amps=float(batch.amps.mean()) if len(batch) else None,
     )
 
 
 class PowerChannel:
-    """One open monitor streaming to the event bus, and to a trace file while capturing."""
+    """One open monitor streaming to the event bus, and to every trace file recording it (a
+    job's capture and an operator's recording may run at once, from the same samples)."""
 
     def __init__(self, monitor_id: str, monsoon: Monsoon, publish: Callable[[Event], None]):
         self.monitor_id = monitor_id
         self.monsoon = monsoon
         self._publish = publish
-        self._writer: TraceWriter | None = None
+        self._writers: list[TraceWriter] = []
         self._lock = threading.Lock()
 
-    def start(self) -> None:
-        self.monsoon.start_sampling(self._on_batch)
+    def start(self, on_error: Callable[[MonsoonError], None] | None = None) -> None:
+        """Stream from now on; ``on_error`` hears once if the port fails mid-run."""
+        self.monsoon.start_sampling(self._on_batch, on_error=on_error)
 
     @property
     def dropped(self) -> int:
@@ -104,21 +108,33 @@ class PowerChannel:
         if len(batch):
             self._publish(as_power_samples(self.monitor_id, batch))
         with self._lock:
-            if self._writer is not None:
-                self._writer.write(batch)
+            for writer in self._writers:
+                try:
+                    writer.write(batch)
+                except Exception:  # a full disk stops that trace, not the stream
+                    log.exception("%s: writing %s failed", self.monitor_id, writer.path)
+
+    def add_writer(self, writer: TraceWriter) -> None:
+        """Every sample from now on goes into ``writer`` too (from the delivery thread)."""
+        with self._lock:
+            self._writers.append(writer)
+
+    def remove_writer(self, writer: TraceWriter) -> None:
+        """No more samples go into ``writer``; the caller closes it."""
+        with self._lock:
+            if writer in self._writers:
+                self._writers.remove(writer)
 
     @contextlib.contextmanager
     def capture(self, path: Path) -> Iterator[Path]:
         """Record every sample into ``path`` (CSV, written in chunks) while the block runs."""
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = TraceWriter(path)
-        with self._lock:
-            self._writer = writer
+        self.add_writer(writer)
         try:
             yield path
         finally:
-            with self._lock:
-                self._writer = None
+            self.remove_writer(writer)
             writer.close()
 
     def close(self) -> None:

@@ -279,6 +279,28 @@ class RollingPower:
         data = np.array(self.buckets, dtype=np.float64)
         return data[:, 0] * self.bucket_s, data[:, 1] / data[:, 2], data[:, 3], data[:, 4]
 
+    def window(self, last_s: float) -> tuple[float, float, float]:
+        """(min W, mean W, max W) over the newest ``last_s`` seconds of buckets (NaN if none)."""
+        if not self.buckets:
+            return math.nan, math.nan, math.nan
+        newest = self.buckets[-1][0]
+        first = newest - max(1, round(last_s / self.bucket_s)) + 1
+        chosen = [b for b in self.buckets if b[0] >= first]
+        mean = sum(b[1] for b in chosen) / sum(b[2] for b in chosen)
+        return min(b[3] for b in chosen), mean, max(b[4] for b in chosen)
+
+    def rate_hz(self, last_s: float = 1.0) -> float:
+        """Samples per second over the newest ``last_s`` seconds of complete buckets (the
+        newest bucket may still be filling); a stall counts as time without samples. NaN
+        until two buckets exist."""
+        if len(self.buckets) < 2:
+            return math.nan
+        complete = list(self.buckets)[:-1]
+        newest = complete[-1][0]
+        first = max(complete[0][0], newest - max(1, round(last_s / self.bucket_s)) + 1)
+        samples = sum(b[2] for b in complete if b[0] >= first)
+        return samples / ((newest - first + 1) * self.bucket_s)
+
     def mean_w(self, last_s: float | None = None) -> float:
         """Mean power over the newest ``last_s`` seconds of buckets (default: all kept)."""
         if not self.buckets:

@@ -9,6 +9,7 @@ from pathlib import Path
 from adbutils import AdbClient
 
 from backends.devices.android.adb import DevlabAdbClient
+from backends.devices.android.adb_server import START_HINT
 from backends.devices.android.backend import AndroidBackend, AndroidConfig
 from backends.virtual import registry
 from backends.virtual.adbd import VirtualPhone
@@ -53,8 +54,8 @@ def attach_virtual_phone(
     if not AndroidBackend(config).server_reachable():
         raise AttachError(
             f"no adb server at {config.adb_host}:{config.adb_port}: start one "
-            f"(adb -P {config.adb_port} start-server), or point ANDROID_ADB_SERVER_PORT or "
-            "[android] adb_server in the config at yours"
+            f"(adb -P {config.adb_port} start-server, or {START_HINT}), or point "
+            "ANDROID_ADB_SERVER_PORT or [android] adb_server in the config at yours"
         )
     profile = PhoneProfile.load(profile_path) if profile_path else PhoneProfile()
     if name:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -41,6 +41,8 @@ examples:
   devlab devices --json
   devlab parse tflite run.log --json   (what devlab reads from a tool's output)
   devlab virtual phone            (an emulated phone on 127.0.0.1 for demos and tests)
+  devlab lab --virtual            (a whole virtual lab and the console on it)
+  devlab adb start                (an adb server from the adbutils wheel, no SDK needed)
   devlab agent --token-file F --runner onnxruntime   (serve this machine to other consoles)
   devlab --run assets/models --device dpu:http://board:8055   (a configured agent)
   devlab scheduler / devlab worker tcp://HOST:8786   (a lab on several hosts, Dask)
@@ -154,6 +156,14 @@ def main(argv: Sequence[str] | None = None, open_console: ConsoleOpener | None =
     try:
         if args[:1] == ["devices"]:
             return devices_command(build_devices_parser().parse_args(args[1:]))
+        if args[:1] == ["lab"] or args[:2] == ["virtual", "lab"]:
+            from console.cli.lab import run_lab_tool
+
+            return run_lab_tool(args, err, _console_on(open_console))
+        if args[:1] == ["adb"]:
+            from console.cli.adb import run_adb_tool
+
+            return run_adb_tool(args[1:], err)
         if args[:1] == ["power"] or args[:1] == ["virtual"]:
             from console.cli.devices import run_device_tool
 
@@ -224,6 +234,14 @@ def console_command(args: argparse.Namespace, open_console: ConsoleOpener | None
     finally:
         lab.shutdown(interrupt=True)
         store.close()
+
+
+def _console_on(open_console: ConsoleOpener | None) -> Callable[[argparse.Namespace], int] | None:
+    """``console_command`` bound to the console, for commands that open it on their own lab
+    config (``devlab lab --virtual``); None where there is no console."""
+    if open_console is None:
+        return None
+    return lambda args: console_command(args, open_console)
 
 
 def devices_command(args: argparse.Namespace) -> int:

@@ -7,6 +7,9 @@ first read of the jobs, discovery, intake, export, cancel, retry, priority, paus
 named thread worker and reports back with typed messages or Lab events; a failure becomes an
 ``OperationFailed`` notification. Only ``devices``, ``paused`` and ``has_power_monitor`` are
 read on the UI thread (the LabApi answers them from what it knows).
+
+Power monitors are opened when the console opens (``open_monitors``) and stream to the Power
+view with no job; the lab's owner closes them with the lab.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from backends.core.events import Event
 from backends.core.lab_api import LabApi
 from backends.core.options import build_settings
 from backends.core.plan import queue_paths
-from backends.core.records import Job, JobSettings, JobState
+from backends.core.records import Job, JobSettings, JobState, MonitorState
 from backends.results.tables import write_all
 from console.tui.dialogs import AddModelsScreen, AddRequest, ExportRequest, ExportScreen, HelpScreen
 from console.tui.messages import (
@@ -39,6 +42,7 @@ from console.tui.messages import (
     ModelsQueued,
     OperationFailed,
     PriorityApplied,
+    RecordingChanged,
 )
 from console.tui.state import Changes, EventInbox, LabState
 from console.tui.views import DevicesView, LiveView, PowerView, QueueView, ResultsView
@@ -57,7 +61,10 @@ FAILURE_HINTS = {
     "retry": "the job was not queued again",
     "priority": "the job's priority did not change",
     "dispatch": "dispatch was not paused or resumed",
+    "monitors": "the power monitors were not opened",
+    "recording": "the power recording did not start or stop",
 }
+POWER_ACTIONS = {"record_power", "reopen_monitors", "power_window"}
 
 
 class DevLabApp(App[None]):
@@ -82,6 +89,22 @@ class DevLabApp(App[None]):
         Binding("t", "retry_job", "Retry", id="queue.retry"),
         Binding("e", "export", "Export", id="results.export"),
         Binding("slash", "filter", "Filter", id="results.filter"),
+        Binding("r", "record_power", "Record power", id="power.record", show=False),
+        Binding("o", "reopen_monitors", "Reopen monitors", id="power.reopen", show=False),
+        Binding(
+            "left_square_bracket",
+            "power_window(-1)",
+            "Shorter window",
+            id="power.window_down",
+            show=False,
+        ),
+        Binding(
+            "right_square_bracket",
+            "power_window(1)",
+            "Longer window",
+            id="power.window_up",
+            show=False,
+        ),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
@@ -95,9 +118,11 @@ class DevLabApp(App[None]):
         poll_devices_s: float | None = 2.0,
         export_folder: Path | None = None,
         keymap: dict[str, str] | None = None,
+        open_monitors: bool = True,
     ) -> None:
         super().__init__()
         self.lab = lab
+        self.open_power_monitors = open_monitors
         self.defaults = defaults or JobSettings()
         self.start_dispatch = start_dispatch
         self.poll_devices_s = poll_devices_s
@@ -244,21 +269,44 @@ class DevLabApp(App[None]):
     def load_lab(self) -> None:
         """The devices and jobs the lab holds now, then its dispatch starts."""
         try:
-            self.post_message(LabLoaded(self.lab.devices, self.lab.rows()))
+            self.post_message(LabLoaded(self.lab.devices, self.lab.rows(), self.lab.monitors()))
         finally:
             if self.start_dispatch:
                 self.lab.start()
+            if self.open_power_monitors:
+                self.request_open_monitors()
 
     def on_lab_loaded(self, message: LabLoaded) -> None:
         """Draw the snapshot; what the lab said since the console subscribed waits in the
         inbox and is applied at the next tick, on top of it."""
-        self.state.load(message.devices, message.rows)
+        self.state.load(message.devices, message.rows, message.monitors)
         self._loaded = True
         for view in VIEWS:
             self._view(view).update_from(None)
         self._stale.clear()
         self._update_status()
         self.refresh_bindings()
+
+    @work(thread=True, group="monitors", exit_on_error=False)
+    def request_open_monitors(self) -> None:
+        self.lab.open_monitors()  # states arrive as MonitorChanged events, samples after
+
+    @work(thread=True, group="recording", exit_on_error=False)
+    def request_recording(self, monitor_id: str, start: bool) -> None:
+        if start:
+            path = self.lab.start_recording(monitor_id)
+        else:
+            path = self.lab.stop_recording(monitor_id)
+        self.post_message(RecordingChanged(monitor_id, path, start))
+
+    def on_recording_changed(self, message: RecordingChanged) -> None:
+        if message.started:
+            text = f"recording {message.monitor_id} to {message.path} (r stops)"
+        elif message.path is not None:
+            text = f"{message.monitor_id}: recording written to {message.path}"
+        else:
+            text = f"{message.monitor_id}: nothing was recording"
+        self.notify(text, title="power", markup=False, timeout=8)
 
     @work(thread=True, exclusive=True, group="discovery", exit_on_error=False)
     def discover_devices(self) -> None:
@@ -427,6 +475,24 @@ class DevLabApp(App[None]):
         if request is not None:
             self.export_results(request)
 
+    def action_record_power(self) -> None:
+        """Start recording the focused (else the first) monitor, or stop its recording."""
+        monitor_id = self.query_one(PowerView).chosen_monitor()
+        if monitor_id is None:
+            self.notify("no power monitor to record", title="power", severity="warning")
+            return
+        monitor = self.state.monitors.get(monitor_id)
+        recording = monitor is not None and monitor.state is MonitorState.RECORDING
+        self.request_recording(monitor_id, not recording)
+
+    def action_reopen_monitors(self) -> None:
+        self.notify("opening the power monitors that are not streaming", title="power")
+        self.request_open_monitors()
+
+    def action_power_window(self, step: int) -> None:
+        window = self.query_one(PowerView).cycle_window(step)
+        self.notify(f"min, mean, max and the plot over the last {window:.0f} s", title="power")
+
     def action_filter(self) -> None:
         self.query_one(TabbedContent).active = "results"
         self.query_one(ResultsView).open_filter()
@@ -464,6 +530,8 @@ class DevLabApp(App[None]):
             return job.state is JobState.QUEUED or None
         if action == "export":
             return bool(self.state.jobs) or None
+        if action in POWER_ACTIONS:  # keys of the Power view only
+            return self.is_mounted and self.active_view == "power"
         return True
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

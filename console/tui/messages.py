@@ -7,7 +7,7 @@ from pathlib import Path
 from textual.message import Message
 
 from backends.core.plan import QueueReport
-from backends.core.records import Device, Job, Result
+from backends.core.records import Device, Job, PowerMonitor, Result
 
 
 class JobStateChanged(Message):
@@ -54,10 +54,27 @@ class LabLoaded(Message):
     """The devices and jobs the lab held when the console opened (read off the UI thread: a
     cluster answers over the network)."""
 
-    def __init__(self, devices: list[Device], rows: list[tuple[Job, Result | None]]) -> None:
+    def __init__(
+        self,
+        devices: list[Device],
+        rows: list[tuple[Job, Result | None]],
+        monitors: list[PowerMonitor] | None = None,
+    ) -> None:
         super().__init__()
         self.devices = devices
         self.rows = rows
+        self.monitors = monitors or []
+
+
+class RecordingChanged(Message):
+    """A power recording started (``started``) or stopped; ``path`` is its file (None: there
+    was none to stop)."""
+
+    def __init__(self, monitor_id: str, path: str | None, started: bool) -> None:
+        super().__init__()
+        self.monitor_id = monitor_id
+        self.path = path
+        self.started = started
 
 
 class PriorityApplied(Message):

@@ -29,9 +29,10 @@ from backends.core.events import (
     JobQueued,
     JobStarted,
     LogLine,
+    MonitorChanged,
     PowerSamples,
 )
-from backends.core.records import Device, Job, JobState, Result, Stats
+from backends.core.records import Device, Job, JobState, PowerMonitor, Result, Stats
 from backends.power.trace import RollingPower
 
 RECENT_LATENCIES = 600  # per-iteration latencies kept per job for the live plot
@@ -79,6 +80,8 @@ class PowerTrace:
         self.monitor_id = monitor_id
         self.rolling = RollingPower(bucket_s=POWER_BUCKET_S, window_s=window_s)
         self.current_w: float | None = None
+        self.volts: float | None = None  # the newest batch's mean (None: the source has no V)
+        self.amps: float | None = None
         self.dropped = 0
         self._energy_j = 0.0
         self._energy_from: float | None = None  # wall time the running job started
@@ -93,6 +96,7 @@ class PowerTrace:
             return
         self.dropped += batch.dropped
         self.current_w = float(watts[-5:].mean())
+        self.volts, self.amps = batch.volts, batch.amps
         times = batch.t0 + np.arange(watts.size) * batch.interval_s
         if self._energy_from is not None:  # V x I per sample x period, from the job's start
             self._energy_j += float(watts[times >= self._energy_from].sum()) * batch.interval_s
@@ -114,6 +118,24 @@ class PowerTrace:
         """Mean watts of each 100 ms bucket in the window, oldest first."""
         return self.rolling.series()[1].tolist()
 
+    def series_over(self, window_s: float) -> list[float]:
+        """Mean watts of each 100 ms bucket in the newest ``window_s`` seconds."""
+        times, means, _, _ = self.rolling.series()
+        if not times.size:
+            return []
+        return means[times > times[-1] - window_s + POWER_BUCKET_S / 2].tolist()
+
+    def window(self, window_s: float) -> tuple[float | None, float | None, float | None]:
+        """(min, mean, max) watts over the newest ``window_s`` seconds."""
+        low, mean, high = self.rolling.window(window_s)
+        return _known(low), _known(mean), _known(high)
+
+    @property
+    def rate_hz(self) -> float | None:
+        """Samples per second over the last second that is complete."""
+        rate = self.rolling.rate_hz(1.0)
+        return None if math.isnan(rate) else rate
+
     @property
     def mean_w(self) -> float | None:
         mean = self.rolling.mean_w()
@@ -123,6 +145,10 @@ class PowerTrace:
     def peak_w(self) -> float | None:
         peaks = self.rolling.series()[3]
         return float(peaks.max()) if peaks.size else None
+
+
+def _known(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
 @dataclass
@@ -135,6 +161,7 @@ class Changes:
     finished_jobs: set[str] = field(default_factory=set)
     live: bool = False
     power: bool = False
+    monitors: bool = False
     logs: bool = False
 
     def __bool__(self) -> bool:
@@ -144,6 +171,7 @@ class Changes:
             or self.jobs
             or self.live
             or self.power
+            or self.monitors
             or self.logs
         )
 
@@ -158,11 +186,19 @@ class LabState:
         self.stats: dict[str, Stats] = {}
         self.live: dict[str, LiveJob] = {}
         self.power: dict[str, PowerTrace] = {}
+        self.monitors: dict[str, PowerMonitor] = {}
         self.logs: collections.deque[tuple[str | None, str]] = collections.deque(maxlen=LOG_TAIL)
 
-    def load(self, devices: list[Device], rows: list[tuple[Job, Result | None]]) -> None:
+    def load(
+        self,
+        devices: list[Device],
+        rows: list[tuple[Job, Result | None]],
+        monitors: list[PowerMonitor] | None = None,
+    ) -> None:
         """Start from what the Lab and its store already hold."""
         self.devices = {device.id: device for device in devices}
+        for monitor in monitors or []:  # a monitor's own events since then stay newer
+            self.monitors.setdefault(monitor.id, monitor)
         self.jobs = {job.id: job for job, _ in rows}
         self.errors = {job.id: job.error for job, _ in rows if job.error}
         self.stats = {job.id: result.stats for job, result in rows if result is not None}
@@ -215,6 +251,9 @@ class LabState:
                     trace.start_energy(self._job_start(running[0]))
             trace.add(event)
             changes.power = True
+        elif isinstance(event, MonitorChanged):
+            self.monitors[event.monitor.id] = event.monitor
+            changes.monitors = changes.power = True
         elif isinstance(event, LogLine):
             self.logs.append((event.job_id, event.text))
             changes.logs = True

@@ -80,7 +80,9 @@ def test_as_power_samples() -> None:
         counts=SampleCounts(),
     )
     event = as_power_samples("monsoon:12345", batch)
-    assert event == PowerSamples("monsoon:12345", 10.0, 0.0002, (0.4, 0.8), dropped=3)
+    assert event == PowerSamples(
+        "monsoon:12345", 10.0, 0.0002, (0.4, 0.8), dropped=3, volts=4.0, amps=pytest.approx(0.15)
+    )
 
 
 def test_power_channel_counts_the_samples_its_monitor_lost(streaming) -> None:

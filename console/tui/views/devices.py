@@ -1,4 +1,5 @@
-"""Devices: a live table that follows hot-plug, and a pane with every property of one device."""
+"""Devices: a live table that follows hot-plug, the power monitors (configured or found) with
+their state, and a pane with every property of one device."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Label, Static
 
-from backends.core.records import STATE_HINT, Device, DeviceState
+from backends.core.records import STATE_HINT, Device, DeviceState, MonitorState, PowerMonitor
 from console.tui.state import Changes, LabState
 from console.tui.views.table import cursor_key, remove_rows, upsert_row
 
@@ -42,6 +43,33 @@ def device_cells(device: Device) -> list[str | Text]:
     ]
 
 
+MONITOR_COLUMNS = ("monitor", "powers", "state", "serial", "port", "voltage")
+STATE_WIDTH = 60  # a long failure reason is cut here; the Power view shows it whole
+MONITOR_STYLE = {
+    MonitorState.CONNECTED: "green",
+    MonitorState.RECORDING: "bold red",
+    MonitorState.FAILED: "red",
+    MonitorState.OPENING: "yellow",
+}
+
+
+def monitor_cells(monitor: PowerMonitor) -> list[str | Text]:
+    state = Text(monitor.state.value, style=MONITOR_STYLE.get(monitor.state, "dim"))
+    if monitor.state is MonitorState.FAILED and monitor.error:
+        state.append(f": {monitor.error}")
+    elif monitor.state is MonitorState.AVAILABLE:
+        state.append(" (not in [[power.monitors]])")
+    state.truncate(STATE_WIDTH, overflow="ellipsis")
+    return [
+        monitor.id,
+        monitor.powers or "-",
+        state,
+        str(monitor.serial_number) if monitor.serial_number is not None else "-",
+        monitor.port or "-",
+        f"{monitor.voltage:.2f} V" if monitor.voltage is not None else "-",
+    ]
+
+
 def device_detail(device: Device | None) -> Table | Text:
     if device is None:
         return Text("no device selected", style="dim")
@@ -71,17 +99,26 @@ class DevicesView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="devices-table", cursor_type="row", zebra_stripes=True)
+        with Vertical(id="monitors"):
+            yield Label("power monitors", classes="panel-title")
+            yield DataTable(id="monitors-table", cursor_type="row", zebra_stripes=True)
         yield Static(id="device-detail", classes="detail")
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#devices-table", DataTable)
         for column in COLUMNS:
             table.add_column(column, key=column)
+        monitors = self.query_one("#monitors-table", DataTable)
+        for column in MONITOR_COLUMNS:
+            monitors.add_column(column, key=column)
+        self.query_one("#monitors").display = False
 
     def update_from(self, changes: Changes | None) -> None:
         """Apply changed rows (all rows when ``changes`` is None)."""
         state = self.state
-        table = self.query_one(DataTable)
+        if changes is None or changes.monitors:
+            self._show_monitors()
+        table = self.query_one("#devices-table", DataTable)
         if changes is None:
             remove_rows(table, [k.value for k in table.rows if k.value not in state.devices])
             ids = list(state.devices)
@@ -92,11 +129,18 @@ class DevicesView(Vertical):
             upsert_row(table, device_id, device_cells(state.devices[device_id]))
         self._show_detail()
 
+    def _show_monitors(self) -> None:
+        table = self.query_one("#monitors-table", DataTable)
+        for monitor in self.state.monitors.values():
+            upsert_row(table, monitor.id, monitor_cells(monitor))
+        self.query_one("#monitors").display = bool(self.state.monitors)
+
     def _show_detail(self) -> None:
-        key = cursor_key(self.query_one(DataTable))
+        key = cursor_key(self.query_one("#devices-table", DataTable))
         self.query_one("#device-detail", Static).update(
             device_detail(self.state.devices.get(key) if key else None)
         )
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self._show_detail()
+        if event.data_table.id == "devices-table":
+            self._show_detail()

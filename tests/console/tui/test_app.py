@@ -611,7 +611,7 @@ async def test_help_lists_every_binding_and_escape_closes_it(make_lab: LabFactor
         assert help_screen in app.screen_stack
         shown = rich_text(help_screen.query_one(Static).content)
         descriptions = [binding.description for binding in DevLabApp.BINDINGS]
-        assert len(descriptions) == 15
+        assert len(descriptions) == 19
         for description in descriptions:
             assert description in shown, f"help does not list {description!r}"
         assert [row[1] for row in help_screen.rows][: len(descriptions)] == descriptions
@@ -841,7 +841,7 @@ async def test_power_view_shows_published_samples(make_lab: LabFactory):
         assert data and all(value == pytest.approx(1.5, abs=0.05) for value in data)
         mean = re.search(r"mean (\d+\.\d+) W", numbers())
         assert mean and float(mean.group(1)) == pytest.approx(1.5, abs=0.001)
-        assert "peak 1.600 W" in numbers()
+        assert "max 1.600 W" in numbers()
         assert not empty.display
 
 

@@ -3,8 +3,9 @@
 Everything on screen is fixed: the devices are ``DEVICES`` below, served by
 ``support.fakes.FixedBackend``; the jobs are written straight into a real Store with fixed ids
 and timestamps, and live numbers, power samples and log lines are published as Lab events with
-fixed values once the app runs. No worker starts (``start_dispatch=False``) and no discovery
-runs (``poll_devices_s=None``), so nothing depends on the clock, the host or real hardware.
+fixed values once the app runs. No worker starts (``start_dispatch=False``), no discovery
+runs (``poll_devices_s=None``) and no power monitor is opened or looked for
+(``open_monitors=False``), so nothing depends on the clock, the host or real hardware.
 
 Update the SVGs under ``tests/console/tui/__snapshots__/`` with
 ``pytest tests/console/tui/test_snapshots.py --snapshot-update`` after checking the new screens
@@ -22,7 +23,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from backends.core.events import JobProgress, JobStarted, LogLine, PowerSamples
+from backends.core.events import JobProgress, JobStarted, LogLine, MonitorChanged, PowerSamples
 from backends.core.lab import Lab, job_key
 from backends.core.records import (
     Device,
@@ -32,6 +33,8 @@ from backends.core.records import (
     JobState,
     Model,
     ModelInput,
+    MonitorState,
+    PowerMonitor,
     Result,
 )
 from backends.core.store import Store
@@ -112,6 +115,34 @@ def ripple(base: float, step: float, count: int) -> list[float]:
 
 RUNNING_JOB = "job-05"
 MONITOR = "monsoon:EMU0001"
+# the monitor that powers the phone (recording), one whose unit is not plugged in, and one that
+# no [[power.monitors]] names
+MONITORS = (
+    PowerMonitor(
+        MONITOR,
+        port="/dev/ttyACM0",
+        serial_number=20001,
+        powers="adb:EMU0001",
+        state=MonitorState.RECORDING,
+        voltage=3.85,
+        recording="out/power/monsoon-EMU0001-20231114-221320.csv",
+    ),
+    PowerMonitor(
+        "monsoon:31337",
+        serial_number=31337,
+        powers="adb:R5CT00000LK",
+        state=MonitorState.FAILED,
+        error="no Monsoon with serial number 31337 (found: 20001 on /dev/ttyACM0)",
+        voltage=4.2,
+    ),
+    PowerMonitor(
+        "monsoon:20002",
+        port="/dev/ttyACM1",
+        serial_number=20002,
+        state=MonitorState.AVAILABLE,
+        configured=False,
+    ),
+)
 SETTINGS = JobSettings(warmup=10, runs=100, rounds=2)
 
 # (job id, model, device, runtime, priority, final state, latencies or error)
@@ -202,6 +233,7 @@ def console(lab: Lab) -> DevLabApp:
         start_dispatch=False,
         poll_devices_s=None,
         export_folder=EXPORT_FOLDER,
+        open_monitors=False,  # no probing of this machine's serial ports
     )
 
 
@@ -241,14 +273,28 @@ def power_watts(level: float, count: int) -> tuple[float, ...]:
     )
 
 
+def feed_monitors(lab: Lab) -> None:
+    for monitor in MONITORS:
+        lab.events.publish(MonitorChanged(monitor))
+
+
 def feed_power(lab: Lab) -> None:
     """Four seconds idle, then the job starts and the phone draws more for eight seconds."""
     t0, interval = 1_000.0, 0.01
-    lab.events.publish(PowerSamples(MONITOR, t0, interval, power_watts(1.2, 400)))
+    feed_monitors(lab)
+    lab.events.publish(
+        PowerSamples(MONITOR, t0, interval, power_watts(1.2, 400), volts=3.85, amps=0.3406)
+    )
     started = dataclasses.replace(lab.store.job(RUNNING_JOB), started_at=t0 + 4)
     lab.events.publish(JobStarted(started))  # job energy counts from its start
-    lab.events.publish(PowerSamples(MONITOR, t0 + 4, interval, power_watts(3.1, 400), dropped=3))
-    lab.events.publish(PowerSamples(MONITOR, t0 + 8, interval, power_watts(3.4, 400)))
+    lab.events.publish(
+        PowerSamples(
+            MONITOR, t0 + 4, interval, power_watts(3.1, 400), dropped=3, volts=3.84, amps=0.8366
+        )
+    )
+    lab.events.publish(
+        PowerSamples(MONITOR, t0 + 8, interval, power_watts(3.4, 400), volts=3.83, amps=0.9215)
+    )
 
 
 def steady_inputs(pilot: Pilot) -> None:
@@ -276,10 +322,12 @@ def snap(
 
 
 def test_devices_view(snap_compare: SnapCompare, lab: Lab) -> None:
-    """Devices: online, busy (its job started) and unauthorized; the phone's properties."""
+    """Devices: online, busy (its job started) and unauthorized; the phone's properties; the
+    power monitors: recording, failed with its reason, and one found but not configured."""
 
     async def run_before(pilot: Pilot) -> None:
         feed_live(lab)
+        feed_monitors(lab)
         await settle(pilot)
         await pilot.press("1", "down")
         await settle(pilot)
@@ -310,7 +358,8 @@ def test_live_view(snap_compare: SnapCompare, lab: Lab) -> None:
 
 
 def test_power_view(snap_compare: SnapCompare, lab: Lab) -> None:
-    """Power: one monitor's sparkline with now, mean, peak, job energy and sample counts."""
+    """Power: the recording monitor's V, I, P, rate, drops, plot, min/mean/max over 10 s and the
+    job's energy; the failed monitor's reason."""
 
     async def run_before(pilot: Pilot) -> None:
         await pilot.press("4")
