@@ -18,14 +18,18 @@ from console.cli.run import load_config_or_usage
 
 
 def run_device_tool(args: list[str], err: Console) -> int:
-    """``power ...``, ``virtual phone ...`` or ``virtual monsoon ...``."""
+    """``power ...``, ``virtual phone ...`` or ``virtual monsoon ...`` (``virtual lab`` is
+    dispatched before this, to ``console.cli.lab``)."""
     if args[:1] == ["power"]:
         return power_command(build_power_parser().parse_args(args[1:]), err)
     if args[:2] == ["virtual", "phone"]:
         return virtual_phone_command(build_virtual_phone_parser().parse_args(args[2:]), err)
     if args[:2] == ["virtual", "monsoon"]:
         return virtual_monsoon_command(build_virtual_monsoon_parser().parse_args(args[2:]), err)
-    raise UsageError("devlab virtual needs a device: phone or monsoon")
+    raise UsageError(
+        "devlab virtual needs what to start: phone, monsoon or lab (the whole virtual lab, "
+        "as devlab lab --virtual)"
+    )
 
 
 def build_virtual_phone_parser() -> argparse.ArgumentParser:

@@ -1,13 +1,21 @@
 """Does the console stay responsive under a heavy event stream? (target: p99_lag_ms <= 50)
 
 It builds a Lab over a temporary Store with the real HostBackend and runs ``DevLabApp`` headless
-(``run_test(size=(160, 45))``, no dispatch, no device polling). For ``--seconds`` (default 30):
+(``run_test(size=(160, 45))``, with its dispatch, no device polling). First it queues a real
+host:cpu job on a sample model (``--model``, default assets/models/mnv2_224.onnx: one round
+timed by duration, longer than the load) and waits until its timed runs stream progress; the
+console's process then also carries that measurement's worker thread (the timing itself runs
+in a measurement process of its own, on another core when there is one). For ``--seconds``
+(default 30), while that job runs:
 - a producer thread publishes a synthetic power stream through ``lab.events.publish``:
   5,000 samples/s as ``PowerSamples`` batches of 50 every 10 ms, contiguous ``t0`` and
-  ``interval_s``, a realistic waveform (idle floor, inference bursts, ripple, noise);
+  ``interval_s``, a realistic waveform (idle floor, inference bursts, ripple, noise), from a
+  monitor announced as a configured, connected one (``MonitorChanged``), so the Power view
+  draws it as it draws a Monsoon's panel;
 - a second producer publishes 200 ``JobProgress`` events/s for two synthetic running jobs
   (announced first with ``JobQueued`` and ``JobStarted``), each with its recent latencies;
 - the script switches views (Live, Power, Queue) every ``--switch-s`` so both heavy views render.
+The host job is interrupted (and re-queued, in the throwaway store) when the load ends.
 
 It measures the event loop's lag (a task sleeps 10 ms in a loop and records how late it woke)
 and the process CPU (process_time over wall time), prints a line per second and a summary, and
@@ -16,8 +24,9 @@ ends with one line ``RESULT p99_lag_ms=<x> cpu_pct=<y> ...``.
 Headless Textual composes and renders every update but skips the final encoding of segments
 into terminal escapes, so a real terminal costs somewhat more than measured here.
 
-Usage: python tests/perf/ui_load.py [--seconds 30] [--switch-s 2] [--quiet] [--profile FILE]
-       [--smoke]   (--smoke: 2 s of the same load, views every 0.5 s; make test runs it)
+Usage: python tests/perf/ui_load.py [--seconds 30] [--switch-s 2] [--model FILE] [--quiet]
+       [--profile FILE] [--smoke]
+       (--smoke: 2 s of the same load on the small MLP, views every 0.5 s; make test runs it)
 """
 
 from __future__ import annotations
@@ -42,9 +51,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from backends.core.events import JobProgress, JobQueued, JobStarted, PowerSamples  # noqa: E402
+from backends.core.events import (  # noqa: E402
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobFinished,
+    JobProgress,
+    JobQueued,
+    JobStarted,
+    MonitorChanged,
+    PowerSamples,
+)
 from backends.core.lab import Lab  # noqa: E402
-from backends.core.records import Job, JobSettings, JobState, Model, ModelInput  # noqa: E402
+from backends.core.plan import queue_paths  # noqa: E402
+from backends.core.records import (  # noqa: E402
+    Job,
+    JobSettings,
+    JobState,
+    Model,
+    ModelInput,
+    MonitorState,
+    PowerMonitor,
+)
 from backends.core.store import Store  # noqa: E402
 from backends.devices.host import HOST_DEVICE_ID, ORT_RUNTIME, HostBackend  # noqa: E402
 from console.tui.app import UI_TICK_S, DevLabApp  # noqa: E402
@@ -56,9 +84,14 @@ SYNTHETIC_JOBS = 2
 TICK_S = 0.010  # the lag probe's sleep
 TARGET_P99_MS = 50.0
 MONITOR_ID = "monsoon:synthetic"
+VOLTS = 4.2
 VIEW_KEYS = {"live": "3", "power": "4", "queue": "2"}
+MODELS = ROOT / "assets" / "models"
+HOST_MODEL = MODELS / "mnv2_224.onnx"
+HOST_START_TIMEOUT_S = 60.0  # the measurement process: spawn, import, load, warm up
+HOST_JOB_SPARE_S = 120.0  # the host job is timed for longer than the load; interrupted after
 # --smoke: long enough for the app to start and each heavy view to render once or twice
-SMOKE = {"seconds": 2.0, "switch_s": 0.5, "quiet": True}
+SMOKE = {"seconds": 2.0, "switch_s": 0.5, "quiet": True, "model": str(MODELS / "mlp.onnx")}
 
 
 # --- producers -------------------------------------------------------------------------------
@@ -117,6 +150,8 @@ class PowerWaveform:
             t0=self.t0 + first * self.interval_s,
             interval_s=self.interval_s,
             watts=tuple(watts),
+            volts=VOLTS,  # a Monsoon's batches carry V and I too; the panel shows them
+            amps=statistics.fmean(watts) / VOLTS,
         )
 
 
@@ -173,6 +208,62 @@ class ProgressStream:
         )
 
 
+# --- the real host measurement -----------------------------------------------------------------
+
+
+class HostJobWatch:
+    """What the Lab says about the one real host job: when its timed runs stream, how many
+    progress reports and iterations it made, and whether it ended before the load did."""
+
+    def __init__(self) -> None:
+        self.job_id: str | None = None
+        self.timing = threading.Event()
+        self.ended: str | None = None  # "done", "failed: ...", "cancelled"
+        self.progress_events = 0
+        self.iterations = 0
+        self.phase = ""
+
+    def __call__(self, event: Event) -> None:
+        job_id = getattr(event, "job_id", None) or getattr(getattr(event, "job", None), "id", None)
+        if self.job_id is None or job_id != self.job_id:
+            return
+        if isinstance(event, JobProgress):
+            self.progress_events += 1
+            self.phase = event.phase
+            if event.recent_us:
+                self.iterations = event.done
+                self.timing.set()
+        elif isinstance(event, JobFinished):
+            self.ended = "done"
+        elif isinstance(event, JobFailed):
+            self.ended = f"failed: {event.error}"
+        elif isinstance(event, JobCancelled):
+            self.ended = "cancelled"
+        if self.ended is not None:
+            self.timing.set()  # whoever waits for the timed runs must not wait for nothing
+
+
+def queue_host_job(lab: Lab, model: Path, seconds: float, watch: HostJobWatch) -> Job:
+    """A real host:cpu job timed for longer than the load: one round, no canary, no parity,
+    no precision gate, one thread, so its measurement process keeps one core busy throughout."""
+    settings = JobSettings(
+        warmup=5,
+        runs=None,
+        min_seconds=seconds + HOST_JOB_SPARE_S,
+        threads=1,
+        rounds=1,
+        precision_pct=0.0,
+        skip_canary=True,
+        skip_parity=True,
+    )
+    report = queue_paths(lab, [model], [HOST_DEVICE_ID], settings=settings)
+    if not report.queued:
+        errors = [job.error for job in report.failed]
+        raise RuntimeError(f"the host job on {model} was not queued: {errors or report}")
+    watch.job_id = report.queued[0].id
+    return report.queued[0]
+
+
 # --- measurement -----------------------------------------------------------------------------
 
 
@@ -207,8 +298,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank]
 
 
-async def drive(lab: Lab, seconds: float, switch_s: float, quiet: bool) -> dict[str, float]:
-    app = DevLabApp(lab, start_dispatch=False, poll_devices_s=None)
+async def wait_for_host_timing(watch: HostJobWatch, timeout_s: float) -> None:
+    """Until the host job's timed runs report progress (the app keeps running meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while not watch.timing.is_set():
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the host job streamed no timed runs in {timeout_s:g} s (phase {watch.phase!r})"
+            )
+        await asyncio.sleep(0.1)
+    if watch.ended is not None:
+        raise RuntimeError(f"the host job ended before the load started: {watch.ended}")
+
+
+async def drive(
+    lab: Lab, seconds: float, switch_s: float, quiet: bool, model: Path
+) -> dict[str, float]:
+    app = DevLabApp(lab, start_dispatch=True, poll_devices_s=None, open_monitors=False)
+    watch = HostJobWatch()
+    lab.subscribe(watch)
     jobs = synthetic_jobs(SYNTHETIC_JOBS)
     waveform = PowerWaveform()
     progress = ProgressStream(jobs)
@@ -228,6 +336,26 @@ async def drive(lab: Lab, seconds: float, switch_s: float, quiet: bool) -> dict[
 
     async with app.run_test(size=(160, 45)) as pilot:
         await pilot.pause()
+        host_job = queue_host_job(lab, model, seconds, watch)
+        await wait_for_host_timing(watch, HOST_START_TIMEOUT_S)
+        if not quiet:
+            print(
+                f"host job {host_job.id}: {model.name} on {HOST_DEVICE_ID} is timing "
+                f"({watch.phase})",
+                flush=True,
+            )
+        lab.events.publish(  # the synthetic source, as the hub announces a configured monitor
+            MonitorChanged(
+                PowerMonitor(
+                    MONITOR_ID,
+                    port="synthetic",
+                    serial_number=1,
+                    powers="adb:synthetic",
+                    state=MonitorState.CONNECTED,
+                    voltage=VOLTS,
+                )
+            )
+        )
         for job in jobs:  # announce the synthetic jobs as the Lab would
             lab.events.publish(JobQueued(job))
             lab.events.publish(
@@ -239,6 +367,7 @@ async def drive(lab: Lab, seconds: float, switch_s: float, quiet: bool) -> dict[
         power.start()
         progress_thread.start()
         wall0, cpu0 = time.perf_counter(), time.process_time()
+        host0 = (watch.progress_events, watch.iterations)
         last_wall, last_cpu, last_lags = wall0, cpu0, 0
         order = ["live", "power", "queue"]
         views_shown = 0
@@ -262,7 +391,8 @@ async def drive(lab: Lab, seconds: float, switch_s: float, quiet: bool) -> dict[
                             f"p99={percentile(window, 99):6.2f} "
                             f"max={max(window, default=float('nan')):7.2f} ms  "
                             f"cpu={(cpu - last_cpu) / (now - last_wall) * 100:5.1f}%  "
-                            f"samples={power.units} progress={progress_thread.units}",
+                            f"samples={power.units} progress={progress_thread.units} "
+                            f"host_iterations={watch.iterations}",
                             flush=True,
                         )
                     last_wall, last_cpu, last_lags = now, cpu, len(probe.lags_ms)
@@ -271,6 +401,8 @@ async def drive(lab: Lab, seconds: float, switch_s: float, quiet: bool) -> dict[
         finally:
             wall = time.perf_counter() - wall0
             cpu = time.process_time() - cpu0
+            host_during = (watch.progress_events - host0[0], watch.iterations - host0[1])
+            host_ended = watch.ended
             power.stop()
             progress_thread.stop()
             await probe.stop()
@@ -299,6 +431,9 @@ async def drive(lab: Lab, seconds: float, switch_s: float, quiet: bool) -> dict[
         "samples": float(power.units),
         "progress_events": float(progress_thread.published),
         "views_shown": float(views_shown),
+        "host_progress_events": float(host_during[0]),
+        "host_iterations": float(host_during[1]),
+        "host_ran_throughout": float(host_ended is None),
         **shown,
     }
 
@@ -308,6 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="load duration (default 30)")
     parser.add_argument(
         "--switch-s", type=float, default=2.0, help="seconds between view switches (default 2)"
+    )
+    parser.add_argument(
+        "--model",
+        default=str(HOST_MODEL),
+        help="the model the real host:cpu job measures during the load "
+        "(default assets/models/mnv2_224.onnx)",
     )
     parser.add_argument("--quiet", action="store_true", help="no per-second lines")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the run into FILE")
@@ -319,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="tiny arguments, so the script cannot rot (make test runs it so): "
         + " ".join(
-            f"--{k.replace('_', '-')}" + ("" if v is True else f"={v:g}") for k, v in SMOKE.items()
+            f"--{k.replace('_', '-')}" + ("" if v is True else f"={v:g}")
+            for k, v in SMOKE.items()
+            if not isinstance(v, str)
         ),
     )
     if parser.parse_known_args(argv)[0].smoke:
@@ -334,11 +477,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if profiler is not None:
                 profiler.enable()
-            figures = asyncio.run(drive(lab, args.seconds, args.switch_s, args.quiet))
+            figures = asyncio.run(
+                drive(lab, args.seconds, args.switch_s, args.quiet, Path(args.model))
+            )
         finally:
             if profiler is not None:
                 profiler.disable()
-            lab.shutdown()
+            lab.shutdown(interrupt=True)  # the host job is timed for longer than the load
             store.close()
 
     if profiler is not None:
@@ -361,7 +506,16 @@ def main(argv: list[str] | None = None) -> int:
         f"p99 {figures['p99_lag_ms']:.2f} ms, max {figures['max_lag_ms']:.2f} ms, "
         f"mean {figures['mean_lag_ms']:.2f} ms"
     )
-    print(f"  process cpu: {figures['cpu_pct']:.1f} % of one core")
+    print(
+        f"  host job ({Path(args.model).name} on {HOST_DEVICE_ID}, its own measurement process): "
+        f"{'running throughout' if figures['host_ran_throughout'] else 'ENDED during the load'}, "
+        f"{figures['host_iterations']:.0f} timed iterations and "
+        f"{figures['host_progress_events']:.0f} progress reports during the load"
+    )
+    print(
+        f"  console process cpu (UI, event bus, the job's worker thread; not the measurement "
+        f"process): {figures['cpu_pct']:.1f} % of one core"
+    )
     print(
         f"  console state after the run: {figures['power_buckets']:.0f} power buckets, "
         f"{figures['live_jobs']:.0f} live jobs"
@@ -372,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         f"RESULT p99_lag_ms={figures['p99_lag_ms']:.2f} cpu_pct={figures['cpu_pct']:.1f} "
         f"p50_lag_ms={figures['p50_lag_ms']:.2f} max_lag_ms={figures['max_lag_ms']:.2f} "
         f"samples_per_s={figures['samples'] / wall:.0f} "
-        f"progress_per_s={figures['progress_events'] / wall:.0f}"
+        f"progress_per_s={figures['progress_events'] / wall:.0f} "
+        f"host_iterations={figures['host_iterations']:.0f}"
     )
     return 0
 

@@ -132,7 +132,8 @@ class DevicesView(Vertical):
     def _show_monitors(self) -> None:
         table = self.query_one("#monitors-table", DataTable)
         for monitor in self.state.monitors.values():
-            upsert_row(table, monitor.id, monitor_cells(monitor))
+            # a monitor's state grows ("opening" -> "connected", a failure's reason)
+            upsert_row(table, monitor.id, monitor_cells(monitor), update_width=True)
         self.query_one("#monitors").display = bool(self.state.monitors)
 
     def _show_detail(self) -> None:

@@ -12,19 +12,22 @@ from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 Cell = str | Text
 
 
-def upsert_row(table: DataTable, key: str, cells: Sequence[Cell]) -> None:
+def upsert_row(
+    table: DataTable, key: str, cells: Sequence[Cell], update_width: bool = False
+) -> None:
     """Update a row's cells in place, or add the row when it is new.
 
     Plain strings become ``Text`` so names from disk or devices are never read as markup.
+    ``update_width``: a column widens when a cell outgrows it (else a longer value is cut).
     """
     cells = [Text(cell) if isinstance(cell, str) else cell for cell in cells]
     if key in table.rows:
         for column, value in zip(table.columns, cells, strict=True):
             try:
                 if table.get_cell(key, column) != value:
-                    table.update_cell(key, column, value)
+                    table.update_cell(key, column, value, update_width=update_width)
             except CellDoesNotExist:
-                table.update_cell(key, column, value)
+                table.update_cell(key, column, value, update_width=update_width)
     else:
         table.add_row(*cells, key=key)
 

@@ -1,35 +1,28 @@
 """The console as a person runs it: ``devlab --out DIR`` in a real terminal (tmux), driven by
 keystrokes and read back from the screen, then checked against the files and the store it left.
 
-Each test starts its own tmux server on a private socket (``tmux -L devlab-test-<uuid>``), with
-no user configuration (a one-line tmux config of its own, HOME and the XDG folders inside
-``tmp_path``), and kills that server in a ``finally`` block. Every wait is a bounded poll of
-``capture-pane``; a failure shows the last screen captured (and the exit status, if devlab has
-exited).
+Each test starts its own tmux server on a private socket (``support.tmux.Terminal``), with
+no user configuration (HOME and the XDG folders inside ``tmp_path``), and kills that server in a
+``finally`` block. Every wait is a bounded poll of ``capture-pane``; a failure shows the last
+screen captured (and the exit status, if devlab has exited).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import os
 import re
-import shlex
 import shutil
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.helpers import MODELS_DIR, REPO_ROOT, STORE_NAME, read_results_csv, store_jobs
+from support.tmux import POLL_S, TMUX, Terminal, devlab_in_terminal, poll
 
-TMUX = shutil.which("tmux")
 WIDTH, HEIGHT = 160, 45
-POLL_S = 0.2
 
 START_TIMEOUT_S = 30.0  # python + textual import, first device discovery
 DIALOG_TIMEOUT_S = 10.0
@@ -43,117 +36,9 @@ MEDIAN_CELL = re.compile(r"\d+\.\d+ (?:us|ms)")
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
 
 
-class Terminal:
-    """One tmux server on a private socket with one session running one command."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.socket = f"devlab-test-{uuid.uuid4().hex[:12]}"
-        self.session = "devlab"
-        self.last_screen = ""
-        self.conf = tmp_path / "tmux.conf"
-        self.conf.write_text("set -g status off\n", encoding="utf-8")  # the app gets all rows
-        # The command's exit status, written by a shell around it. tmux's own
-        # #{pane_dead_status} is not dependable: tmux 3.3a here sometimes never reaps the
-        # exited process (a zombie, pane_dead=1 but no status), so the status comes from sh.
-        self.exit_file = tmp_path / "devlab.exit"
-        self.socket_path: Path | None = None
-        self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(tmp_path / "home"),
-            "LANG": "C.UTF-8",
-        }
-
-    def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        assert TMUX is not None
-        return subprocess.run(
-            [TMUX, "-L", self.socket, "-f", str(self.conf), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=check,
-        )
-
-    def start(self, command: list[str], cwd: Path) -> None:
-        exit_file = shlex.quote(str(self.exit_file))
-        wrapper = f'"$@"; echo $? > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}'
-        self.tmux(
-            "new-session",
-            "-d",
-            "-s",
-            self.session,
-            "-x",
-            str(WIDTH),
-            "-y",
-            str(HEIGHT),
-            "-c",
-            str(cwd),
-            "/bin/sh",
-            "-c",
-            wrapper,
-            "sh",
-            *command,
-        )
-        socket_path = self.tmux("display-message", "-p", "#{socket_path}").stdout.strip()
-        self.socket_path = Path(socket_path) if socket_path else None
-
-    def exit_status(self) -> str | None:
-        """The command's exit status once it has exited, else None."""
-        try:
-            return self.exit_file.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            return None
-
-    def session_alive(self) -> bool:
-        return self.tmux("has-session", "-t", self.session, check=False).returncode == 0
-
-    def kill(self) -> None:
-        """Stop this test's tmux server and remove its socket (tmux leaves it behind)."""
-        self.tmux("kill-server", check=False)
-        if self.socket_path is not None and self.socket_path.name == self.socket:
-            self.socket_path.unlink(missing_ok=True)
-
-    def capture(self) -> str:
-        """The visible screen as plain text (kept for failure messages)."""
-        done = self.tmux("capture-pane", "-p", "-t", self.session, check=False)
-        if done.returncode == 0:
-            self.last_screen = done.stdout
-        return self.last_screen
-
-    def keys(self, *keys: str) -> None:
-        """Named keys (``Enter``, ``Tab``, ``C-q``) or single characters."""
-        self.tmux("send-keys", "-t", self.session, *keys)
-
-    def type(self, text: str) -> None:
-        """Literal text, as typed (never interpreted as key names)."""
-        self.tmux("send-keys", "-t", self.session, "-l", text)
-
-    def wait_for(self, what: str, predicate: Callable[[str], bool], timeout: float) -> str:
-        """Poll the screen until ``predicate(screen)`` holds; fail with the last screen."""
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.capture()
-            if predicate(screen):
-                return screen
-            if time.monotonic() >= deadline:
-                pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{self.report()}")
-            time.sleep(POLL_S)
-
-    def wait_for_text(self, text: str, timeout: float) -> str:
-        return self.wait_for(repr(text), lambda screen: text in screen, timeout)
-
-    def report(self) -> str:
-        status = self.exit_status()
-        exited = "" if status is None else f"devlab has exited with status {status}\n"
-        return (
-            f"{exited}--- last screen ({WIDTH}x{HEIGHT}) ---\n{self.last_screen}\n"
-            "--- end of screen ---"
-        )
-
-
 @pytest.fixture
 def terminal(tmp_path: Path) -> Iterator[Terminal]:
-    term = Terminal(tmp_path)
+    term = Terminal(tmp_path, WIDTH, HEIGHT)
     try:
         yield term
     finally:
@@ -162,28 +47,7 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
 
 def devlab_command(tmp_path: Path, out: Path) -> list[str]:
     """``devlab --out DIR`` with a terminal type and no user configuration."""
-    home = tmp_path / "home"
-    env = {
-        "TERM": "xterm-256color",
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_DATA_HOME": str(home / ".local" / "share"),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-        "XDG_STATE_HOME": str(home / ".local" / "state"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    # env -u: nothing from the caller's terminal or Python setup changes what is drawn
-    unset = ["COLUMNS", "LINES", "PYTHONPATH", "NO_COLOR", "TEXTUAL", "TEXTUAL_DRIVER"]
-    return [
-        "env",
-        *(arg for name in unset for arg in ("-u", name)),
-        *(f"{key}={value}" for key, value in env.items()),
-        sys.executable,
-        "-m",
-        "console.entry",
-        "--out",
-        str(out),
-    ]
+    return devlab_in_terminal(tmp_path / "home", "--out", str(out))
 
 
 def private_model(tmp_path: Path) -> Path:
@@ -229,16 +93,6 @@ def focus_path_field(terminal: Terminal) -> None:
             pytest.fail(f"the Add dialog's path field never took keys\n{terminal.report()}")
     terminal.keys("C-a", "C-k")
     terminal.wait_for("the path field to be empty again", path_field_empty, DIALOG_TIMEOUT_S)
-
-
-def poll(condition: Callable[[], bool], timeout: float) -> bool:
-    """True as soon as ``condition()`` holds, False after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL_S)
-    return True
 
 
 def path_typed(screen: str, path: Path) -> bool:
