@@ -19,6 +19,7 @@ from support.helpers import REPO_ROOT
 README_MAX_LINES = 200
 GENERATOR = REPO_ROOT / "assets" / "make_api_reference.py"
 API_REFERENCE = REPO_ROOT / "docs" / "agent-api.md"
+AGENT_PAGE = REPO_ROOT / "docs" / "agent.md"
 
 FENCE = re.compile(r"^\s*(```|~~~)")
 INLINE_CODE = re.compile(r"(`+)(.+?)\1")
@@ -166,6 +167,17 @@ def test_agent_api_reference_is_generated_from_the_openapi_document() -> None:
     current = API_REFERENCE.read_text(encoding="utf-8") if API_REFERENCE.is_file() else ""
     assert current == expected, (
         "docs/agent-api.md differs from the agent's OpenAPI document: "
+        "run python assets/make_api_reference.py"
+    )
+
+
+def test_agent_page_section_is_generated_from_the_openapi_document() -> None:
+    """docs/agent.md's settings, statuses and events are the document's, not a copy of them."""
+    generator = load_generator()
+    page = AGENT_PAGE.read_text(encoding="utf-8")
+    assert page.count(generator.BEGIN) == 1 and page.count(generator.END) == 1
+    assert generator.with_agent_section(page, openapi_spec()) == page, (
+        "the generated section of docs/agent.md differs from the agent's OpenAPI document: "
         "run python assets/make_api_reference.py"
     )
 

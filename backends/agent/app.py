@@ -116,7 +116,7 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_spec())
+    return web.json_response(openapi_spec(list(request.app[CONFIG_KEY].runners)))
 
 
 async def submit_job(request: web.Request) -> web.Response:

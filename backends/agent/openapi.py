@@ -1,13 +1,19 @@
-"""The OpenAPI 3.0 description of the agent's API (v1), served at ``GET /v1/openapi.json``.
+"""The OpenAPI 3.2 description of the agent's API (v1), served at ``GET /v1/openapi.json``.
 
-Kept next to the handlers and checked by the tests: every response they see must match it.
+Kept next to the handlers and held to them by the tests: every response the tests see must match
+it, and schemathesis (tests/agent/test_agent_contract.py) sends what it allows and checks what
+comes back. 3.2 because it is the version that can say what an event stream carries
+(``itemSchema``: each event's name and its JSON data's schema).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
+from backends.agent import openapi_examples as ex
+from backends.agent.live import RECENT_LIMIT
 from backends.agent.settings import (
     MAX_ROUND_ITERATIONS,
     MAX_ROUNDS,
@@ -16,11 +22,17 @@ from backends.agent.settings import (
     MAX_WARMUP,
 )
 
+OPENAPI_VERSION = "3.2.0"
 STATES = ["queued", "running", "done", "failed", "cancelled"]
+JOB_ID_PATTERN = "^[0-9a-f]{16}$"
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` or null (JSON Schema 2020-12: a type list, or anyOf for a reference)."""
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {**schema, "type": [kind, "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict:
@@ -37,41 +49,47 @@ INTEGER = {"type": "integer"}
 STRING = {"type": "string"}
 REF = "#/components/schemas/"
 
-SCHEMAS: dict[str, Any] = {
-    "Error": _obj({"error": STRING}),
-    "Info": _obj(
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF + name}
+
+
+def _settings_schema(runners: Sequence[str] | None) -> dict[str, Any]:
+    runner: dict[str, Any] = {
+        "type": "string",
+        "description": "one of /v1/info `runners` (default: the agent's default runner)",
+    }
+    if runners is not None:
+        runner["enum"] = list(runners)
+    return _obj(
         {
-            "api": {"type": "integer", "enum": [1]},
-            "board": STRING,
-            "kind": STRING,
-            "runners": {"type": "array", "items": STRING},
-            "default_runner": STRING,
-            "versions": {
-                "type": "object",
-                "additionalProperties": STRING,
-                "required": ["devlab", "python"],
+            "runner": runner,
+            "warmup": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": MAX_WARMUP,
+                "default": 10,
+                "description": "untimed runs (onnxruntime, `{warmup}`)",
             },
-            "queue": _obj({"running": _nullable(STRING), "waiting": INTEGER}),
-            "max_upload_bytes": INTEGER,
-        }
-    ),
-    "Settings": _obj(
-        {
-            "runner": {"type": "string", "description": "one of the agent's runners"},
-            "warmup": {"type": "integer", "minimum": 0, "maximum": MAX_WARMUP, "default": 10},
             "rounds": {
                 "type": "array",
                 "minItems": 1,
                 "maxItems": MAX_ROUNDS,
                 "default": [50],
                 "items": {"type": "integer", "minimum": 1, "maximum": MAX_ROUND_ITERATIONS},
+                "description": "timed runs per round (onnxruntime; `{runs}` = their sum)",
             },
-            "threads": {"type": "integer", "minimum": 1, "maximum": MAX_THREADS, "default": 1},
-            "seconds": _nullable(
+            "threads": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_THREADS,
+                "default": 1,
+                "description": "ORT intra-op threads; xdputil / test_performance threads",
+            },
+            "seconds": nullable(
                 {
                     "type": "number",
-                    "exclusiveMinimum": True,
-                    "minimum": 0,
+                    "exclusiveMinimum": 0,
                     "maximum": MAX_SECONDS,
                     "description": "run time of time-based tools (vitis-test-performance)",
                 }
@@ -80,9 +98,10 @@ SCHEMAS: dict[str, Any] = {
                 "type": "boolean",
                 "default": False,
                 "description": "also return the model's outputs for devlab's fixed parity "
-                "input (onnxruntime runner), so the console can compare them with its own",
+                "input (onnxruntime runner; up to 1,000,000 elements) as `result.outputs`, so "
+                "the console can compare them with its own",
             },
-            "client_key": _nullable(
+            "client_key": nullable(
                 {
                     "type": "string",
                     "pattern": "^[A-Za-z0-9._:@-]{1,128}$",
@@ -93,110 +112,162 @@ SCHEMAS: dict[str, Any] = {
         },
         required=[],
         additionalProperties=False,
-    ),
-    "Summary": _obj(
-        {
-            "count": _nullable(INTEGER),
-            "min": _nullable(NUMBER),
-            "mean": _nullable(NUMBER),
-            "median": _nullable(NUMBER),
-            "p90": _nullable(NUMBER),
-            "p99": _nullable(NUMBER),
-            "max": _nullable(NUMBER),
-            "std": _nullable(NUMBER),
-            "cv": _nullable(NUMBER),
-        }
-    ),
-    "Round": _obj(
-        {
-            "latencies_us": {"type": "array", "items": NUMBER},
-            "summary": {"$ref": REF + "Summary"},
-        }
-    ),
-    "Result": _obj(
-        {
-            "stats_source": {"type": "string", "enum": ["iterations", "tool summary"]},
-            "rounds": {"type": "array", "items": {"$ref": REF + "Round"}},
-            "load_us": _nullable(NUMBER),
-            "first_inference_us": _nullable(NUMBER),
-            "tool": STRING,
-            "tool_version": STRING,
-            "extras": {
-                "type": "object",
-                "properties": {
-                    "fps": _nullable(NUMBER),
-                    "e2e_mean_us": _nullable(NUMBER),
-                    "dpu_mean_us": _nullable(NUMBER),
-                    "threads": _nullable(INTEGER),
+    )
+
+
+def _schemas(runners: Sequence[str] | None) -> dict[str, Any]:
+    return {
+        "Error": _obj(
+            {"error": {"type": "string", "description": "what went wrong, for a person"}},
+            additionalProperties=False,
+        ),
+        "Info": _obj(
+            {
+                "api": {"type": "integer", "enum": [1]},
+                "board": STRING,
+                "kind": STRING,
+                "runners": {"type": "array", "items": STRING},
+                "default_runner": STRING,
+                "versions": {
+                    "type": "object",
+                    "additionalProperties": STRING,
+                    "required": ["devlab", "python"],
                 },
-                "required": ["fps", "e2e_mean_us", "dpu_mean_us", "threads"],
-            },
-            "notes": {"type": "array", "items": STRING},
-            "outputs": _nullable(
-                {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "shape": {"type": "array", "items": INTEGER},
-                            "dtype": STRING,
-                            "data": {"type": "array", "items": NUMBER},
-                        },
-                        "required": ["shape", "dtype", "data"],
+                "queue": _obj({"running": nullable(STRING), "waiting": INTEGER}),
+                "max_upload_bytes": INTEGER,
+            }
+        ),
+        "Settings": _settings_schema(runners),
+        "Summary": _obj(
+            {
+                "count": nullable(INTEGER),
+                "min": nullable(NUMBER),
+                "mean": nullable(NUMBER),
+                "median": nullable(NUMBER),
+                "p90": nullable(NUMBER),
+                "p99": nullable(NUMBER),
+                "max": nullable(NUMBER),
+                "std": nullable(NUMBER),
+                "cv": nullable(NUMBER),
+            }
+        ),
+        "Round": _obj(
+            {"latencies_us": {"type": "array", "items": NUMBER}, "summary": _ref("Summary")}
+        ),
+        "Result": _obj(
+            {
+                "stats_source": {"type": "string", "enum": ["iterations", "tool summary"]},
+                "rounds": {"type": "array", "items": _ref("Round")},
+                "load_us": nullable(NUMBER),
+                "first_inference_us": nullable(NUMBER),
+                "tool": STRING,
+                "tool_version": STRING,
+                "extras": {
+                    "type": "object",
+                    "properties": {
+                        "fps": nullable(NUMBER),
+                        "e2e_mean_us": nullable(NUMBER),
+                        "dpu_mean_us": nullable(NUMBER),
+                        "threads": nullable(INTEGER),
                     },
-                }
-            ),
-        }
-    ),
-    "Progress": _obj(
-        {
-            "phase": {
-                "type": "string",
-                "description": "queued, load, warmup, 'round i/n', running, or the final state",
+                    "required": ["fps", "e2e_mean_us", "dpu_mean_us", "threads"],
+                },
+                "notes": {"type": "array", "items": STRING},
+                "outputs": nullable(
+                    {
+                        "type": "array",
+                        "items": _obj(
+                            {
+                                "shape": {"type": "array", "items": INTEGER},
+                                "dtype": STRING,
+                                "data": {"type": "array", "items": NUMBER},
+                            }
+                        ),
+                    }
+                ),
             },
-            "done": INTEGER,
-            "total": _nullable(INTEGER),
-        }
-    ),
-    "Job": _obj(
-        {
-            "id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
-            "state": {"type": "string", "enum": STATES},
-            "runner": STRING,
-            "client_key": _nullable(STRING),
-            "settings": {"$ref": REF + "Settings"},
-            "model": _obj({"name": STRING, "sha256": STRING, "bytes": INTEGER}),
-            "progress": {"$ref": REF + "Progress"},
-            "position": _nullable(
-                {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "place in the waiting line (1 = next)",
-                }
-            ),
-            "result": {"nullable": True, "allOf": [{"$ref": REF + "Result"}]},
-            "error": _nullable(STRING),
-            "created_at": NUMBER,
-            "started_at": _nullable(NUMBER),
-            "finished_at": _nullable(NUMBER),
-        }
-    ),
-    "SubmittedJob": {
-        "allOf": [
-            {"$ref": REF + "Job"},
-            _obj({"reused": {"type": "boolean"}}),
-        ]
-    },
-    "JobList": _obj({"jobs": {"type": "array", "items": {"$ref": REF + "Job"}}}),
-}
+            required=[
+                "stats_source",
+                "rounds",
+                "load_us",
+                "first_inference_us",
+                "tool",
+                "tool_version",
+                "extras",
+                "notes",
+            ],
+        ),
+        "Progress": _obj(
+            {
+                "phase": {
+                    "type": "string",
+                    "description": "queued, load, warmup, 'round i/n', running, or the final state",
+                },
+                "done": INTEGER,
+                "total": nullable(INTEGER),
+            }
+        ),
+        "Job": _obj(
+            {
+                "id": {"type": "string", "pattern": JOB_ID_PATTERN},
+                "state": {"type": "string", "enum": STATES},
+                "runner": STRING,
+                "client_key": nullable(STRING),
+                "settings": _ref("Settings"),
+                "model": _obj({"name": STRING, "sha256": STRING, "bytes": INTEGER}),
+                "progress": _ref("Progress"),
+                "position": nullable(
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "place in the waiting line (1 = next)",
+                    }
+                ),
+                "result": nullable(_ref("Result")),
+                "error": nullable(STRING),
+                "created_at": NUMBER,
+                "started_at": nullable(NUMBER),
+                "finished_at": nullable(NUMBER),
+            }
+        ),
+        "SubmittedJob": {
+            "allOf": [_ref("Job"), _obj({"reused": {"type": "boolean"}})],
+        },
+        "JobList": _obj({"jobs": {"type": "array", "items": _ref("Job")}}),
+        "ProgressEvent": _obj(
+            {
+                "phase": STRING,
+                "done": INTEGER,
+                "total": nullable(INTEGER),
+                "recent_us": {
+                    "type": "array",
+                    "items": NUMBER,
+                    "maxItems": RECENT_LIMIT,
+                    "description": "latencies measured since the previous progress event",
+                },
+            }
+        ),
+        "LogEvent": _obj(
+            {"line": {"type": "string", "description": "one line of the tool's output"}}
+        ),
+    }
 
 
-def _json(schema: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": REF + schema}}}
+def _json(schema: str, example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": _ref(schema)}
+    if example is not None:
+        media["example"] = example
+    return {"application/json": media}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": _json("Error")}
+def _error(description: str, status: str, **headers: Any) -> dict[str, Any]:
+    response = {
+        "description": description,
+        "content": _json("Error", {"error": ex.ERRORS[status]}),
+    }
+    if headers:
+        response["headers"] = headers
+    return response
 
 
 def _job_id() -> dict[str, Any]:
@@ -204,151 +275,242 @@ def _job_id() -> dict[str, Any]:
         "name": "id",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        "description": "the id POST /v1/jobs answered with",
+        "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
+        "examples": {"job": ex.named(ex.JOB_ID, "a job id")},
     }
 
 
-UNAUTHORIZED = _error("missing or wrong bearer token (with WWW-Authenticate: Bearer)")
-NOT_FOUND = _error("no job with this id")
+def _event(name: str, schema: str, description: str) -> dict[str, Any]:
+    """One kind of Server-Sent Event: its ``event:`` name and the JSON in its ``data:`` line."""
+    return {
+        "type": "object",
+        "description": description,
+        "properties": {
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": _ref(schema),
+            },
+        },
+        "required": ["event", "data"],
+    }
 
-PATHS: dict[str, Any] = {
-    "/v1/info": {
-        "get": {
-            "summary": "The agent: board, runners, tool versions, queue, upload limit",
-            "responses": {
-                "200": {"description": "agent info", "content": _json("Info")},
-                "401": UNAUTHORIZED,
-            },
-        }
-    },
-    "/v1/openapi.json": {
-        "get": {
-            "summary": "This document",
-            "responses": {
-                "200": {
-                    "description": "OpenAPI 3.0 document",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "401": UNAUTHORIZED,
-            },
-        }
-    },
-    "/v1/jobs": {
-        "get": {
-            "summary": "Every job the agent knows (also those finished before a restart)",
-            "responses": {
-                "200": {"description": "jobs, oldest first", "content": _json("JobList")},
-                "401": UNAUTHORIZED,
-            },
-        },
-        "post": {
-            "summary": "Upload a model and queue a benchmark job",
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "model": {
-                                    "type": "string",
-                                    "format": "binary",
-                                    "description": "the model file (.onnx, .xmodel, ...)",
-                                },
-                                "settings": {
-                                    "type": "string",
-                                    "description": "JSON text of a Settings object (optional)",
-                                },
-                            },
-                            "required": ["model"],
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "201": {"description": "queued (reused: false)", "content": _json("SubmittedJob")},
-                "200": {
-                    "description": "a queued, running or done job with the same "
-                    "client_key (reused: true)",
-                    "content": _json("SubmittedJob"),
-                },
-                "400": _error("bad settings, missing or empty model part, malformed body"),
-                "401": UNAUTHORIZED,
-                "413": _error("the model is larger than max_upload_bytes"),
-                "415": _error("the body is not multipart/form-data"),
-                "503": _error("the agent is stopping"),
-            },
-        },
-    },
-    "/v1/jobs/{id}": {
-        "parameters": [_job_id()],
-        "get": {
-            "summary": "One job: state, progress, result or error",
-            "responses": {
-                "200": {"description": "the job", "content": _json("Job")},
-                "401": UNAUTHORIZED,
-                "404": NOT_FOUND,
-            },
-        },
-        "delete": {
-            "summary": "Cancel a queued or running job (a running tool is killed)",
-            "responses": {
-                "200": {"description": "the cancelled job", "content": _json("Job")},
-                "401": UNAUTHORIZED,
-                "404": NOT_FOUND,
-                "409": _error("the job is already finished"),
-            },
-        },
-    },
-    "/v1/jobs/{id}/events": {
-        "parameters": [_job_id()],
-        "get": {
-            "summary": "Server-Sent Events: job, progress, log, and a final job event",
-            "description": (
-                "First 'event: job' with the job view; then 'event: progress' "
-                "{phase, done, total, recent_us} at most ~5 per second (recent_us: latencies "
-                "since the previous progress event, at most 500), 'event: log' {line} for "
-                "tool output; ': ping' comments every second while nothing else is sent; "
-                "a final 'event: job' with the terminal view, then the stream closes. "
-                "Each data line is one-line JSON."
-            ),
-            "responses": {
-                "200": {
-                    "description": "event stream",
-                    "content": {"text/event-stream": {"schema": STRING}},
-                },
-                "401": UNAUTHORIZED,
-                "404": NOT_FOUND,
-            },
-        },
-    },
+
+EVENTS = {
+    "oneOf": [
+        _event("job", "Job", "the job view: first, and last once the job is finished"),
+        _event(
+            "progress",
+            "ProgressEvent",
+            "at most ~5 per second while the job runs",
+        ),
+        _event("log", "LogEvent", "a line of tool output (rate-limited)"),
+    ]
 }
+
+UNAUTHORIZED = _error(
+    "missing or wrong bearer token",
+    "401",
+    **{
+        "WWW-Authenticate": {
+            "description": '`Bearer`, or `Bearer error="invalid_token"` for a wrong token',
+            "required": True,
+            "schema": {"type": "string", "pattern": "^Bearer"},
+        }
+    },
+)
+NOT_FOUND = _error("no job with this id (also: an id that is not 16 lowercase hex digits)", "404")
+JOB_LINKS = {
+    "GetJob": {"operationId": "getJob", "parameters": {"id": "$response.body#/id"}},
+    "CancelJob": {"operationId": "cancelJob", "parameters": {"id": "$response.body#/id"}},
+    "JobEvents": {"operationId": "jobEvents", "parameters": {"id": "$response.body#/id"}},
+}
+MULTIPART_BODY = {
+    "type": "object",
+    "properties": {
+        "model": {
+            "type": "string",
+            "format": "binary",  # any bytes: no value of it is invalid, only an empty one
+            "contentMediaType": "application/octet-stream",
+            "minLength": 1,
+            "description": "the model file (.onnx, .xmodel, ...); any file name, which is "
+            "shown back but never used as a path",
+        },
+        "settings": {
+            **_ref("Settings"),
+            "description": "the job's settings as JSON (optional; left out: every default)",
+        },
+    },
+    "required": ["model"],
+    "additionalProperties": False,
+}
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/v1/info": {
+            "get": {
+                "operationId": "getInfo",
+                "summary": "The agent: board, runners, tool versions, queue, upload limit",
+                "responses": {
+                    "200": {"description": "agent info", "content": _json("Info", ex.INFO)},
+                    "401": UNAUTHORIZED,
+                },
+            }
+        },
+        "/v1/openapi.json": {
+            "get": {
+                "operationId": "getOpenapi",
+                "summary": "This document",
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.2 document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "401": UNAUTHORIZED,
+                },
+            }
+        },
+        "/v1/jobs": {
+            "get": {
+                "operationId": "listJobs",
+                "summary": "Every job the agent knows (also those finished before a restart)",
+                "responses": {
+                    "200": {
+                        "description": "jobs, oldest first",
+                        "content": _json("JobList", {"jobs": [ex.DONE_JOB]}),
+                    },
+                    "401": UNAUTHORIZED,
+                },
+            },
+            "post": {
+                "operationId": "submitJob",
+                "summary": "Upload a model and queue a benchmark job",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": MULTIPART_BODY,
+                            "encoding": {
+                                "model": {"contentType": "application/octet-stream"},
+                                "settings": {"contentType": "application/json"},
+                            },
+                            "examples": {
+                                "settings": ex.named(
+                                    {"model": "<the model file>", "settings": ex.SETTINGS},
+                                    "a model and settings",
+                                ),
+                                "defaults": ex.named(
+                                    {"model": "<the model file>"}, "a model, every default"
+                                ),
+                            },
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {
+                        "description": "queued (reused: false)",
+                        "content": _json("SubmittedJob", {**ex.QUEUED_JOB, "reused": False}),
+                        "links": JOB_LINKS,
+                    },
+                    "200": {
+                        "description": "a queued, running or done job with the same "
+                        "client_key (reused: true); the upload is discarded",
+                        "content": _json("SubmittedJob", {**ex.DONE_JOB, "reused": True}),
+                        "links": JOB_LINKS,
+                    },
+                    "400": _error(
+                        "bad settings (the message names the field), settings that are not a "
+                        "JSON object, a missing or empty model part, an unknown or repeated "
+                        "part, a malformed multipart body",
+                        "400",
+                    ),
+                    "401": UNAUTHORIZED,
+                    "413": _error("the model is larger than max_upload_bytes", "413"),
+                    "415": _error("the body is not multipart/form-data", "415"),
+                    "503": _error("the agent is stopping", "503"),
+                },
+            },
+        },
+        "/v1/jobs/{id}": {
+            "parameters": [_job_id()],
+            "get": {
+                "operationId": "getJob",
+                "summary": "One job: state, progress, result or error",
+                "responses": {
+                    "200": {"description": "the job", "content": _json("Job", ex.DONE_JOB)},
+                    "401": UNAUTHORIZED,
+                    "404": NOT_FOUND,
+                },
+            },
+            "delete": {
+                "operationId": "cancelJob",
+                "summary": "Cancel a queued or running job (a running tool is killed)",
+                "description": "The job stays: GET /v1/jobs/{id} shows it as cancelled.",
+                "responses": {
+                    "200": {
+                        "description": "the cancelled job",
+                        "content": _json("Job", ex.CANCELLED_JOB),
+                    },
+                    "401": UNAUTHORIZED,
+                    "404": NOT_FOUND,
+                    "409": _error("the job is already done, failed or cancelled", "409"),
+                },
+            },
+        },
+        "/v1/jobs/{id}/events": {
+            "parameters": [_job_id()],
+            "get": {
+                "operationId": "jobEvents",
+                "summary": "Server-Sent Events: job, progress, log, and a final job event",
+                "description": (
+                    "First 'event: job' with the job view; then 'event: progress' "
+                    "{phase, done, total, recent_us} at most ~5 per second (recent_us: latencies "
+                    "since the previous progress event, at most 500), 'event: log' {line} for "
+                    "tool output; ': ping' comments every second while nothing else is sent; "
+                    "a final 'event: job' with the terminal view, then the stream closes. "
+                    "Each data line is one-line JSON."
+                ),
+                "responses": {
+                    "200": {
+                        "description": "event stream",
+                        "content": {"text/event-stream": {"itemSchema": EVENTS}},
+                    },
+                    "401": UNAUTHORIZED,
+                    "404": NOT_FOUND,
+                },
+            },
+        },
+    }
 
 
 def _with_defaults(paths: dict[str, Any]) -> dict[str, Any]:
     """Every operation also documents the catch-all error (500 ``internal error``)."""
-    paths = copy.deepcopy(paths)
     for item in paths.values():
         for key, operation in item.items():
             if key != "parameters":
                 operation["responses"]["default"] = _error(
                     'any other error, e.g. 500 {"error": "internal error"} (logged on the agent, '
-                    "no details sent)"
+                    "no details sent)",
+                    "default",
                 )
     return paths
 
 
-def openapi_spec() -> dict[str, Any]:
-    """A fresh copy of the document (callers may modify it)."""
+def openapi_spec(runners: Sequence[str] | None = None) -> dict[str, Any]:
+    """A fresh copy of the document (callers may modify it). An agent passes its ``runners``,
+    so its document names the only values ``settings.runner`` may take."""
     return copy.deepcopy(
         {
-            "openapi": "3.0.3",
+            "openapi": OPENAPI_VERSION,
             "info": {"title": "devlab agent", "version": "1"},
             "components": {
-                "schemas": SCHEMAS,
+                "schemas": _schemas(runners),
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             },
             "security": [{"bearer": []}],
-            "paths": _with_defaults(PATHS),
+            "paths": _with_defaults(_paths()),
         }
     )

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from backends.agent.app import create_app
 from backends.agent.config import DEFAULT_PORT, AgentConfig
+from backends.agent.protocol_log import ProtocolLogger
 
 LISTENING = "devlab agent listening on"
 SHUTDOWN_TIMEOUT_S = 5.0
@@ -38,6 +39,7 @@ async def start_site(config: AgentConfig, host: str, port: int) -> tuple[web.App
         access_log=None,
         handler_cancellation=True,  # a client that goes away ends its upload or event stream
         keepalive_timeout=75,
+        logger=ProtocolLogger(),  # a malformed request is a WARNING line, not an ERROR traceback
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)

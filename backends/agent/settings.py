@@ -52,9 +52,18 @@ class JobSettingsIn:
 
 
 def parse_settings(text: str | None, runners: Sequence[str], default_runner: str) -> JobSettingsIn:
-    """Validated settings from the JSON text of the ``settings`` part (None or blank: defaults)."""
-    if text is None or not text.strip():
+    """Validated settings from the JSON text of the ``settings`` part (None, no part: defaults).
+
+    A part that is there must hold a JSON object, as the OpenAPI document says: an empty one is
+    refused rather than read as the defaults, so a client's lost settings never go unnoticed.
+    """
+    if text is None:
         return JobSettingsIn(runner=default_runner)
+    if not text.strip():
+        raise SettingsError(
+            "the 'settings' part is empty: send a JSON object, or leave the part out for "
+            "every default"
+        )
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:

@@ -18,6 +18,8 @@ CHUNK = 256 * 1024
 MAX_PARTS = 8
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 MODEL_EXTENSIONS = (".onnx", ".xmodel")
+MAX_NAME = 100
+MAX_EXTENSION = 20
 # What aiohttp's multipart reader raises on a body that does not parse.
 _MALFORMED = (ValueError, AssertionError, KeyError, LookupError, HttpProcessingError)
 
@@ -40,9 +42,19 @@ class Upload:
 
 
 def display_name(filename: str | None) -> str:
-    """The basename with only ``[A-Za-z0-9._-]``, at most 100 characters, no leading dot."""
+    """The basename with only ``[A-Za-z0-9._-]``, at most 100 characters, no leading dot.
+
+    A longer name loses the end of its stem, never its extension (up to 20 characters): the
+    extension decides how the model is stored and run.
+    """
     base = re.split(r"[\\/]", filename or "")[-1]
-    cleaned = _UNSAFE.sub("_", base).lstrip(".")[:100]
+    cleaned = _UNSAFE.sub("_", base).lstrip(".")
+    if len(cleaned) > MAX_NAME:
+        stem, dot, extension = cleaned.rpartition(".")
+        if dot and stem and len(extension) < MAX_EXTENSION:
+            cleaned = stem[: MAX_NAME - len(extension) - 1] + "." + extension
+        else:
+            cleaned = cleaned[:MAX_NAME]
     return cleaned or "model"
 
 

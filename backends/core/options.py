@@ -143,6 +143,15 @@ BENCH_OPTIONS: tuple[Option, ...] = (
         "FILE",
     ),
     Option(
+        "accuracy_set",
+        "--accuracy",
+        str,
+        "after timing, evaluate this set on the device (top-1/top-5, or output error; "
+        "docs/accuracy.md)",
+        "SET",
+        dialog=False,
+    ),
+    Option(
         "power",
         "--power",
         bool,

@@ -61,6 +61,12 @@ def queue_paths(
             own = settings
             if input_shapes is not None:
                 own = replace(settings, input_shapes=shapes.applied_to(item))
+            misfit = _accuracy_misfit(item, own)
+            if misfit:  # that model cannot take the --accuracy set: say so before measuring
+                report.failed.append(
+                    lab.record_failure(item, device_id, misfit, runtime, own, priority)
+                )
+                continue
             try:
                 job = lab.submit(item, device_id, runtime, own, priority)
             except ModelRefused as refused:  # that model only: the others are still measured
@@ -70,6 +76,19 @@ def queue_paths(
                 continue
             (report.kept if job.state is JobState.DONE else report.queued).append(job)
     return report
+
+
+def _accuracy_misfit(model: Model, settings: JobSettings) -> str | None:
+    """Why ``model`` cannot take the job's evaluation set (file and fix named), else None."""
+    if not settings.accuracy_set:
+        return None
+    from backends.accuracy.sets import SetError, open_set
+
+    try:
+        open_set(settings.accuracy_set).check(model)
+    except SetError as error:
+        return f"--accuracy: {error}"
+    return None
 
 
 def _stand_in(error: ModelError) -> Model:

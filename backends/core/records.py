@@ -210,6 +210,7 @@ class JobSettings:
     perf_profile: str | None = None  # SNPE --perf_profile (burst, high_performance...)
     clip_ranges: str | None = None  # MQBench/SNPE clip-range JSON: --quantization_overrides
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    accuracy_set: str | None = None  # an evaluation set (backends/accuracy): --accuracy
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -337,6 +338,8 @@ class Result:
     extra_rounds: int = 0
     parity: dict[str, Any] | None = None
     drift: dict[str, Any] | None = None
+    # the evaluation set's scores on this device (backends.accuracy.score.AccuracyReport)
+    accuracy: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)

@@ -473,6 +473,7 @@ class DeviceWorker(threading.Thread):
             except BenchError as error:
                 run.warnings.append(f"per-layer profiling failed: {error}")
         parity = None if job.settings.skip_parity else self._parity(run)
+        accuracy = self._accuracy(run)
         if probe.unavailable and not job.settings.skip_canary and probe.supported:
             reason = probe.unavailable.get((job.runtime, job.settings.threads))
             if reason:
@@ -507,6 +508,7 @@ class DeviceWorker(threading.Thread):
             drift=run.drift,
             warnings=run.warnings,
         )
+        result.accuracy = accuracy
         for warning in result.warnings:
             self.events.publish(LogLine(warning, job.id, level="warning"))
         run.ended = True
@@ -537,6 +539,20 @@ class DeviceWorker(threading.Thread):
         if not report.ok:
             run.warnings.append(f"outputs differ from host ONNX Runtime: {report.reason}")
         return report.to_dict()
+
+    def _accuracy(self, run: JobRun) -> dict[str, Any] | None:
+        """The job's evaluation set (``--accuracy``) through its session, scored."""
+        if not run.job.settings.accuracy_set or run.session is None:
+            return None
+        from backends.accuracy.job import job_accuracy
+
+        job = run.job
+        return job_accuracy(
+            job,
+            run.session,
+            run.warnings,
+            lambda done, total: self._progress(job, "accuracy", done, total, 1.0),
+        )
 
     # -- waiting ---------------------------------------------------------------------------
 

@@ -181,6 +181,11 @@ class DeviceBackend(ABC):
         if the id is of this kind and there is something to do about it (a config entry)."""
         return None
 
+    def unavailable(self) -> str | None:
+        """Why this kind can have no devices in this installation (its pip extra is missing: the
+        message says which to install), None when it can. Discovery then finds nothing."""
+        return None
+
     def isolation(self) -> Callable[[], DeviceBackend] | None:
         """A picklable factory that builds this backend again in devlab's measurement process
         (``backends.measure.isolation``), for runtimes that time in-process; None (the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,17 @@ from backends.models.intake import ModelError, load_model
 
 log = logging.getLogger(__name__)
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "assets" / "reference"
+
+def reference_dir() -> Path:
+    """The checkout's ``assets/reference``, else the copy an install puts under
+    ``<prefix>/share/devlab/reference`` (pyproject's data-files)."""
+    checkout = Path(__file__).resolve().parents[2] / "assets" / "reference"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "devlab" / "reference"
+
+
+REFERENCE_DIR = reference_dir()
 CANARY_PATH = REFERENCE_DIR / "canary.onnx"
 LARGE_REFERENCE_PATH = REFERENCE_DIR / "canary_large.onnx"
 CANARY_WARMUP = 5

@@ -35,8 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from backends.core.extras import require
+
 COLUMNS = ("t_s", "amps", "volts", "watts")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+#: pyarrow's pip extra and what needs it, for ``require``.
+_PARQUET = ("parquet", "Parquet traces")
 # pandas < 3 parses CSV floats approximately unless asked; pandas 3 is exact and deprecates the
 # option
 _CSV_PRECISION = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
@@ -66,9 +70,8 @@ class TraceWriter:
         self._pq_writer: Any = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._parquet:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
+            pa = require("pyarrow", *_PARQUET)
+            pq = require("pyarrow.parquet", *_PARQUET)
             self._schema = pa.schema([(name, pa.float64()) for name in COLUMNS])
             # no dictionary encoding: it never pays for measured floats and costs memory
             self._pq_writer = pq.ParquetWriter(self.path, self._schema, use_dictionary=False)
@@ -120,8 +123,7 @@ class TraceWriter:
         self._chunks, self._pending = [], 0
         rows = columns["t_s"].size
         if self._parquet:
-            import pyarrow as pa
-
+            pa = require("pyarrow", *_PARQUET)
             self._pq_writer.write_table(pa.table(columns, schema=self._schema))
         else:
             assert self._csv is not None
@@ -146,9 +148,7 @@ def iter_trace(path: str | os.PathLike[str], chunk_rows: int = 200_000) -> Itera
     """The trace in chunks of about ``chunk_rows`` rows (Parquet: per record batch)."""
     path = Path(path)
     if _is_parquet(path):
-        import pyarrow.parquet as pq
-
-        parquet = pq.ParquetFile(path)
+        parquet = require("pyarrow.parquet", *_PARQUET).ParquetFile(path)
         for record_batch in parquet.iter_batches(batch_size=chunk_rows, columns=list(COLUMNS)):
             yield record_batch.to_pandas()
         return
@@ -161,6 +161,7 @@ def read_trace(path: str | os.PathLike[str]) -> pd.DataFrame:
     """The whole trace as a DataFrame with the columns t_s, amps, volts, watts."""
     path = Path(path)
     if _is_parquet(path):
+        require("pyarrow", *_PARQUET)  # what pandas reads Parquet with
         return pd.read_parquet(path, columns=list(COLUMNS))
     frame = pd.read_csv(path, dtype=np.float64, **_CSV_PRECISION)
     return frame.dropna(subset=["t_s"]).reset_index(drop=True)

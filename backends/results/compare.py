@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from backends.core.extras import MissingExtra, require
 from backends.measure.precision import median_ci
 
 RESULT_FILES: tuple[str, ...] = ("results.json", "results.csv", "results.parquet")
@@ -206,13 +207,14 @@ def _read_rows(file: Path) -> list[dict[str, Any]]:
         elif suffix == ".csv":  # as text: pandas would read tool_version 1.10 as 1.1
             frame = pd.read_csv(file, dtype=str)
         elif suffix == ".parquet":
+            require("pyarrow", "parquet", "Parquet files")  # what pandas reads Parquet with
             frame = pd.read_parquet(file)
         else:
             raise CompareError(
                 f"{file}: not a results table (expected .csv, .json or .parquet); give a "
                 "results.csv or results.json written by devlab --run, or its --out folder"
             )
-    except CompareError:
+    except (CompareError, MissingExtra):
         raise
     except (OSError, ValueError, UnicodeDecodeError) as error:
         raise CompareError(

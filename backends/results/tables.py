@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from backends.core.extras import require
 from backends.core.records import Device, Job, JobState, Result, Stats
 
 Row = tuple[Job, Result | None]
@@ -97,6 +98,7 @@ def write_results(
         atomic_write_text(path, _dumps(results_records(rows, devices)))
         written.append(path)
     if "parquet" in formats:
+        require("pyarrow", "parquet", "Parquet files")  # what pandas writes Parquet with
         frame = _parquet_ready(results_frame(rows, devices))
         path = out / "results.parquet"
         _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
@@ -254,6 +256,13 @@ def _record(job: Job, result: Result | None, device: Device | None) -> dict[str,
     record["power_baseline_w"] = power.get("baseline_w")
     record["energy_per_inference_mj"] = power.get("energy_per_inference_mj")
     record["power_trace"] = power.get("trace_path")
+    accuracy = (result.accuracy or {}) if result is not None else {}  # --accuracy SET
+    record["accuracy_set"] = accuracy.get("set_name")
+    record["accuracy_set_size"] = accuracy.get("set_size")
+    record["accuracy_top1"] = accuracy.get("top1")
+    record["accuracy_top5"] = accuracy.get("top5")
+    record["output_mae"] = accuracy.get("output_mae")
+    record["output_max_error"] = accuracy.get("output_max_error")
     record.update(_trust_fields(result))
     record["started_at"] = _iso_utc(job.started_at)
     record["finished_at"] = _iso_utc(job.finished_at)

@@ -1,8 +1,8 @@
 """PNG plots of an estimator: predicted vs measured, and latency vs MACs (the Pareto view).
 
 Drawn on matplotlib ``Figure`` objects with the Agg canvas, never pyplot, so no GUI backend or
-global state is touched and the plots work in threads, CI and over ssh. matplotlib is imported
-only when a plot is drawn.
+global state is touched and the plots work in threads, CI and over ssh. matplotlib (the
+``plots`` extra) is imported only when a plot is drawn.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from backends.core.extras import require
 from backends.space.estimator import Fit
 
 
@@ -95,11 +96,8 @@ def _pareto(macs: np.ndarray, latency: np.ndarray) -> np.ndarray:
 
 
 def _figure() -> tuple[Any, Any]:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise RuntimeError("plots need matplotlib: .venv/bin/pip install matplotlib") from None
-    fig = Figure(figsize=(6.4, 5.0), dpi=110, layout="tight")
+    figure = require("matplotlib.figure", "plots", "Estimator plots")
+    fig = figure.Figure(figsize=(6.4, 5.0), dpi=110, layout="tight")
     return fig, fig.add_subplot()
 
 

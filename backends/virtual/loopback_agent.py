@@ -16,7 +16,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from backends.agent.serve import LISTENING
+from backends.core.extras import ensure
+
+# before the agent's modules, which import aiohttp as they load
+ensure("aiohttp", "agent", "Virtual labs (their DPU board is a loopback devlab agent)")
+
+from backends.agent.serve import LISTENING  # noqa: E402
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0

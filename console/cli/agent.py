@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from backends.core.extras import require
 from console.cli.exit_codes import ExitCode, UsageError
 
 RUNNER_NAMES = ("onnxruntime", "xdputil", "vitis-test-performance", "command")
@@ -100,6 +101,7 @@ def run_agent_tool(args: list[str], err: Console) -> int:
         level=logging.INFO if parsed.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    require("aiohttp", "agent", "Agent commands (devlab agent)")
     from backends.agent.serve import serve
 
     try:

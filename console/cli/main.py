@@ -14,10 +14,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from backends.core.extras import MissingExtra
 from backends.core.lab import Lab, discover_devices
 from backends.core.options import BENCH_OPTIONS, TABLE_FORMAT_HELP, TABLE_FORMATS
 from backends.core.store import STORE_FILE, Store, StoreLocked
 from console.cli.exit_codes import ExitCode, UsageError
+from console.cli.global_options import after_subcommand
 from console.cli.run import (
     ConsoleOpener,
     backends_from_config,
@@ -46,6 +48,7 @@ examples:
   devlab agent --token-file F --runner onnxruntime   (serve this machine to other consoles)
   devlab --run assets/models --device dpu:http://board:8055   (a configured agent)
   devlab scheduler / devlab worker tcp://HOST:8786   (a lab on several hosts, Dask)
+  devlab quantize M.onnx --calibration SET --scheme ort-qdq --out Q   (docs/accuracy.md)
   devlab --run assets/models --cluster tcp://HOST:8786 --device host:cpu@lab1
 """
 
@@ -151,7 +154,7 @@ def build_devices_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, open_console: ConsoleOpener | None = None) -> int:
     """``devlab``: the tools, ``--run``, or (with ``open_console``, see ``console.entry``) the
     interactive console on a lab this function opens and closes."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = after_subcommand(sys.argv[1:] if argv is None else argv)
     err = Console(stderr=True, soft_wrap=True)
     try:
         if args[:1] == ["devices"]:
@@ -184,6 +187,10 @@ def main(argv: Sequence[str] | None = None, open_console: ConsoleOpener | None =
             from console.cli.cluster import run_cluster_tool
 
             return run_cluster_tool(args, err)
+        if args[:1] == ["quantize"]:
+            from console.cli.quantize import run_quantize_tool
+
+            return run_quantize_tool(args, err)
         if args[:1] == ["compare"]:
             from console.cli.compare import run_compare_tool
 
@@ -196,7 +203,7 @@ def main(argv: Sequence[str] | None = None, open_console: ConsoleOpener | None =
         if not parsed.run:
             return console_command(parsed, open_console)
         return run_command(parsed, err)
-    except UsageError as error:
+    except (UsageError, MissingExtra) as error:  # MissingExtra: which pip extra to install
         err.print(f"devlab: error: {error}", markup=False, highlight=False)
         return ExitCode.USAGE
     except SystemExit as exit_:  # argparse's own usage errors
@@ -246,11 +253,16 @@ def _console_on(open_console: ConsoleOpener | None) -> Callable[[argparse.Namesp
 
 def devices_command(args: argparse.Namespace) -> int:
     config = load_config_or_usage(args.config)
-    devices = [device for device, _ in discover_devices(backends_from_config(config)).values()]
+    backends = backends_from_config(config)
+    devices = [device for device, _ in discover_devices(backends).values()]
     out = Console()
     if args.json:
         print(json.dumps([device.to_dict() for device in devices], indent=2))
         return ExitCode.OK
+    for backend in backends:  # a kind without its extra: on stderr, the listing stays as it was
+        reason = backend.unavailable()
+        if reason:
+            Console(stderr=True).print(f"{backend.kind}: {reason}", markup=False, highlight=False)
     for device in devices:
         out.print(
             f"[bold]{device.id}[/]  {device.name}  ({device.state.value}; runtimes: "

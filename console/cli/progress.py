@@ -84,7 +84,7 @@ class ProgressView:
                 "done",
                 "green",
                 f"{job.model.name} on {job.device_id}: "
-                f"median {format_us(event.result.stats.median)}",
+                f"median {format_us(event.result.stats.median)}{_accuracy_text(event.result)}",
             )
         elif isinstance(event, JobFailed):
             self.failures.append((event.job, event.error))
@@ -144,3 +144,13 @@ def summary_table(rows: Sequence[tuple[Job, Result | None]]) -> Table:
             str(stats.count) if stats else "-",
         )
     return table
+
+
+def _accuracy_text(result: Result) -> str:
+    """``, top-1 97.2% on digits-test`` where the job evaluated a set (``--accuracy``)."""
+    scores = result.accuracy or {}
+    if scores.get("top1") is not None:
+        return f", top-1 {100 * scores['top1']:.1f}% on {scores.get('set_name')}"
+    if scores.get("output_mae") is not None:
+        return f", output MAE {scores['output_mae']:.3g} on {scores.get('set_name')}"
+    return ""

@@ -228,4 +228,11 @@ def job_settings(args: argparse.Namespace, config: Config) -> JobSettings:
         settings.input_shapes = dict(parse_input_shape_arg(text) for text in args.input_shape)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if settings.accuracy_set:  # a missing or malformed set is a usage error before any job
+        from backends.accuracy.sets import SetError, open_set
+
+        try:
+            settings.accuracy_set = str(open_set(settings.accuracy_set).path.resolve())
+        except SetError as error:
+            raise UsageError(f"--accuracy: {error}") from None
     return settings

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from backends.core.extras import MissingExtra
 from console.cli.exit_codes import ExitCode, UsageError
 
 EPILOG_SPACE = """\
@@ -373,7 +374,7 @@ def _draw_plots(estimator: Any, folder: Path, stem: str, err: Console) -> None:
                 plot_predicted_vs_measured(fit, folder / f"{stem}_pred_vs_measured{suffix}.png")
             )
         written.append(plot_latency_vs_macs(estimator.fits, folder / f"{stem}_latency_vs_macs.png"))
-    except (RuntimeError, OSError) as error:
+    except (MissingExtra, RuntimeError, OSError) as error:
         err.print(f"warning: plots skipped: {error}", markup=False, highlight=False)
         return
     err.print(f"plots: {', '.join(str(p) for p in written)}", markup=False, highlight=False)

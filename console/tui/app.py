@@ -27,6 +27,7 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 from textual.worker import Worker, WorkerState
 
 from backends.core.events import Event
+from backends.core.extras import MissingExtra
 from backends.core.lab_api import LabApi
 from backends.core.options import build_settings
 from backends.core.plan import queue_paths
@@ -331,7 +332,9 @@ class DevLabApp(App[None]):
         if event.state is WorkerState.ERROR:
             error = event.worker.error
             what = event.worker.group or event.worker.name
-            self.post_message(OperationFailed(what, f"{type(error).__name__}: {error}"))
+            # a missing extra's message is the whole story (the pip install line)
+            detail = str(error) if isinstance(error, MissingExtra) else None
+            self.post_message(OperationFailed(what, detail or f"{type(error).__name__}: {error}"))
 
     def on_operation_failed(self, message: OperationFailed) -> None:
         if message.what == "load":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import string
 from pathlib import Path
@@ -121,7 +122,9 @@ def test_oversized_upload_is_413_and_leaves_nothing(agent: AgentThread) -> None:
         (".hidden.xmodel", "hidden.xmodel", "model.xmodel"),
         ("..", "model", "model.bin"),
         ("a b;$(rm -rf).ONNX", "a_b___rm_-rf_.ONNX", "model.onnx"),
-        ("é" * 300 + ".onnx", "_" * 100, "model.bin"),
+        ("é" * 300 + ".onnx", "_" * 95 + ".onnx", "model.onnx"),
+        ("m" * 5000 + ".onnx", "m" * 95 + ".onnx", "model.onnx"),
+        ("m" * 5000 + ".XModel", "m" * 93 + ".XModel", "model.xmodel"),
     ],
 )
 def test_file_names_never_become_paths(
@@ -148,6 +151,8 @@ def test_display_name_rules() -> None:
     assert display_name(None) == "model"
     assert display_name("...onnx") == "onnx"
     assert len(display_name("a" * 500)) == 100
+    assert display_name("a" * 500 + ".onnx") == "a" * 95 + ".onnx"
+    assert display_name("a" * 500 + "." + "b" * 30) == ("a" * 500 + ".")[:100]
     assert set(display_name("".join(map(chr, range(32, 500))))) <= set(
         string.ascii_letters + string.digits + "._-"
     )
@@ -157,6 +162,8 @@ def test_display_name_rules() -> None:
     ("settings_text", "message"),
     [
         ("{not json", "not valid JSON"),
+        ("", "the 'settings' part is empty"),
+        (" \n", "the 'settings' part is empty"),
         ("[1, 2]", "must be a JSON object"),
         ('{"warmup": NaN}', "not valid JSON"),
         ('{"runs": 5, "per_layer": true}', "unknown settings field(s): 'per_layer', 'runs'"),
@@ -459,3 +466,20 @@ def test_unexpected_errors_are_500_without_details(
 def test_head_is_not_served(agent: AgentThread) -> None:
     for path in ("/v1/info", "/v1/jobs/0123456789abcdef/events"):
         assert request(agent.url, "HEAD", path).status == 405
+
+
+def test_malformed_requests_are_a_warning_without_a_traceback(
+    agent: AgentThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NUL byte in a header is the client's mistake: 400, one WARNING line, no traceback."""
+    caplog.set_level(logging.DEBUG)
+    head = (
+        f"GET /v1/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{TOKEN_HEADER.decode()}"
+    )
+    status, _ = raw_http(agent.url, head.encode() + b"X-Probe: a\x00b\r\n\r\n")
+    assert status == 400
+    refused = [r for r in caplog.records if "malformed request" in r.getMessage()]
+    assert [r.levelno for r in refused] == [logging.WARNING], caplog.text
+    assert not any(r.levelno >= logging.ERROR or r.exc_info for r in caplog.records), caplog.text
+    assert "a\x00b" not in caplog.text and "Traceback" not in caplog.text
+    assert request(agent.url, "GET", "/v1/info").status == 200

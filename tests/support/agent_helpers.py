@@ -1,6 +1,6 @@
 """Shared helpers for the agent tests: a real agent on 127.0.0.1 (AgentThread), a small
 blocking HTTP client (``http.client``, no mocking of the HTTP layer), hand-built multipart
-bodies, an SSE reader, a tiny OpenAPI 3.0 schema checker and stand-in tool scripts.
+bodies, an SSE reader, checks against the OpenAPI document and stand-in tool scripts.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import jsonschema_rs
 
 from backends.agent.config import AgentConfig
 from backends.agent.openapi import openapi_spec
@@ -175,58 +177,29 @@ def raw_http(url: str, data: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
 
 # ---------------------------------------------------------------------------- OpenAPI check
 
-SPEC = openapi_spec()
+SPEC = openapi_spec(["onnxruntime"])  # what an agent with the onnxruntime runner serves
 
 
-def check_schema(value: Any, schema: dict[str, Any], where: str = "$") -> None:
-    """Assert ``value`` matches an OpenAPI 3.0 schema (the subset the agent's spec uses)."""
-    if value is None and schema.get("nullable"):
-        return
-    if "$ref" in schema:
-        name = schema["$ref"].rsplit("/", 1)[-1]
-        check_schema(value, SPEC["components"]["schemas"][name], where)
-        return
-    if "allOf" in schema:
-        for part in schema["allOf"]:
-            check_schema(value, part, where)
-        return
-    if value is None:
-        assert schema.get("nullable"), f"{where}: null where the spec does not allow it"
-        return
-    kind = schema.get("type")
-    checks = {
-        "object": lambda v: isinstance(v, dict),
-        "array": lambda v: isinstance(v, list),
-        "string": lambda v: isinstance(v, str),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-        "boolean": lambda v: isinstance(v, bool),
-    }
-    if kind:
-        assert checks[kind](value), f"{where}: {value!r:.80} is not {kind}"
-    if "enum" in schema:
-        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
-    if "pattern" in schema:
-        assert re.search(schema["pattern"], value), f"{where}: {value!r} !~ {schema['pattern']}"
-    if "minimum" in schema:
-        assert value >= schema["minimum"], f"{where}: {value} < minimum"
-    if "maximum" in schema:
-        assert value <= schema["maximum"], f"{where}: {value} > maximum"
-    if kind == "object":
-        for name in schema.get("required", []):
-            assert name in value, f"{where}: missing {name!r}"
-        properties = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for name, item in value.items():
-            if name in properties:
-                check_schema(item, properties[name], f"{where}.{name}")
-            elif extra is False:
-                raise AssertionError(f"{where}: unexpected property {name!r}")
-            elif isinstance(extra, dict):
-                check_schema(item, extra, f"{where}.{name}")
-    if kind == "array" and "items" in schema:
-        for index, item in enumerate(value):
-            check_schema(item, schema["items"], f"{where}[{index}]")
+def check_schema(value: Any, schema: dict[str, Any], spec: dict[str, Any] | None = None) -> None:
+    """Assert ``value`` matches ``schema`` of the document (JSON Schema 2020-12, OpenAPI 3.2's
+    dialect; ``$ref`` resolved within the document)."""
+    document = spec or SPEC
+    validator = jsonschema_rs.Draft202012Validator({**schema, "components": document["components"]})
+    errors = [f"{e.instance_path}: {e.message}" for e in validator.iter_errors(value)]
+    assert not errors, "schema violation:\n" + "\n".join(errors[:5])
+
+
+def check_events(pairs: list[tuple[str, Any]], spec: dict[str, Any] | None = None) -> None:
+    """Assert each ``(event, data)`` of a stream is one the document's ``itemSchema`` allows."""
+    document = spec or SPEC
+    operation = document["paths"]["/v1/jobs/{id}/events"]["get"]
+    kinds = operation["responses"]["200"]["content"]["text/event-stream"]["itemSchema"]["oneOf"]
+    by_name = {kind["properties"]["event"]["const"]: kind for kind in kinds}
+    for name, data in pairs:
+        if name == "ping":
+            continue
+        assert name in by_name, f"event {name!r} is not documented"
+        check_schema(data, by_name[name]["properties"]["data"]["contentSchema"], document)
 
 
 def check_response(path: str, method: str, reply: Reply) -> None:

@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+from backends.core.extras import available, missing_message
 from backends.devices.dpu.client import normalise_url
 from backends.devices.dpu.config import Endpoint
 
@@ -30,6 +31,10 @@ class AnnouncedAgents:
     def start(self) -> None:
         """Start browsing (once); the first time, give announcements ``wait_s`` to arrive."""
         if self._browser is not None:
+            return
+        if not available("zeroconf"):  # the agent extra: say so, no traceback
+            log.warning(missing_message("zeroconf", "agent", "Browsing for agents ([dpu] browse)"))
+            self._browser = False
             return
         try:
             from backends.agent.discovery import AgentBrowser

@@ -17,6 +17,7 @@ dies or stops answering fails its round with the reason, and the next round star
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select as io_select
 import subprocess
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from backends.core.exits import exit_reason
+from backends.core.extras import available, missing_message
 from backends.core.records import Capabilities, Device, Job, Model
 from backends.devices.base import (
     BenchError,
@@ -41,6 +43,8 @@ from backends.devices.base import (
     Timed,
 )
 
+log = logging.getLogger(__name__)
+
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 OPENVINO_RUNTIME = "openvino"
 TOOL = "openvino-runner"
@@ -50,6 +54,15 @@ OFFERED_DEVICES = ("CPU", "GPU", "NPU")
 DEFAULT_TIMEOUT_S = 900.0
 #: How long ``close`` lets a runner exit on its own before killing it.
 CLOSE_GRACE_S = 2.0
+#: The pip extra that installs OpenVINO for devlab's own interpreter.
+EXTRA = "openvino"
+
+
+def missing_openvino() -> str | None:
+    """Why ``openvino:`` devices cannot exist here (the extra to install), None when they can."""
+    if available("openvino"):
+        return None
+    return missing_message("openvino", EXTRA, "OpenVINO devices")
 
 
 @dataclass
@@ -465,7 +478,8 @@ class OpenVinoBackend(DeviceBackend):
     """``openvino:CPU`` / ``openvino:GPU`` / ``openvino:NPU``: what devlab's OpenVINO reports.
 
     Discovery asks OpenVINO in process (imported lazily) and caches the answer for
-    ``refresh_s`` seconds, so polling stays cheap; without OpenVINO there are no devices.
+    ``refresh_s`` seconds, so polling stays cheap; without OpenVINO (the ``openvino`` extra)
+    there are no devices and :meth:`unavailable` says which extra to install.
     """
 
     kind = "openvino"
@@ -491,10 +505,22 @@ class OpenVinoBackend(DeviceBackend):
                 self._cached = (now, self._query())
             return list(self._cached[1])
 
+    @classmethod
+    def hint_for_unknown(cls, device_id: str) -> str | None:
+        if device_id.startswith(DEVICE_PREFIX):
+            return missing_openvino()
+        return None
+
+    def unavailable(self) -> str | None:
+        return missing_openvino()  # discovery asks devlab's own OpenVINO, in process
+
     def _query(self) -> list[Device]:
+        if missing_openvino() is not None:
+            return []  # unavailable() says why; discovery polls, so no log line each time
         try:
             import openvino as ov
-        except Exception:
+        except Exception:  # installed but broken: no devices, the reason in the log
+            log.warning("OpenVINO is installed but does not import", exc_info=True)
             return []
         core = ov.Core()
         version = str(ov.get_version())
@@ -530,6 +556,9 @@ class OpenVinoBackend(DeviceBackend):
             raise BenchError(
                 f"{device.id} offers runtime {OPENVINO_RUNTIME!r}, not {job.runtime!r}"
             )
+        reason = missing_openvino() if self.python == sys.executable else None
+        if reason is not None:  # a job kept from an install that had the extra
+            raise BenchError(reason)
         return OpenVinoSession(
             self.python,
             device.id[len(DEVICE_PREFIX) :],
