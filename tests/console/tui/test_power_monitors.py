@@ -158,7 +158,12 @@ async def test_monitors_stream_record_and_close_with_the_console(
             assert volts and float(volts.group(1)) == pytest.approx(3.9, abs=0.05)
             assert watts and float(watts.group(1)) == pytest.approx(0.8, rel=0.1)
             assert amps and float(amps.group(1)) == pytest.approx(0.8 / 3.9, rel=0.1)
-            assert "last 10 s: min" in shown and "dropped 0" in shown
+            assert "last 10 s: min" in shown
+            # the drop counter is the device's own (the virtual LVPM drops for back-pressure
+            # when the reader lags, as a real one does): shown, and small next to the stream
+            dropped = re.search(r"dropped (\d+)", shown)
+            samples = re.search(r"samples (\d+)", shown)
+            assert dropped and samples and int(dropped.group(1)) <= 0.05 * int(samples.group(1))
             assert "connected" in state_line(app, monitor_id)
 
             # [ and ] choose the statistics window
