@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import os
 import re
 import signal
@@ -299,8 +300,11 @@ def test_virtual_lab_in_a_terminal(terminal: Terminal, tmp_path: Path) -> None:
         assert len(rows) == 1, rows
         assert rows[0]["status"] == "done", rows[0]
         energy = rows[0]["energy_per_inference_mj"]
-        # no energy: power was not ticked (has the Add dialog's focus order changed?)
-        assert energy and float(energy) > 0, rows[0]
+        # no energy: power was not ticked (has the Add dialog's focus order changed?). Its
+        # sign is not asserted: mlp's few milliseconds of timed runs sit within the idle
+        # baseline's noise (-0.0003 mJ once on a loaded CI host); the rail's mean is
+        assert energy and math.isfinite(float(energy)), rows[0]
+        assert float(rows[0]["power_mean_w"]) > 0, rows[0]
         assert float(rows[0]["power_mean_w"]) > 0, rows[0]
 
         # ctrl+q: the console and every piece of the lab stop
