@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from backends.core.exits import stop_child
 from backends.core.extras import ensure
 
 # before the agent's modules, which import aiohttp as they load
@@ -95,11 +96,5 @@ class LoopbackAgent:
         process = self.process
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout_s)
+        stop_child(process, timeout_s)
         self.process = None

@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from backends.core.exits import stop_child
 from backends.devices.android.adb import server_reachable
 
 DEFAULT_ADB_PORT = 5037
@@ -173,19 +174,5 @@ class PrivateAdbServer:
                     capture_output=True,
                     timeout=timeout_s,
                 )
-        _end(process, timeout_s)
+        stop_child(process, timeout_s, asked=True)
         self.process = None
-
-
-def _end(process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """Wait for ``process`` (ours) to exit; SIGTERM, then SIGKILL, if it does not."""
-    try:
-        process.wait(timeout_s)
-        return
-    except subprocess.TimeoutExpired:
-        process.terminate()
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout_s)
