@@ -4,7 +4,9 @@ A monitor, once opened, streams all the time: every batch goes to the Lab's even
 console's Power view), and while a job captures, also into that job's trace file. Energy per
 inference is measured like FAI-PEP does: an idle baseline right before the timed window, then
 the timed window itself (both windows are devlab's own timestamps), from V x I
-(``capture_energy``: the worker calls it around a power job's rounds).
+(``capture_energy``: the worker calls it around a power job's rounds). An excess over idle
+inside the rail's noise (a few milliseconds of a tiny model in a long window) is not an energy:
+the row then has no energy per inference and a warning that says how to get one.
 
     [[power.monitors]]
     powers = "adb:R5CT00000LK"     # the device this monitor powers
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,11 +32,14 @@ from backends.power.monsoon.discovery import find_monitor
 from backends.power.monsoon.driver import Monsoon
 from backends.power.monsoon.protocol import MonsoonError
 from backends.power.monsoon.stream import SampleBatch, SampleCounts
-from backends.power.trace import TraceWriter, window_stats
+from backends.power.trace import TraceWriter, block_noise_w, window_stats
 
 log = logging.getLogger(__name__)
 
 POWER_TAIL_S = 0.3  # idle after the timed window, so that its last samples reach the trace
+# a window's excess over idle counts as energy when it is this many errors above zero (a false
+# 'resolved' on a constant draw then happens about once in 700 readings)
+RESOLVE_SIGMAS = 3.0
 
 
 @dataclass(frozen=True)
@@ -246,10 +252,44 @@ def capture_energy(
     windows = EnergyWindows((baseline_start, timed_start), (timed_start, timed_end), iterations)
     dropped = channel.dropped - dropped_before
     try:
-        return EnergyReading(measure_energy(trace, windows, dropped))
+        power = measure_energy(trace, windows, dropped)
     except BenchError as error:
         partial = {"trace_path": str(trace), "dropped": dropped}
         return EnergyReading(partial, f"energy not measured: {error}")
+    return EnergyReading(power, resolution_warning(power))
+
+
+def excess_error_w(trace: Path, windows: EnergyWindows) -> float:
+    """The 1-sigma error of (timed mean - baseline mean), from how much the baseline's 100 ms
+    means wander: both means carry it, each shrinking with the square root of its length."""
+    block_s = 0.1
+    noise_w = block_noise_w(trace, *windows.baseline, block_s=block_s)
+    if not math.isfinite(noise_w):
+        return math.nan
+    timed_s = max(windows.timed[1] - windows.timed[0], 1e-9)
+    baseline_s = windows.baseline[1] - windows.baseline[0]
+    return noise_w * math.sqrt(block_s / timed_s + block_s / baseline_s)
+
+
+def resolved(excess_w: float, error_w: float) -> bool:
+    """Whether the timed window drew measurably more than idle: an excess above
+    ``RESOLVE_SIGMAS`` errors (any positive excess when the baseline was too short to judge)."""
+    if not math.isfinite(error_w):
+        return excess_w > 0
+    return excess_w > RESOLVE_SIGMAS * error_w
+
+
+def resolution_warning(power: dict[str, Any]) -> str | None:
+    """Why a reading has no energy per inference although its trace is fine, with the fix."""
+    if power.get("energy_per_inference_mj") is not None:
+        return None
+    excess_mw = (power["mean_w"] - power["baseline_w"]) * 1000.0
+    return (
+        f"energy per inference not resolved: the timed window drew {excess_mw:+.2f} mW over "
+        f"the idle baseline, inside the rail's noise (±{power['excess_error_w'] * 1000.0:.2f} mW "
+        f"at 1 sigma, {power['window_s']:.2f} s window); give more runs (--runs) so the device "
+        "works for longer inside the window, and check that the monitor powers this device"
+    )
 
 
 def measure_energy(trace: Path, windows: EnergyWindows, dropped: int = 0) -> dict[str, Any]:
@@ -263,12 +303,19 @@ def measure_energy(trace: Path, windows: EnergyWindows, dropped: int = 0) -> dic
         )
     duration = windows.timed[1] - windows.timed[0]
     net_j = energy_j - baseline_w * duration
+    error_w = excess_error_w(trace, windows)
     return {
         "mean_w": mean_w,
         "baseline_w": baseline_w,
         "energy_j": energy_j,
         "net_energy_j": net_j,
-        "energy_per_inference_mj": net_j / max(windows.iterations, 1) * 1000.0,
+        # None when the window's excess over idle is inside the rail's noise (see resolved)
+        "energy_per_inference_mj": (
+            net_j / max(windows.iterations, 1) * 1000.0
+            if resolved(mean_w - baseline_w, error_w)
+            else None
+        ),
+        "excess_error_w": error_w,
         "window_s": duration,
         "baseline_window": list(windows.baseline),
         "timed_window": list(windows.timed),

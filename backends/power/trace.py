@@ -19,6 +19,8 @@ Parquet (chosen by the file suffix: ``.parquet``/``.pq`` is Parquet, anything el
   start <= t < end. Gaps (dropped samples, a stall) are not measured time: ``energy_j`` is the
   energy of what was measured, ``mean_w * (end - start)`` an estimate that fills the gaps.
   A file is read chunk by chunk, so windows of long traces need little memory.
+* ``block_noise_w(path_or_df, start, end)`` -> how much a 100 ms mean wanders there (W): the
+  yardstick for whether a window drew measurably more than another.
 * ``RollingPower`` keeps fixed-width buckets (default 100 ms) over a rolling window in a bounded
   deque, for plots and live numbers.
 """
@@ -205,6 +207,37 @@ def window_stats(
             break
     mean_w = energy / covered if covered > 0 else math.nan
     return mean_w, energy, samples
+
+
+def block_noise_w(
+    source: str | os.PathLike[str] | pd.DataFrame, start: float, end: float, block_s: float = 0.1
+) -> float:
+    """How much a mean over ``block_s`` wanders in [start, end): the standard deviation of the
+    window's block means (W). Block means, not samples, so the rail's slow wander (and
+    correlated noise) counts; the error of a mean over T seconds is about
+    ``block_noise_w * sqrt(block_s / T)``. NaN with fewer than three whole blocks."""
+    frame = source if isinstance(source, pd.DataFrame) else read_window(source, start, end)
+    t = frame["t_s"].to_numpy(dtype=np.float64)
+    inside = (t >= start) & (t < end)
+    blocks = np.floor((t[inside] - start) / block_s).astype(np.int64)
+    whole = int((end - start) // block_s)
+    if whole < 3:
+        return math.nan
+    keep = blocks < whole
+    sums = np.bincount(blocks[keep], frame["watts"].to_numpy(np.float64)[inside][keep], whole)
+    counts = np.bincount(blocks[keep], minlength=whole)
+    means = sums[counts > 0] / counts[counts > 0]
+    return float(np.std(means, ddof=1)) if means.size >= 3 else math.nan
+
+
+def read_window(path: str | os.PathLike[str], start: float, end: float) -> pd.DataFrame:
+    """The rows of a trace with start <= t_s < end, read chunk by chunk."""
+    parts = [
+        chunk[(chunk["t_s"] >= start) & (chunk["t_s"] < end)]
+        for chunk in iter_trace(path)
+        if chunk.size
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
 
 
 def _sample_period(t: np.ndarray) -> float:

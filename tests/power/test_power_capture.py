@@ -25,14 +25,18 @@ from backends.devices.android.backend import AndroidBackend, AndroidConfig
 from backends.devices.host import HOST_DEVICE_ID, HostBackend
 from backends.models.intake import load_model
 from backends.power.capture import (
+    EnergyWindows,
     MonitorLink,
     PowerChannel,
     PowerManager,
     as_power_samples,
     capture_energy,
+    measure_energy,
+    resolution_warning,
 )
 from backends.power.monsoon.driver import Monsoon
 from backends.power.monsoon.stream import SampleBatch, SampleCounts
+from backends.power.trace import TraceWriter
 from backends.virtual.monsoon import VirtualMonsoon
 from backends.virtual.registry import phone_load
 from support.waiting import wait_until
@@ -118,7 +122,7 @@ def test_capture_energy_measures_both_windows_and_the_drops_inside_them(
 
     trace = tmp_path / "job" / "power.csv"
     reading = capture_energy(channel, trace, 0.5, timed, wait, tail_s=0.3)
-    assert reading is not None and reading.warning is None
+    assert reading is not None
     power = reading.power
     assert phases == ["power baseline", "power"]
     assert power["dropped"] == 30
@@ -129,8 +133,53 @@ def test_capture_energy_measures_both_windows_and_the_drops_inside_them(
     assert baseline[0] < baseline[1] == timed_window[0] < timed_window[1]
     assert power["window_s"] == pytest.approx(timed_window[1] - timed_window[0])
     assert power["samples"] > 0
-    # a constant draw: the timed window costs no more than the baseline
+    # a constant draw: the timed window costs no more than the baseline, which is no energy
+    # per inference (not a small or negative one) and a warning that says how to get one
     assert abs(power["net_energy_j"]) < 0.05 * power["energy_j"]
+    assert power["energy_per_inference_mj"] is None
+    assert reading.warning is not None and "not resolved" in reading.warning
+    assert "--runs" in reading.warning
+
+
+def write_rail(path: Path, watts: np.ndarray, rate_hz: float = 5000.0) -> None:
+    """A trace at 4 V whose samples draw ``watts``, one per 1/rate_hz s from t = 0."""
+    t = np.arange(watts.size) / rate_hz
+    with TraceWriter(path) as writer:
+        writer.write_arrays(t, watts / 4.0, np.full(watts.size, 4.0), watts)
+
+
+@pytest.mark.parametrize(
+    ("excess_w", "wander_w", "resolved"),
+    [
+        (0.02, 0.0, True),  # 20 mW for 1 s over a 5 mW-noise rail: plain energy
+        (0.0, 0.0, False),  # a constant draw
+        (-0.001, 0.0, False),  # less than idle: never a negative energy per inference
+        # 2 mW over a rail whose 100 ms means wander by 10 mW (a slow 3.3 Hz swing): a
+        # per-sample error would call it resolved; the wander makes it noise
+        (0.002, 0.01, False),
+    ],
+)
+def test_energy_per_inference_only_when_the_excess_stands_out_of_the_rails_noise(
+    tmp_path: Path, excess_w: float, wander_w: float, resolved: bool
+) -> None:
+    rate = 5000.0
+    rng = np.random.default_rng(3)
+    t = np.arange(int(3.0 * rate)) / rate  # baseline [0, 2), timed [2, 3)
+    watts = 0.5 + rng.normal(0.0, 0.005, t.size) + wander_w * np.sin(2 * np.pi * 3.3 * t)
+    watts[t >= 2.0] += excess_w
+    trace = tmp_path / "power.csv"
+    write_rail(trace, watts, rate)
+    power = measure_energy(trace, EnergyWindows((0.0, 2.0), (2.0, 3.0), iterations=1000))
+    warning = resolution_warning(power)
+    if resolved:
+        # 20 mW x 1 s over 1000 inferences: 0.02 mJ each
+        assert power["energy_per_inference_mj"] == pytest.approx(0.02, rel=0.05)
+        assert warning is None
+    else:
+        assert power["energy_per_inference_mj"] is None
+        assert warning is not None and "not resolved" in warning and "--runs" in warning
+        assert power["net_energy_j"] == pytest.approx(excess_w, abs=0.004)  # kept, raw
+    assert power["excess_error_w"] > 0
 
 
 def test_capture_energy_gives_no_reading_when_the_job_ended_inside(

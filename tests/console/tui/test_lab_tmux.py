@@ -38,6 +38,7 @@ READINGS_CHANGE_S = 3.0
 RECORD_S = 2.0
 MIN_TRACE_RATE_HZ = 4_500  # the virtual LVPM streams 5 kHz
 JOB_TIMEOUT_S = 45.0
+POWER_JOB_RUNS = "5000"  # mlp: ~0.1 s of extra draw on the virtual phone, far above the noise
 EXIT_TIMEOUT_S = 20.0
 
 PHONE = re.compile(r"\badb:127\.0\.0\.1:\d+")
@@ -181,8 +182,9 @@ def set_field(terminal: Terminal, value: str, row_label: str, column: int) -> No
 
 
 def queue_with_power(terminal: Terminal, model: Path, phone: str) -> None:
-    """``a``, the model, only the phone ticked, one round without the precision gate, power on,
-    Queue: the keys a person would press."""
+    """``a``, the model, only the phone ticked, enough runs for the phone's extra draw to stand
+    out of the rail's noise, one round without the precision gate, power on, Queue: the keys a
+    person would press."""
     terminal.keys("a")
     terminal.wait_for_text("Add models", STEP_TIMEOUT_S)
     terminal.type(str(model))  # the dialog opens with the keyboard in the path field
@@ -205,7 +207,9 @@ def queue_with_power(terminal: Terminal, model: Path, phone: str) -> None:
     )
     # the focus order: runtime, warmup, runs, min-seconds, threads, rounds, precision, settle,
     # priority, perf-profile, quantization-overrides, power, per-layer, the Queue button
-    tab(terminal, 6)
+    tab(terminal, 3)
+    set_field(terminal, POWER_JOB_RUNS, "warmup", 1)
+    tab(terminal, 3)
     set_field(terminal, "1", "rounds", 0)
     tab(terminal)
     set_field(terminal, "0", "rounds", 1)  # precision 0: no extra rounds
@@ -299,13 +303,12 @@ def test_virtual_lab_in_a_terminal(terminal: Terminal, tmp_path: Path) -> None:
         rows = [row for row in read_results_csv(out / "export") if row["device"] == phone]
         assert len(rows) == 1, rows
         assert rows[0]["status"] == "done", rows[0]
+        # no power figures: power was not ticked (has the Add dialog's focus order changed?);
+        # no energy but a warning: the runs did not lift the draw out of the rail's noise
+        assert rows[0]["power_mean_w"], rows[0]
         energy = rows[0]["energy_per_inference_mj"]
-        # no energy: power was not ticked (has the Add dialog's focus order changed?). Its
-        # sign is not asserted: mlp's few milliseconds of timed runs sit within the idle
-        # baseline's noise (-0.0003 mJ once on a loaded CI host); the rail's mean is
-        assert energy and math.isfinite(float(energy)), rows[0]
-        assert float(rows[0]["power_mean_w"]) > 0, rows[0]
-        assert float(rows[0]["power_mean_w"]) > 0, rows[0]
+        assert energy and math.isfinite(float(energy)) and float(energy) > 0, rows[0]
+        assert float(rows[0]["power_mean_w"]) > float(rows[0]["power_baseline_w"]), rows[0]
 
         # ctrl+q: the console and every piece of the lab stop
         terminal.keys("C-q")
