@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint perf models clean
+.PHONY: run test lint perf models agent clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,5 +33,9 @@ perf: $(STAMP)
 models: $(STAMP)
 	$(BIN)/python assets/make_models.py --out assets/models
 
+# The agent for boards, one file (standard library only to build; docs/agent-board.md)
+agent:
+	$(PYTHON) -m backends.agent.zipapp --out dist/devlab-agent.pyz
+
 clean:
-	rm -rf $(VENV) results build *.egg-info
+	rm -rf $(VENV) results build dist *.egg-info

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.accuracy.evaluate import ProgressFn, evaluate
+from backends.accuracy.evaluate import BatchOutputs, ProgressFn, evaluate
 from backends.accuracy.sets import SetError, open_set
 from backends.core.records import Job
 from backends.devices.base import BenchError, BenchSession, returns_outputs
@@ -29,7 +29,10 @@ def job_accuracy(
         )
         return None
     try:
-        report = evaluate(session.outputs, job.model, open_set(path), _every_percent(progress))
+        batch = session.outputs_batch if isinstance(session, BatchOutputs) else None
+        report = evaluate(
+            session.outputs, job.model, open_set(path), _every_percent(progress), batch
+        )
     except (SetError, BenchError) as error:
         warnings.append(f"accuracy not evaluated: {error}")
         return None

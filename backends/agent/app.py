@@ -11,8 +11,8 @@ import hmac
 import logging
 import platform
 import time
-from collections.abc import Awaitable, Callable
 from importlib import metadata
+from typing import Awaitable, Callable, Optional  # typing's: runtime aliases, Python 3.8
 
 from aiohttp import web
 
@@ -21,11 +21,14 @@ from backends.agent.config import API_VERSION, AgentConfig
 from backends.agent.events import stream_events
 from backends.agent.jobs import Job, JobFinished, JobNotFound, JobQueue, ModelInfo
 from backends.agent.openapi import openapi_spec
+from backends.agent.power_stream import RailStream, stream_rails
 from backends.agent.settings import SettingsError, parse_settings
 from backends.agent.upload import UploadError, read_upload
+from backends.power.tegrastats import interval_argv
 
 QUEUE_KEY = web.AppKey("queue", JobQueue)
 CONFIG_KEY = web.AppKey("config", AgentConfig)
+RAILS_KEY = web.AppKey("rails", Optional[RailStream])  # None: the board measures no power
 REQUEST_BODY_LIMIT = 1024 * 1024  # for request.read()/post(); uploads are streamed instead
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ def create_app(config: AgentConfig) -> web.Application:
     )
     app[CONFIG_KEY] = config
     app[QUEUE_KEY] = JobQueue(config)
+    app[RAILS_KEY] = rail_stream(config)
     app.on_startup.append(_start_queue)
     app.on_shutdown.append(_close_streams)
     app.on_cleanup.append(_stop_queue)
@@ -50,6 +54,7 @@ def create_app(config: AgentConfig) -> web.Application:
     app.router.add_get("/v1/jobs/{id}", get_job, allow_head=False)
     app.router.add_delete("/v1/jobs/{id}", cancel_job)
     app.router.add_get("/v1/jobs/{id}/events", job_events, allow_head=False)
+    app.router.add_get("/v1/power/stream", power_stream, allow_head=False)
     return app
 
 
@@ -111,6 +116,7 @@ async def info(request: web.Request) -> web.Response:
                 "waiting": len(queue.waiting),
             },
             "max_upload_bytes": config.max_upload_bytes,
+            "power": _power_info(request.app[RAILS_KEY]),
         }
     )
 
@@ -188,6 +194,31 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     return await stream_events(request, queue, job)
 
 
+async def power_stream(request: web.Request) -> web.StreamResponse:
+    rails = request.app[RAILS_KEY]
+    if rails is None:
+        return error(404, "this agent measures no power: start it with --tegrastats PATH")
+    queue = request.app[QUEUE_KEY]
+    return await stream_rails(request, rails, lambda: queue.closing)
+
+
+def rail_stream(config: AgentConfig) -> RailStream | None:
+    """The live rails of a board whose runner samples tegrastats (``--tegrastats``), else None."""
+    for runner in config.runners.values():
+        program = getattr(runner, "tegrastats", None)
+        if isinstance(program, str):
+            interval_ms = int(getattr(runner, "interval_ms", 100))
+            return RailStream(interval_argv(program, interval_ms), interval_ms)
+    return None
+
+
+def _power_info(rails: RailStream | None) -> dict | None:
+    """What ``/v1/info`` says of the board's own power: None where it measures none."""
+    if rails is None:
+        return None
+    return {"source": "tegrastats", "interval_ms": rails.interval_ms, "stream": "/v1/power/stream"}
+
+
 def _unknown_job() -> web.Response:
     return error(404, "no such job on this agent")
 
@@ -207,6 +238,8 @@ async def _close_streams(app: web.Application) -> None:
     """Let open event streams end, so shutdown does not wait for them."""
     app[QUEUE_KEY].closing = True
     app[QUEUE_KEY].notify_all()
+    if app[RAILS_KEY] is not None:
+        await app[RAILS_KEY].stop()
 
 
 async def _stop_queue(app: web.Application) -> None:

@@ -44,7 +44,7 @@ async def stream_events(request: web.Request, queue: JobQueue, job: Job) -> web.
         while not job.finished and not queue.closing:
             try:
                 await asyncio.wait_for(subscriber.wake.wait(), PING_INTERVAL_S)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin one before Python 3.11
                 await response.write(b": ping\n\n")
                 continue
             subscriber.wake.clear()

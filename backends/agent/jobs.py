@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -164,9 +165,12 @@ class JobQueue:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout_s)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 log.warning("the running job did not stop within %s s", timeout_s)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if sys.version_info >= (3, 9):
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        else:  # Python 3.8 (boards): no cancel_futures; the queue holds no pending work here
+            self._executor.shutdown(wait=False)
 
     def _load(self) -> None:
         records = [(record, self.root / record["id"]) for record in jobfiles.read_jobs(self.root)]

@@ -14,6 +14,7 @@ from typing import Any
 
 from backends.agent import openapi_examples as ex
 from backends.agent.live import RECENT_LIMIT
+from backends.agent.power_stream import PENDING_LIMIT
 from backends.agent.settings import (
     MAX_ROUND_ITERATIONS,
     MAX_ROUNDS,
@@ -135,6 +136,17 @@ def _schemas(runners: Sequence[str] | None) -> dict[str, Any]:
                 },
                 "queue": _obj({"running": nullable(STRING), "waiting": INTEGER}),
                 "max_upload_bytes": INTEGER,
+                "power": nullable(
+                    _obj(
+                        {
+                            "source": {"type": "string", "enum": ["tegrastats"]},
+                            "interval_ms": INTEGER,
+                            "stream": {"type": "string", "const": "/v1/power/stream"},
+                        },
+                        description="the board's own power rails (an agent started with "
+                        "--tegrastats); null: it measures none",
+                    )
+                ),
             }
         ),
         "Settings": _settings_schema(runners),
@@ -169,6 +181,13 @@ def _schemas(runners: Sequence[str] | None) -> dict[str, Any]:
                         "e2e_mean_us": nullable(NUMBER),
                         "dpu_mean_us": nullable(NUMBER),
                         "threads": nullable(INTEGER),
+                        "layers": {
+                            "type": "array",
+                            "items": _ref("Layer"),
+                            "description": "trtexec: each layer's mean time over a separate "
+                            "profiled pass (--exportProfile), in execution order",
+                        },
+                        "power": _ref("RailSamples"),
                     },
                     "required": ["fps", "e2e_mean_us", "dpu_mean_us", "threads"],
                 },
@@ -197,6 +216,62 @@ def _schemas(runners: Sequence[str] | None) -> dict[str, Any]:
                 "notes",
             ],
         ),
+        "Layer": _obj({"name": STRING, "op_type": STRING, "mean_us": NUMBER}),
+        "RailSamples": _obj(
+            {
+                "source": {"type": "string", "enum": ["tegrastats"]},
+                "interval_ms": INTEGER,
+                "rail": {
+                    "type": "string",
+                    "description": "the board rail `mw` holds: VDD_IN, POM_5V_IN or 'sum of "
+                    "rails'; empty when tegrastats printed none",
+                },
+                "t": {
+                    "type": "array",
+                    "items": NUMBER,
+                    "description": "each sample's arrival, epoch seconds on the board's clock",
+                },
+                "mw": {"type": "array", "items": NUMBER, "description": "board power (mW)"},
+                "rails": {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "items": NUMBER},
+                    "description": "every rail's mW per sample, by name",
+                },
+                "warnings": {"type": "array", "items": STRING},
+                "baseline_window": {"type": "array", "items": NUMBER, "minItems": 2, "maxItems": 2},
+                "timed_windows": {
+                    "type": "array",
+                    "items": {"type": "array", "items": NUMBER, "minItems": 2, "maxItems": 2},
+                },
+                "iterations": INTEGER,
+            },
+            description="The rails a trtexec job sampled (agent started with --tegrastats) over "
+            "an idle baseline and the timed rounds; the console turns them into energy per "
+            "inference",
+        ),
+        "RailSample": _obj(
+            {
+                "t": NUMBER,
+                "rail": STRING,
+                "mw": NUMBER,
+                "rails": {"type": "object", "additionalProperties": NUMBER},
+            }
+        ),
+        "RailBatch": _obj(
+            {
+                "interval_ms": INTEGER,
+                "dropped": {
+                    "type": "integer",
+                    "description": "samples this client was too slow for, since the last batch",
+                },
+                "samples": {
+                    "type": "array",
+                    "items": _ref("RailSample"),
+                    "maxItems": PENDING_LIMIT,
+                },
+            }
+        ),
+        "RailEnd": _obj({"reason": STRING}),
         "Progress": _obj(
             {
                 "phase": {
@@ -310,6 +385,15 @@ EVENTS = {
     ]
 }
 
+RAIL_EVENTS = {
+    "oneOf": [
+        _event(
+            "samples", "RailBatch", "the samples since the previous batch, at most ~5 per second"
+        ),
+        _event("end", "RailEnd", "tegrastats stopped: the stream closes after it"),
+    ]
+}
+
 UNAUTHORIZED = _error(
     "missing or wrong bearer token",
     "401",
@@ -380,7 +464,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "jobs, oldest first",
-                        "content": _json("JobList", {"jobs": [ex.DONE_JOB]}),
+                        "content": _json("JobList", {"jobs": [ex.DONE_JOB, ex.TRTEXEC_JOB]}),
                     },
                     "401": UNAUTHORIZED,
                 },
@@ -480,6 +564,29 @@ def _paths() -> dict[str, Any]:
                     },
                     "401": UNAUTHORIZED,
                     "404": NOT_FOUND,
+                },
+            },
+        },
+        "/v1/power/stream": {
+            "get": {
+                "operationId": "powerStream",
+                "summary": "Server-Sent Events: the board's power rails, live, job or no job",
+                "description": (
+                    "Only on an agent started with --tegrastats (/v1/info `power`). One "
+                    "tegrastats runs while any client reads this stream and stops when the last "
+                    "leaves (a job samples with its own). 'event: samples' {interval_ms, dropped, "
+                    "samples: [{t, rail, mw, rails}]} at most ~5 per second; ': ping' comments "
+                    "every second while none come; 'event: end' {reason} if tegrastats stops. "
+                    "The stream ends when the client leaves or the agent stops."
+                ),
+                "responses": {
+                    "200": {
+                        "description": "event stream",
+                        "content": {"text/event-stream": {"itemSchema": RAIL_EVENTS}},
+                    },
+                    "401": UNAUTHORIZED,
+                    "404": _error("this agent measures no power (no --tegrastats)", "404 power"),
+                    "503": _error("tegrastats could not be started", "503 power"),
                 },
             },
         },

@@ -73,6 +73,76 @@ DONE_JOB: dict[str, Any] = {
     "finished_at": 1795456888.02,
 }
 
+TRTEXEC_RESULT: dict[str, Any] = {
+    **RESULT,
+    "rounds": [
+        {
+            "latencies_us": [412.0, 405.3, 409.8],
+            "summary": {
+                "count": 3,
+                "min": 405.3,
+                "mean": 409.0,
+                "median": 409.8,
+                "p90": 411.6,
+                "p99": 412.0,
+                "max": 412.0,
+                "std": 2.8,
+                "cv": 0.007,
+            },
+        }
+    ],
+    "load_us": None,
+    "first_inference_us": None,
+    "tool": "trtexec",
+    "tool_version": "8.6.2",
+    "extras": {
+        "fps": 2431.5,
+        "gpu_compute_mean_us": 398.1,
+        "e2e_mean_us": None,
+        "dpu_mean_us": None,
+        "threads": 1,
+        "precision": "fp16",
+        "engine": "3f9a0c1b2d4e5f60.engine",
+        "engine_built": False,
+        "layers": [
+            {"name": "/conv1/Conv + /relu1/Relu", "op_type": "Conv", "mean_us": 121.4},
+            {"name": "/fc/Gemm", "op_type": "Gemm", "mean_us": 35.2},
+        ],
+        "profile_runs": 10,
+        "power": {
+            "source": "tegrastats",
+            "interval_ms": 100,
+            "rail": "VDD_IN",
+            "t": [1795456887.70, 1795456887.80, 1795456887.90, 1795456888.00],
+            "mw": [4811.0, 4795.0, 7402.0, 7388.0],
+            "rails": {
+                "VDD_IN": [4811.0, 4795.0, 7402.0, 7388.0],
+                "VDD_CPU_GPU_CV": [652.0, 648.0, 2750.0, 2761.0],
+            },
+            "warnings": [],
+            "baseline_window": [1795456887.70, 1795456887.85],
+            "timed_windows": [[1795456887.86, 1795456888.02]],
+            "iterations": 3,
+        },
+    },
+    "notes": [],
+}
+
+TRTEXEC_JOB: dict[str, Any] = {
+    **QUEUED_JOB,
+    "id": "9b1d2e3f4a5b6c7d",
+    "runner": "trtexec",
+    "client_key": None,
+    "settings": {**QUEUED_JOB["settings"], "runner": "trtexec", "rounds": [3], "client_key": None},
+    "model": {"name": "mnv2.onnx", "sha256": "5e0c11aa" + "0" * 56, "bytes": 9012644},
+    "state": "done",
+    "progress": {"phase": "done", "done": 3, "total": 3},
+    "position": None,
+    "result": TRTEXEC_RESULT,
+    "started_at": 1795456887.61,
+    "finished_at": 1795456888.40,
+}
+
 CANCELLED_JOB: dict[str, Any] = {
     **QUEUED_JOB,
     "state": "cancelled",
@@ -95,6 +165,7 @@ INFO: dict[str, Any] = {
     },
     "queue": {"running": None, "waiting": 0},
     "max_upload_bytes": 536870912,
+    "power": None,
 }
 
 PROGRESS_EVENT = {"phase": "round 1/2", "done": 3, "total": 3, "recent_us": [131.6, 59.6, 40.7]}
@@ -109,6 +180,8 @@ ERRORS: dict[str, str] = {
     "415": "POST /v1/jobs takes multipart/form-data with the parts 'model' (the file) and "
     "'settings' (JSON)",
     "503": "the agent is stopping",
+    "404 power": "this agent measures no power: start it with --tegrastats PATH",
+    "503 power": "cannot start /usr/bin/tegrastats: Permission denied",
     "default": "internal error",
 }
 

@@ -11,8 +11,9 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Callable, List  # typing's: a runtime alias below, on Python 3.8
 
 from backends.agent.runners import RunnerCancelled, RunnerError
 
@@ -31,7 +32,7 @@ class ToolOutput:
         return "\n".join(self.lines)
 
 
-LineBatch = Callable[[list[str]], None]
+LineBatch = Callable[[List[str]], None]
 
 
 def run_tool(

@@ -10,10 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable  # typing's: a runtime alias below, on Python 3.8
 
 from backends.agent.settings import JobSettingsIn
 from backends.measure.stats import summarize

@@ -82,13 +82,13 @@ async def _serve(
         if config.advertise:
             from backends.agent.discovery import advertise
 
-            advertisement = await asyncio.to_thread(advertise, config, host, bound)
+            advertisement = await loop.run_in_executor(None, advertise, config, host, bound)
         if ready is not None:
             ready(url)
         await stop.wait()
     finally:
         if advertisement is not None:
-            await asyncio.to_thread(advertisement.close)
+            await loop.run_in_executor(None, advertisement.close)
         await runner.cleanup()
 
 

@@ -127,7 +127,7 @@ def _rounds(value: Any) -> list[int]:
 
 
 def _seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SettingsError(f"settings.seconds must be a number, got {_json_type(value)}")
     seconds = float(value)
     if not math.isfinite(seconds) or not 0 < seconds <= MAX_SECONDS:
@@ -144,7 +144,7 @@ def _json_type(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return f"the number {value!r}"[:60]
     if isinstance(value, str):
         return "a string"

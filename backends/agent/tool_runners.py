@@ -281,7 +281,7 @@ def _json_result(data: dict[str, Any], settings: JobSettingsIn, tool: str) -> Ru
 
 def _numbers(values: Any, name: str) -> list[float]:
     if not isinstance(values, list) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
         for v in values
     ):
         raise RunnerError(f"the command's {name} must be non-negative numbers")

@@ -124,6 +124,7 @@ class Lab:
         self._drift: dict[str, dict] = {}  # device id -> its canary's drift, while drifting
         # monitor_ports: where monitors that no [[power.monitors]] names are looked for
         self.power = MonitorHub(list(power_links), self.events.publish, ports=monitor_ports)
+        self._monitors_open = False  # open_monitors asked: boards that appear stream their rails
         self._discovering = threading.Lock()
 
     # -- events ----------------------------------------------------------------------------
@@ -173,8 +174,23 @@ class Lab:
 
     def open_monitors(self) -> None:
         """Open every configured monitor in the background (again, for one that failed), and
-        list the others found; until then a power job opens its monitor on first use."""
+        list the others found; until then a power job opens its monitor on first use. Boards
+        that measure their own power (a Jetson's agent) stream their rails too, as they appear."""
+        self._monitors_open = True
         self.power.open_all()
+        for device, backend in list(self._devices.values()):
+            self._open_rails(device, backend)
+
+    def _open_rails(self, device: Device, backend: DeviceBackend) -> None:
+        if not self._monitors_open or device.state is DeviceState.OFFLINE:
+            return
+        try:
+            opener = backend.rail_stream(device)
+        except Exception:  # one board's trouble never stops the lab
+            log.exception("the live rails of %s", device.id)
+            return
+        if opener is not None:
+            self.power.open_rails(device.id, opener)
 
     def start_recording(self, monitor_id: str) -> str:
         """Record a streaming monitor into ``<out>/power/<monitor>-<time>.csv``, the folder of
@@ -201,6 +217,7 @@ class Lab:
             device = dataclasses.replace(device, properties={**device.properties, "drift": drift})
         previous = self._devices.get(device.id)
         self._devices[device.id] = (device, backend)
+        self._open_rails(device, backend)
         if previous is None:
             self.events.publish(DeviceAdded(device))
             if self._started:

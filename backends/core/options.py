@@ -149,13 +149,23 @@ BENCH_OPTIONS: tuple[Option, ...] = (
         "after timing, evaluate this set on the device (top-1/top-5, or output error; "
         "docs/accuracy.md)",
         "SET",
-        dialog=False,
     ),
     Option(
         "power",
         "--power",
         bool,
         "capture power with the monitor that powers the device (energy per inference)",
+    ),
+    Option(
+        "power_sync",
+        "--power-sync",
+        str,
+        "how a --power job's rounds are placed in the monitor's trace: windows (default; the "
+        "host's timestamps) or beacon (a sync beacon on the device and its clock's stamps; "
+        "docs/power-sync.md)",
+        "MODE",
+        choices=("windows", "beacon"),
+        dialog=False,
     ),
     Option(
         "per_layer", "--per-layer", bool, "also measure per-layer times in a separate profiled pass"

@@ -12,15 +12,25 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+try:
+    from enum import StrEnum
+except ImportError:  # Python < 3.11: the board agent (docs/agent-board.md) imports this module
 
-class DeviceState(enum.StrEnum):
+    class StrEnum(str, enum.Enum):
+        """What devlab relies on of enum.StrEnum: members are strings, str() is the value."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
+
+class DeviceState(StrEnum):
     ONLINE = "online"
     BUSY = "busy"
     OFFLINE = "offline"
     UNAUTHORIZED = "unauthorized"
 
 
-class JobState(enum.StrEnum):
+class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -32,7 +42,7 @@ class JobState(enum.StrEnum):
         return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
 
-class MonitorState(enum.StrEnum):
+class MonitorState(StrEnum):
     OPENING = "opening"
     CONNECTED = "connected"
     RECORDING = "recording"
@@ -57,9 +67,10 @@ class Capabilities:
 
     ``per_layer``: the session has a profiled pass (``BenchSession.profile_layers``, in
     ``backends.devices.base``). ``threads``: the runtime honours ``JobSettings.threads``. The
-    runtimes themselves are ``Device.runtimes``. ``power_capture`` is not the device's to say
-    (it depends on a Monsoon wired to it, which the power config knows) and no backend sets
-    it; ``extras`` is free-form and read by nobody.
+    runtimes themselves are ``Device.runtimes``. ``power_capture``: the device measures its own
+    power with the runtime (a Jetson agent's trtexec with tegrastats); a Monsoon wired to a
+    device is the power config's to say, not the device's. ``extras`` is free-form and read by
+    nobody.
     A backend answers with ``DeviceBackend.capabilities``; the Lab keeps the answers on the
     ``Device`` record, so they travel with it (to a console, across a cluster).
     """
@@ -207,6 +218,9 @@ class JobSettings:
     settle_timeout_s: float = 300.0
     power: bool = False  # capture power with the monitor that powers the device
     power_baseline_s: float = 2.0  # idle baseline recorded right before the timed window
+    # how a power job's windows meet the trace: "windows" (the host's timestamps) or "beacon"
+    # (device-stamped rounds placed by sync beacons; docs/power-sync.md)
+    power_sync: str = "windows"
     perf_profile: str | None = None  # SNPE --perf_profile (burst, high_performance...)
     clip_ranges: str | None = None  # MQBench/SNPE clip-range JSON: --quantization_overrides
     input_shapes: dict[str, list[int]] = field(default_factory=dict)

@@ -58,6 +58,9 @@ from backends.measure.probe import CanaryProbe
 from backends.measure.rounds import Rounds, every_round_has_canary, split_runs
 from backends.measure.stats import live_median_p90
 from backends.power.capture import PowerManager, capture_energy
+from backends.power.rails import rail_batch, rail_energy
+from backends.power.sync_capture import capture_synced
+from backends.power.sync_energy import Span
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,7 @@ class JobRun:
     drift: dict[str, Any] | None = None  # the device's canary against its history
     ended: bool = False  # done, failed or cancelled
     round_seconds: float | None = None  # how long each round runs at least (None: by count)
+    device_rounds: list[Span] = field(default_factory=list)  # rounds on the device's clock
 
     def fraction(self, done: int, round_elapsed_s: float = 0.0) -> float:
         """The whole job's progress, 0..1, so a live bar never falls back between rounds:
@@ -373,6 +377,8 @@ class DeviceWorker(threading.Thread):
         if timed.count == 0:
             raise BenchError(f"{job.model.path}: the runtime returned no timed runs")
         run.rounds.add(timed)
+        if timed.device_span is not None:  # a power job synced by beacon
+            run.device_rounds.append(Span(*timed.device_span, timed.count))
         run.canaries.append(canary)
         run.large_canaries.append(large)
 
@@ -412,6 +418,9 @@ class DeviceWorker(threading.Thread):
     def _with_power(self, run: JobRun, probe: CanaryProbe) -> None:
         """A power job runs alone, its rounds inside one energy window with a baseline."""
         job = run.job
+        if self._measures_own_power(run):
+            self._with_device_power(run, probe)
+            return
         if self.power is None:
             raise BenchError(
                 f"{self.device.id}: power capture asked, but this lab has no "
@@ -422,17 +431,64 @@ class DeviceWorker(threading.Thread):
             self._interleave([run], probe)
             return None if run.ended else sum(run.rounds.sizes)
 
-        reading = capture_energy(
-            self.power.channel_for(self.device.id),
-            self.log_dir / job.id / "power.csv",
-            job.settings.power_baseline_s,
-            timed,
-            lambda seconds, phase: self._pause(job, seconds, phase),
-        )
+        channel = self.power.channel_for(self.device.id)
+        trace = self.log_dir / job.id / "power.csv"
+
+        def wait(seconds: float, phase: str) -> None:
+            self._pause(job, seconds, phase)
+
+        if job.settings.power_sync == "beacon" and run.session is not None:
+            session = run.session
+            reading = capture_synced(
+                channel,
+                trace,
+                job.settings.power_baseline_s,
+                lambda: self._beacon(job, session),
+                timed,
+                lambda: run.device_rounds,
+                wait,
+            )
+        else:
+            reading = capture_energy(channel, trace, job.settings.power_baseline_s, timed, wait)
         if reading is not None:
             if reading.warning:
                 run.warnings.append(reading.warning)
             run.power = reading.power
+
+    def _beacon(self, job: Job, session: BenchSession) -> float | None:
+        """One power sync beacon on the device (cancel is honoured before it)."""
+        self._progress(job, "power beacon", 0, None, 0.0)
+        return session.sync_beacon()
+
+    def _measures_own_power(self, run: JobRun) -> bool:
+        """No monitor powers the device, but its sessions can report the board's own rails
+        (a Jetson agent's tegrastats)."""
+        if self.power is not None and self.power.powers(self.device.id):
+            return False
+        session = run.session
+        return session is not None and type(session).device_power is not BenchSession.device_power
+
+    def _with_device_power(self, run: JobRun, probe: CanaryProbe) -> None:
+        """The rounds, then energy per inference from the rails the device sampled over them
+        (baseline and timed windows on its clock); without them, the latencies stand."""
+        self._interleave([run], probe)
+        if run.ended or run.session is None:
+            return
+        samples = run.session.device_power()
+        if samples is None:
+            run.warnings.append(
+                f"power capture asked, but {self.device.id} measured none and no monitor "
+                "powers it: start its agent with --tegrastats, or add [[power.monitors]]"
+            )
+            return
+        reading = rail_energy(samples, self.log_dir / run.job.id / "power.csv")
+        batch = rail_batch(self.device.id, samples)
+        live = self.power is not None and self.power.streams_rails(self.device.id)
+        if batch is not None and not live:  # the Power view shows the board's rail over the job
+            self.events.publish(batch)
+        if reading.warning:
+            run.warnings.append(reading.warning)
+        run.power = reading.power
 
     def _record_canaries(self, runs: list[JobRun]) -> None:
         """Add this batch's canaries to each runtime's history; flag a drifting device."""

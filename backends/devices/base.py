@@ -17,16 +17,19 @@ What only a kind of device knows stays on its backend class: how it reads its co
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, List  # typing's: 3.8 (the agent)
 
 from backends.core.records import Capabilities, Device, Job, LayerTime, Model, Stats
 from backends.measure.stats import summarize
 from backends.runtimes.ort_profile import read_ort_profile
 
-IterationCallback = Callable[[int, list[float]], None]
+if TYPE_CHECKING:
+    from typing import Self
+
+IterationCallback = Callable[[int, List[float]], None]
 """Called after each timed iteration with (iterations done, the latencies so far in us).
 
 It may raise (``JobInterrupted``) to stop the session early; keep it cheap, it sits in the
@@ -46,6 +49,9 @@ class Timed:
 
     latencies_us: list[float]
     summary: Stats | None = None
+    #: The round's start and end on the device's own clock (epoch seconds), where the session
+    #: stamps them (a power job synced by beacon: ``backends.power.sync_capture``); else None.
+    device_span: tuple[float, float] | None = None
 
     @property
     def count(self) -> int:
@@ -124,6 +130,20 @@ class BenchSession(ABC):
 
     def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile | None:
         """Per-layer times from a separate profiled pass; ``None`` where the tool has none."""
+        return None
+
+    def device_power(self) -> dict[str, Any] | None:
+        """Power the device measured itself over the timed runs (a Jetson's tegrastats rails,
+        sampled by its agent), as rail samples and windows (``backends.power.rails``), or None
+        where it measures none (the default). The worker asks after the rounds of a power job
+        whose device no monitor powers."""
+        return None
+
+    def sync_beacon(self) -> float | None:
+        """Run the power sync beacon (``backends.power.beacon``) on the device now and return
+        its start on the device's own clock (epoch seconds); None where this session cannot
+        run one (the default). BenchError says why one that should run did not (the beacon
+        tool is missing...): the power job then falls back to the host's windows."""
         return None
 
     def outputs(self, feeds: Mapping[str, Any]) -> list[Any] | None:
@@ -211,6 +231,14 @@ class DeviceBackend(ABC):
     def conditions(self, device: Device) -> dict[str, Any]:
         """Device conditions worth recording at the start and end of a job (temperature...)."""
         return {}
+
+    def rail_stream(self, device: Device) -> Callable[[], Iterator[dict[str, Any]]] | None:
+        """For a device that measures its own power (a Jetson's agent with tegrastats): what
+        opens its live rails, each item one batch ``{"interval_ms", "samples": [{"t", "mw",
+        "rail", "rails"}]}`` (``{}`` while none came; a ConnectionError when the link broke);
+        the power hub streams it to the Power view (``backends.power.agent_rails``). None: no
+        such thing (the default)."""
+        return None
 
     @abstractmethod
     def open_session(self, device: Device, job: Job, model: Model) -> BenchSession:

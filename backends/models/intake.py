@@ -16,7 +16,8 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,8 @@ class ModelError(Exception):
 # ---------------------------------------------------------------------------------------------
 
 
-ShapesArg = Mapping[str, list[int]] | InputShapes | None  # --input-shape values, or all of them
+# --input-shape values, or all of them (typing's spelling: this runs on Python 3.8 in the agent)
+ShapesArg = typing.Union[typing.Mapping[str, typing.List[int]], InputShapes, None]
 
 
 def load_model(path: str | Path, input_shapes: ShapesArg = None) -> Model:

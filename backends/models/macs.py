@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import List, Optional  # typing's: the alias below runs on Python 3.8 (the agent)
 
 import onnx
 
@@ -17,7 +18,7 @@ import onnx
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 #: A tensor shape as inference left it: None where a dimension is unknown.
-Shape = list[int | None]
+Shape = List[Optional[int]]
 
 # Conv-like ops: index of the weight input ([M, C/group, k...]).
 _CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Callable  # typing's: the alias below runs on Python 3.8 (the agent)
 
 MANIFEST_FILE = "uids.json"
 USER_METADATA_KEY = "module_uid"

@@ -167,6 +167,10 @@ class PowerManager:
     def powers(self, device_id: str) -> bool:
         return device_id in self.links
 
+    def streams_rails(self, device_id: str) -> bool:
+        """Whether ``device_id``'s own rails stream live to the console (the hub's do)."""
+        return False
+
     def channel_for(self, device_id: str) -> PowerChannel:
         """The streaming channel of the monitor that powers ``device_id``."""
         link = self.links.get(device_id)

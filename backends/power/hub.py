@@ -22,6 +22,7 @@ from pathlib import Path
 from backends.core.events import Event, MonitorChanged
 from backends.core.records import MonitorState, PowerMonitor
 from backends.devices.base import BenchError
+from backends.power.agent_rails import AgentRails, RailOpener
 from backends.power.capture import MonitorLink, PowerChannel, PowerManager
 from backends.power.monsoon.discovery import candidate_ports, discover_monitors, find_monitor
 from backends.power.monsoon.driver import Monsoon
@@ -97,13 +98,31 @@ class MonitorHub(PowerManager):
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._closed = False
+        self._rails: dict[str, AgentRails] = {}  # device id -> a board's own rails, live
 
     # -- what the front ends see ---------------------------------------------------------
 
     def monitors(self) -> list[PowerMonitor]:
         """Configured monitors first (config order), then the ones found."""
         with self._lock:
-            return [slot.monitor for slot in self._slots.values()]
+            return [slot.monitor for slot in self._slots.values()] + [
+                rails.monitor for rails in self._rails.values()
+            ]
+
+    def streams_rails(self, device_id: str) -> bool:
+        """A board's live rails are connected: its jobs' rail samples are in the view already."""
+        with self._lock:
+            rails = self._rails.get(device_id)
+        return rails is not None and rails.monitor.state.streaming
+
+    def open_rails(self, device_id: str, opener: RailOpener) -> None:
+        """Stream a board's own rails (``tegrastats:<device>``) from now until :meth:`close`;
+        again if it failed. Nothing happens for one already streaming."""
+        with self._lock:
+            if self._closed:
+                return
+            rails = self._rails.setdefault(device_id, AgentRails(device_id, opener, self._publish))
+        rails.open()
 
     def _set(self, slot: _Slot, **changes: object) -> None:
         slot.monitor = dataclasses.replace(slot.monitor, **changes)  # type: ignore[arg-type]
@@ -254,6 +273,12 @@ class MonitorHub(PowerManager):
     def start_recording(self, monitor_id: str, folder: Path) -> Path:
         """Record every sample of a streaming monitor into a new CSV in ``folder``, each batch
         written through as it arrives (a crash loses nothing already received)."""
+        rails = self._rails_named(monitor_id)
+        if rails is not None:
+            if not rails.monitor.state.streaming:
+                reason = rails.monitor.error or rails.monitor.state.value
+                raise MonitorError(f"{monitor_id} is not streaming ({reason})")
+            return rails.start_recording(recording_path(folder, monitor_id))
         slot = self._slot(monitor_id)
         with slot.lock:
             if slot.recorder is not None:
@@ -269,6 +294,9 @@ class MonitorHub(PowerManager):
 
     def stop_recording(self, monitor_id: str) -> Path | None:
         """Stop the recording (the file is complete when this returns); None if none ran."""
+        rails = self._rails_named(monitor_id)
+        if rails is not None:
+            return rails.stop_recording()
         slot = self._slot(monitor_id)
         with slot.lock:
             path = self._end_recording(slot)
@@ -285,6 +313,10 @@ class MonitorHub(PowerManager):
         writer.close()
         return writer.path
 
+    def _rails_named(self, monitor_id: str) -> AgentRails | None:
+        with self._lock:
+            return next((r for r in self._rails.values() if r.monitor.id == monitor_id), None)
+
     def _slot(self, monitor_id: str) -> _Slot:
         with self._lock:
             slot = self._slots.get(monitor_id)
@@ -300,6 +332,12 @@ class MonitorHub(PowerManager):
         with self._lock:
             self._closed = True
             threads, slots = list(self._threads), list(self._slots.values())
+            rails = list(self._rails.values())
+        for board in rails:
+            try:
+                board.close()
+            except Exception:  # one board's teardown never stops the others'
+                log.exception("closing %s failed", board.monitor.id)
         for thread in threads:
             thread.join(JOIN_S)
         for slot in slots:

@@ -256,6 +256,8 @@ def _record(job: Job, result: Result | None, device: Device | None) -> dict[str,
     record["power_baseline_w"] = power.get("baseline_w")
     record["energy_per_inference_mj"] = power.get("energy_per_inference_mj")
     record["power_trace"] = power.get("trace_path")
+    record["power_sync"] = power.get("power_sync")  # beacon, one beacon, windows (--power-sync)
+    record["power_sync_reason"] = power.get("power_sync_reason") or None
     accuracy = (result.accuracy or {}) if result is not None else {}  # --accuracy SET
     record["accuracy_set"] = accuracy.get("set_name")
     record["accuracy_set_size"] = accuracy.get("set_size")

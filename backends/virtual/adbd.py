@@ -46,12 +46,14 @@ import signal
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from backends.virtual.profile import PhoneProfile
 from backends.virtual.provision import SANDBOX_ENV, SHELL_ROOT_ENV, cool_down, provision
 from backends.virtual.sandbox import PartialFile, Sandbox, SandboxError
+from backends.virtual.tools._common import CLOCK_ENV
 
 log = logging.getLogger(__name__)
 
@@ -807,6 +809,7 @@ class VirtualPhone:
         self.tools = tools
         self.cooling_interval = cooling_interval
         self.answer_cnxn = True
+        self.clock_ref_ns = time.time_ns()  # where the profile's clock offset holds
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -845,7 +848,13 @@ class VirtualPhone:
 
     def shell_environment(self) -> dict[str, str]:
         root = self.sandbox.shell_root()
+        clock = self.profile.clock_offset_s, self.profile.clock_drift_ppm
+        extra = {}
+        if any(clock):  # the phone's own clock, for its date and power_beacon
+            offset_ns, drift_ppb = round(clock[0] * 1e9), round(clock[1] * 1e3)
+            extra[CLOCK_ENV] = f"{offset_ns} {drift_ppb} {self.clock_ref_ns}"
         return {
+            **extra,
             "PATH": f"{root}/system/bin:/usr/bin:/bin",
             "HOME": root,
             "TMPDIR": f"{root}/data/local/tmp",

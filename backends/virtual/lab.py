@@ -25,6 +25,7 @@ from backends.devices.android.adb_server import PrivateAdbServer
 from backends.devices.android.backend import AndroidConfig
 from backends.virtual import registry
 from backends.virtual.attach import AttachedPhone, attach_virtual_phone
+from backends.virtual.jetson import jetson_agent
 from backends.virtual.loopback_agent import LoopbackAgent
 from backends.virtual.monsoon import VirtualMonsoon
 
@@ -64,8 +65,10 @@ class VirtualLab:
         folder: Path | None = None,
         phone_name: str | None = None,
         monsoon_serial: int = 12345,
+        jetson: bool = False,
     ) -> None:
         self.devlab = list(devlab)
+        self.jetson = jetson  # also a virtual Jetson: an agent with trtexec and tegrastats
         self._own_folder = folder is None
         self.folder = folder
         self.phone_name = phone_name
@@ -124,9 +127,24 @@ class VirtualLab:
         self.pieces.append(
             LabPiece("agent", f"dpu:{agent.url}", agent.pid, f"token in {agent.token_file}")
         )
+        jetson_endpoint = None
+        if self.jetson:
+            jetson = jetson_agent(self.devlab, folder / "jetson").start()
+            self._stops.append(jetson.stop)
+            self.pieces.append(
+                LabPiece(
+                    "virtual jetson",
+                    f"dpu:{jetson.url}",
+                    jetson.pid,
+                    f"runner trtexec, tegrastats power; token in {jetson.token_file}",
+                )
+            )
+            jetson_endpoint = (jetson.url, jetson.token_file)
         config_path = folder / CONFIG_NAME
         config_path.write_text(
-            config_text(server.address, phone_id, monsoon.port, agent.url, agent.token_file),
+            config_text(
+                server.address, phone_id, monsoon.port, agent.url, agent.token_file, jetson_endpoint
+            ),
             encoding="utf-8",
         )
         self.config_path = config_path
@@ -162,7 +180,12 @@ def _wait_listed(phone: AttachedPhone, timeout_s: float = PHONE_TIMEOUT_S) -> No
 
 
 def config_text(
-    adb_server: str, phone_id: str, monsoon_port: str, agent_url: str, token_file: Path
+    adb_server: str,
+    phone_id: str,
+    monsoon_port: str,
+    agent_url: str,
+    token_file: Path,
+    jetson: tuple[str, Path] | None = None,
 ) -> str:
     """The throwaway config (``backends/core/config.py`` reads it): every string is a TOML
     basic string, which JSON's quoting also is."""
@@ -170,12 +193,20 @@ def config_text(
     def q(value: object) -> str:
         return json.dumps(str(value))
 
+    jetson_alias = [f"jetson = {q('dpu:' + jetson[0])}"] if jetson else []
+    jetson_endpoint = (
+        ["[[dpu.endpoints]]", f"url = {q(jetson[0])}", f"token_file = {q(jetson[1])}"]
+        + ['name = "virtual jetson"', ""]
+        if jetson
+        else []
+    )
     return "\n".join(
         [
             "# written by devlab lab --virtual; removed when the lab stops",
             "[aliases]",
             f"phone = {q(phone_id)}",
             f"dpu = {q('dpu:' + agent_url)}",
+            *jetson_alias,
             "",
             "[android]",
             f"adb_server = {q(adb_server)}",
@@ -189,5 +220,6 @@ def config_text(
             f"token_file = {q(token_file)}",
             'name = "virtual agent"',
             "",
+            *jetson_endpoint,
         ]
     )

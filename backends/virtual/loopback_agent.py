@@ -36,10 +36,17 @@ class AgentStartError(RuntimeError):
 class LoopbackAgent:
     """``devlab agent --host 127.0.0.1 --port 0 --runner onnxruntime`` in ``folder``."""
 
-    def __init__(self, devlab: Sequence[str], folder: Path, board: str = "virtual-dpu") -> None:
+    def __init__(
+        self,
+        devlab: Sequence[str],
+        folder: Path,
+        board: str = "virtual-dpu",
+        runner_args: Sequence[str] = ("--runner", "onnxruntime"),
+    ) -> None:
         self.devlab = list(devlab)
         self.folder = folder
         self.board = board
+        self.runner_args = list(runner_args)  # the virtual Jetson: --runner trtexec …
         self.token = secrets.token_urlsafe(24)
         self.token_file = folder / "agent.token"
         self.log = folder / "agent.log"
@@ -63,8 +70,7 @@ class LoopbackAgent:
             "0",
             "--token-file",
             str(self.token_file),
-            "--runner",
-            "onnxruntime",
+            *self.runner_args,
             "--workdir",
             str(self.folder / "work"),
             "--board",

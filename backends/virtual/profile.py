@@ -65,6 +65,10 @@ class PhoneProfile:
     battery_temp_c: float = 31.2
     battery_voltage_mv: int = 4123
     thermal_zones: list[ThermalZone] = field(default_factory=_default_zones)
+    # the phone's clock against the host's: ahead by clock_offset_s, running clock_drift_ppm
+    # fast (its `date` and power_beacon report it; docs/power-sync.md)
+    clock_offset_s: float = 0.0
+    clock_drift_ppm: float = 0.0
     extra_props: dict[str, str] = field(default_factory=dict)
 
     # -----------------------------------------------------------------------------------------
@@ -134,6 +138,9 @@ class PhoneProfile:
             "battery_level": isinstance(self.battery_level, int) and 0 <= self.battery_level <= 100,
             "battery_temp_c": isinstance(self.battery_temp_c, int | float),
             "battery_voltage_mv": isinstance(self.battery_voltage_mv, int),
+            "clock_offset_s": isinstance(self.clock_offset_s, int | float),
+            "clock_drift_ppm": isinstance(self.clock_drift_ppm, int | float)
+            and abs(self.clock_drift_ppm) < 1000,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -7,6 +7,8 @@ Layout (device path -> what is there)::
     /system/bin/dumpsys                 sh script: `dumpsys battery`, `dumpsys thermalservice`
     /system/bin/onnxruntime_perf_test   wrapper: python -m backends.virtual.tools....
     /system/bin/benchmark_model         wrapper: python -m backends.virtual.tools....
+    /system/bin/power_beacon            wrapper: the power sync beacon (docs/power-sync.md)
+    /system/bin/date                    sh script, only for a profile with a clock offset/drift
     /sys/class/thermal/thermal_zoneN/   type, temp (millidegrees C)
     /sys/class/power_supply/battery/    capacity (%), temp (tenths of deg C), voltage_now (uV)
     /sys/devices/system/cpu/            online, possible, present, cpuN/cpufreq/scaling_governor
@@ -21,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
 from backends.virtual.profile import PhoneProfile
+from backends.virtual.tools._common import CLOCK_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_ENV = "DEVLAB_VIRTUAL_SANDBOX"  # the sandbox root, for the stand-in tools
@@ -34,6 +38,7 @@ SHELL_ROOT_ENV = "DEVLAB_VIRTUAL_SHELL_ROOT"  # the root as rewritten into shell
 TOOLS = {
     "onnxruntime_perf_test": "backends.virtual.tools.onnxruntime_perf_test",
     "benchmark_model": "backends.virtual.tools.benchmark_model",
+    "power_beacon": "backends.virtual.tools.power_beacon",
 }
 
 THERMAL_DIR = "sys/class/thermal"
@@ -118,6 +123,25 @@ esac
 """
 
 
+_DATE = r"""#!/bin/sh
+# date stand-in written by devlab's virtual phone: the host's clock moved by the phone's offset
+# and drift ($CLOCK_ENV = "offset_ns drift_ppb ref_ns", set by the phone's shell).
+clock() { offset=$1 drift=$2 ref=$3; }
+clock ${CLOCK_ENV:-0 0 0}
+now=$(HOST_DATE +%s%N)
+t=$((now + offset + (now - ref) / 1000 * drift / 1000000))
+exec HOST_DATE -d "@$((t / 1000000000)).$(printf %09d $((t % 1000000000)))" "$@"
+"""
+
+
+def _date_script() -> str | None:
+    """The ``date`` stand-in, or None when the host has no ``date`` to build it on."""
+    host = shutil.which("date", path="/usr/bin:/bin")
+    if host is None:
+        return None
+    return _DATE.replace("HOST_DATE", shlex.quote(host)).replace("CLOCK_ENV", CLOCK_ENV)
+
+
 def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     """Replace ``path`` with ``text`` so a concurrent reader sees the old or the new content."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +172,11 @@ def provision(root: Path, profile: PhoneProfile, tools: bool = True) -> None:
     write_text_atomic(root / "system/build.prop", props)
     write_text_atomic(root / "system/bin/getprop", _GETPROP, 0o755)
     write_text_atomic(root / "system/bin/dumpsys", _DUMPSYS, 0o755)
+    date = _date_script() if profile.clock_offset_s or profile.clock_drift_ppm else None
+    if date is not None:
+        write_text_atomic(root / "system/bin/date", date, 0o755)
+    else:
+        (root / "system/bin/date").unlink(missing_ok=True)
     if tools:
         for name, module in TOOLS.items():
             write_text_atomic(root / "system/bin" / name, _wrapper(module, root), 0o755)

@@ -99,6 +99,11 @@ def build_worker_parser() -> argparse.ArgumentParser:
         help="also offer the local device LOCAL under the shared id ID (repeatable); every "
         "host offering ID may run its jobs, e.g. pixel7=adb:R5CT00000LK",
     )
+    parser.add_argument(
+        "--no-devices",
+        action="store_true",
+        help="offer no device: run only host-only pipeline stages (quantize) here",
+    )
     parser.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
@@ -219,8 +224,8 @@ def worker_command(parsed: argparse.Namespace, err: Console) -> int:
     name = parsed.name or platform.node() or "lab-host"
     try:
         aliases = parse_aliases(parsed.alias)
-        backends = default_backends(config)
-        power_links = links_from_config(config.raw)
+        backends = [] if parsed.no_devices else default_backends(config)
+        power_links = [] if parsed.no_devices else links_from_config(config.raw)
     except ValueError as error:
         raise UsageError(str(error)) from None
     work_dir = (
@@ -301,9 +306,21 @@ def open_cluster_lab(address: str, config: Config, own_jobs_only: bool = False) 
     only the jobs this console queues (the headless run). UsageError when the scheduler
     cannot be reached."""
     from backends.cluster.client import ClusterLab
-    from backends.cluster.services import TlsFiles, cluster_security
 
     _check_address(address)
+    security = client_security(config)
+    try:
+        lab = ClusterLab(address, security=security, own_jobs_only=own_jobs_only)
+    except (OSError, TimeoutError) as error:
+        raise UsageError(f"cannot reach the devlab scheduler at {address}: {error}") from None
+    lab.discover()
+    return lab
+
+
+def client_security(config: Config) -> Any:
+    """A console's Dask Security from the config's ``[cluster]`` TLS files (None without)."""
+    from backends.cluster.services import TlsFiles, cluster_security
+
     table = config.raw.get("cluster", {})
     try:
         tls = TlsFiles.from_options(
@@ -311,14 +328,7 @@ def open_cluster_lab(address: str, config: Config, own_jobs_only: bool = False) 
         )
     except ValueError as error:
         raise UsageError(f"config [cluster]: {error}".replace("--tls-", "tls_")) from None
-    try:
-        lab = ClusterLab(
-            address, security=cluster_security(tls, "client"), own_jobs_only=own_jobs_only
-        )
-    except (OSError, TimeoutError) as error:
-        raise UsageError(f"cannot reach the devlab scheduler at {address}: {error}") from None
-    lab.discover()
-    return lab
+    return cluster_security(tls, "client")
 
 
 def run_cluster_command(args: argparse.Namespace, err: Console) -> int:

@@ -50,6 +50,12 @@ def build_lab_parser(prog: str, needs_virtual: bool) -> argparse.ArgumentParser:
     )
     parser.add_argument("--phone-name", metavar="NAME", help="the virtual phone's model name")
     parser.add_argument(
+        "--jetson",
+        action="store_true",
+        help="also a virtual Jetson: an agent with the stand-in trtexec and tegrastats "
+        "(docs/devices/jetson.md)",
+    )
+    parser.add_argument(
         "--out",
         metavar="DIR",
         help="folder for the console's store and tables (default: inside the lab's temp "
@@ -71,7 +77,7 @@ def run_lab_tool(args: list[str], err: Console, console: LabConsole | None) -> i
         raise UsageError("the interactive console is not available here: use --no-console")
     from backends.virtual.lab import VirtualLab, VirtualLabError
 
-    virtual_lab = VirtualLab(DEVLAB_COMMAND, phone_name=parsed.phone_name)
+    virtual_lab = VirtualLab(DEVLAB_COMMAND, phone_name=parsed.phone_name, jetson=parsed.jetson)
     try:
         with _stop_signals() as stop:
             config_path = virtual_lab.start()

@@ -49,6 +49,8 @@ examples:
   devlab --run assets/models --device dpu:http://board:8055   (a configured agent)
   devlab scheduler / devlab worker tcp://HOST:8786   (a lab on several hosts, Dask)
   devlab quantize M.onnx --calibration SET --scheme ort-qdq --out Q   (docs/accuracy.md)
+  devlab pipeline M.onnx --calibration SET --accuracy SET   (quantize, bench, score both)
+  devlab report R                 (fast but wrong: int8 vs fp32 latency and top-1, a PNG)
   devlab --run assets/models --cluster tcp://HOST:8786 --device host:cpu@lab1
 """
 
@@ -191,10 +193,18 @@ def main(argv: Sequence[str] | None = None, open_console: ConsoleOpener | None =
             from console.cli.quantize import run_quantize_tool
 
             return run_quantize_tool(args, err)
+        if args[:1] == ["pipeline"]:
+            from console.cli.pipeline import run_pipeline_tool
+
+            return run_pipeline_tool(args, err)
         if args[:1] == ["compare"]:
             from console.cli.compare import run_compare_tool
 
             return run_compare_tool(args, err)
+        if args[:1] == ["report"]:
+            from console.cli.report import run_report_tool
+
+            return run_report_tool(args, err)
         parsed = build_parser().parse_args(args)
         if parsed.cluster and parsed.run:
             from console.cli.cluster import run_cluster_command

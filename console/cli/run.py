@@ -109,6 +109,7 @@ def run_jobs(
         if not stdout.is_terminal:  # logs and pipes: do not squeeze names to 80 columns
             stdout = Console(width=160)
         stdout.print(summary_table(rows))
+    written += _fast_but_wrong(out_dir, rows, lab, None if args.json else stdout, err)
     _report_unconverged(rows, err)
     err.print(f"tables written to {out_dir}: {', '.join(p.name for p in written)}", highlight=False)
 
@@ -122,6 +123,20 @@ def run_jobs(
     if view.failures or any(states.get(job_id) is not JobState.DONE for job_id in planned):
         return ExitCode.JOBS_FAILED
     return ExitCode.OK
+
+
+def _fast_but_wrong(
+    out_dir: Path,
+    rows: list[tuple[Job, Result | None]],
+    lab: LabApi,
+    out: Console | None,
+    err: Console,
+) -> list[Path]:
+    """The "fast but wrong" table and plot, when the run scored accuracy (docs/accuracy.md)."""
+    from backends.results.tables import results_records
+    from console.cli.report import after_run
+
+    return after_run(out_dir, results_records(rows, {d.id: d for d in lab.devices}), out, err)
 
 
 def _report_unconverged(rows: list, err: Console) -> None:

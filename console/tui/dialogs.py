@@ -27,12 +27,15 @@ OPTIONS_PER_ROW = 4  # number fields side by side in the add dialog
 # Options a device may not honour: the option's field -> why a device does not. The Add dialog
 # greys one out, and says why, unless every selected device has it (with the chosen runtime).
 # ``per_layer`` and ``threads`` are ``Capabilities`` flags; ``power`` needs a monitor wired to
-# the device, which the lab knows and the device does not.
+# the device (which the lab knows and the device does not), or a device that measures its own
+# power with the runtime (``power_capture``: a Jetson's agent with tegrastats).
 CAPABILITY_OPTIONS = {
     "per_layer": "its runtime has no profiled pass",
     "threads": "its runtime ignores a thread count",
-    "power": "no power monitor powers it",
+    "power": "no power monitor powers it and it measures none with that runtime",
 }
+
+PATH_OPTIONS = {"clip_ranges", "accuracy_set"}  # text options that name a file or folder
 
 
 class PathSuggester(Suggester):
@@ -129,7 +132,10 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
                         default = getattr(self.defaults, option.field)
                         yield Label(option.flag.lstrip("-"))
                         yield Input(
-                            default or "", placeholder=option.help, id=f"add-{option.field}"
+                            default or "",
+                            placeholder=option.help,
+                            suggester=PathSuggester() if option.field in PATH_OPTIONS else None,
+                            id=f"add-{option.field}",
                         )
                 for option in BENCH_OPTIONS:
                     if option.kind is bool and option.dialog:
@@ -138,8 +144,8 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
                             bool(getattr(self.defaults, option.field)),
                             id=f"add-{option.field}",
                         )
-                        if option.field == "power":  # offered only where a monitor powers a device
-                            box.display = bool(self.power_devices)
+                        if option.field == "power":  # only where some device can measure it
+                            box.display = self.power_offered()
                         yield box
             yield Static(id="add-error", classes="error")
             with Horizontal(classes="buttons"):
@@ -172,7 +178,7 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
         ``runtime``, so the operator sees why an option greys out before ticking it."""
         prompt = Text(f"{device.id}  {device.name}")
         capabilities = device.capabilities_for(runtime)
-        offers = offered(capabilities, device.id in self.power_devices)
+        offers = offered(capabilities, self.powered(device, runtime))
         if offers is not None:
             prompt.append(f"  {offers}", style="dim")
         return prompt
@@ -228,19 +234,31 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
     def lacking(self, field_name: str) -> list[str]:
         """The selected devices that would not honour option ``field_name`` with the chosen
         runtime (one that has not said what it can do is not counted); for power, those no
-        monitor powers."""
+        monitor powers that do not measure it themselves."""
         selected = set(self.query_one("#add-devices", SelectionList).selected)
-        if field_name == "power":
-            return [
-                d.id for d in self.devices if d.id in selected and d.id not in self.power_devices
-            ]
         runtime = self._runtime()
+        if field_name == "power":
+            return [d.id for d in self.devices if d.id in selected and not self.powered(d, runtime)]
         lacking = []
         for device in self.devices:
             capabilities = device.capabilities_for(runtime) if device.id in selected else None
             if capabilities is not None and not getattr(capabilities, field_name):
                 lacking.append(device.id)
         return lacking
+
+    def powered(self, device: Device, runtime: str | None) -> bool:
+        """Whether a power job on ``device`` with ``runtime`` gets an energy: a monitor powers
+        it, or it measures its own power with that runtime."""
+        if device.id in self.power_devices:
+            return True
+        capabilities = device.capabilities_for(runtime)
+        return capabilities is not None and capabilities.power_capture
+
+    def power_offered(self) -> bool:
+        """Power is offered at all: some device is powered by a monitor or measures its own."""
+        return bool(self.power_devices) or any(
+            caps.power_capture for device in self.devices for caps in device.capabilities.values()
+        )
 
     def _runtime(self) -> str | None:
         select = self.query_one("#add-runtime", Select)
@@ -300,6 +318,10 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
                 values[option.field] = option.kind(text) if text else None
             except ValueError:
                 errors.append(f"{option.flag.lstrip('-')}: {text!r} is not a number")
+        if values.get("accuracy_set"):  # as --accuracy: a bad set is named before queueing
+            values["accuracy_set"], problem = checked_set(values["accuracy_set"])
+            if problem:
+                errors.append(problem)
         if values.get("min_seconds") is not None:
             values["runs"] = None  # timing by duration: the count does not apply
         try:
@@ -315,6 +337,16 @@ class AddModelsScreen(ModalScreen[AddRequest | None]):
             priority=priority,
             errors=errors,
         )
+
+
+def checked_set(text: str) -> tuple[str, str | None]:
+    """``(resolved path, None)`` for an evaluation set that opens, else ``(text, why not)``."""
+    from backends.accuracy.sets import SetError, open_set
+
+    try:
+        return str(open_set(os.path.expanduser(text)).path.resolve()), None
+    except SetError as error:
+        return text, f"accuracy: {error}"
 
 
 def offered(capabilities: Capabilities | None, powered: bool) -> str | None:

@@ -184,6 +184,7 @@ class LabState:
         self.jobs: dict[str, Job] = {}
         self.errors: dict[str, str] = {}
         self.stats: dict[str, Stats] = {}
+        self.results: dict[str, Result] = {}  # accuracy and energy, for the Results view
         self.live: dict[str, LiveJob] = {}
         self.power: dict[str, PowerTrace] = {}
         self.monitors: dict[str, PowerMonitor] = {}
@@ -202,6 +203,7 @@ class LabState:
         self.jobs = {job.id: job for job, _ in rows}
         self.errors = {job.id: job.error for job, _ in rows if job.error}
         self.stats = {job.id: result.stats for job, result in rows if result is not None}
+        self.results = {job.id: result for job, result in rows if result is not None}
 
     def apply(self, events: list[Event]) -> Changes:
         changes = Changes()
@@ -233,6 +235,7 @@ class LabState:
             self._put_job(event.job, changes)
             if isinstance(event, JobFinished):
                 self.stats[event.job.id] = event.result.stats
+                self.results[event.job.id] = event.result
             if isinstance(event, JobFailed):
                 self.errors[event.job.id] = event.error
                 self.logs.append((event.job.id, f"failed: {event.error}"))

@@ -73,6 +73,7 @@ def test_info_and_openapi(agent: AgentThread) -> None:
         "/v1/jobs",
         "/v1/jobs/{id}",
         "/v1/jobs/{id}/events",
+        "/v1/power/stream",
     }
 
 

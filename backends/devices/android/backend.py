@@ -34,6 +34,7 @@ from backends.devices.android.adb import (
     serial_of,
     server_reachable,
 )
+from backends.devices.android.power_sync import BEACON_TOOL, beacon_on_path
 from backends.devices.android.props import (
     GOVERNOR_COMMAND,
     THERMAL_COMMAND,
@@ -65,6 +66,7 @@ class AndroidConfig:
     convert: dict[str, list[str]] = field(default_factory=dict)  # runtime -> argv template
     ort_execution_provider: str = "cpu"
     command_timeout_s: float = 600.0
+    power_beacon: str | None = None  # host path of the phone's power_beacon (--power-sync beacon)
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> AndroidConfig:
@@ -92,6 +94,7 @@ class AndroidConfig:
             tools={k: str(v) for k, v in raw.get("tools", {}).items()},
             convert={k: [str(a) for a in v] for k, v in raw.get("convert", {}).items()},
             ort_execution_provider=str(raw.get("ort_execution_provider", "cpu")),
+            power_beacon=str(raw["power_beacon"]) if raw.get("power_beacon") else None,
         )
 
 
@@ -248,6 +251,9 @@ class AndroidBackend(DeviceBackend):
         try:
             tool = self.tool_on_device(adb, job.runtime, device.id)
             remote_model = self.push_model(adb, job.runtime, model)
+            beacon, beacon_missing = None, ""
+            if job.settings.power and job.settings.power_sync == "beacon":
+                beacon, beacon_missing = self.beacon_on_device(adb, device.id)
         except VANISHED as error:
             raise BenchError(
                 f"{device.id} vanished while preparing the job: {error}; "
@@ -262,7 +268,26 @@ class AndroidBackend(DeviceBackend):
             execution_provider=self.config.ort_execution_provider,
             command_timeout_s=self.config.command_timeout_s,
             no_output_dump=self.no_output_dump,
+            beacon_tool=beacon,
+            beacon_missing=beacon_missing,
         )
+
+    def beacon_on_device(self, adb: AdbDevice, device_id: str) -> tuple[str | None, str]:
+        """The beacon tool's path on the phone (``[android] power_beacon`` pushed once, or the
+        PATH's), or None and why there is none."""
+        host_path = self.config.power_beacon
+        if host_path is None:
+            if beacon_on_path(adb):
+                return BEACON_TOOL, ""
+            return None, (
+                f"{device_id} has no {BEACON_TOOL}: set [android] power_beacon = "
+                f'"/path/to/{BEACON_TOOL}" in the config (docs/power-sync.md)'
+            )
+        if not Path(host_path).is_file():
+            return None, f"[android] power_beacon = {host_path!r}: no such file"
+        remote = f"{WORKDIR}/bin/{_file_sha256(host_path)[:16]}/{BEACON_TOOL}"
+        self._push_once(adb, host_path, remote, mode=0o755)
+        return remote, ""
 
     def _tool_available(self, adb: AdbDevice, runtime: str) -> bool:
         if runtime in self.config.tools:

@@ -16,6 +16,7 @@ from adbutils import AdbDevice
 from backends.core.records import Device, Job, Stats
 from backends.devices.android.adb import VANISHED, WORKDIR
 from backends.devices.android.outputs import ort_outputs
+from backends.devices.android.power_sync import run_beacon, split_stamps, stamped_command
 from backends.devices.base import (
     BenchError,
     BenchSession,
@@ -50,6 +51,8 @@ class PhoneSession(BenchSession):
         execution_provider: str,
         command_timeout_s: float,
         no_output_dump: set[tuple[str, str]],
+        beacon_tool: str | None = None,
+        beacon_missing: str = "",
     ) -> None:
         self.adb, self.device, self.job = adb, device, job
         self.tool, self.remote_model = tool, remote_model
@@ -60,6 +63,11 @@ class PhoneSession(BenchSession):
             load_us=None, first_inference_us=None, tool=TOOL_NAMES[job.runtime], tool_version=""
         )
         self._warmup = 0
+        # a power job synced by beacon: rounds stamped on the phone's clock, the beacon tool
+        # (None: ``beacon_missing`` says why there is none)
+        self.stamp_rounds = job.settings.power and job.settings.power_sync == "beacon"
+        self.beacon_tool, self.beacon_missing = beacon_tool, beacon_missing
+        self.last_span: tuple[float, float] | None = None
 
     def _argv(
         self,
@@ -96,8 +104,10 @@ class PhoneSession(BenchSession):
             min_secs=min_seconds if min_seconds else 0,
         )
 
-    def _run_tool(self, argv: list[str]) -> ToolRun:
-        command = shlex.join(argv)
+    def _run_tool(self, argv: list[str], stamped: bool = False) -> ToolRun:
+        """Run the tool once; with ``stamped``, ``last_span`` holds the run on the phone's
+        clock (None when the stamps did not come back)."""
+        command = stamped_command(argv) if stamped else shlex.join(argv)
         try:
             result = self.adb.shell2(command, timeout=self.command_timeout_s)
         except VANISHED as error:
@@ -106,9 +116,12 @@ class PhoneSession(BenchSession):
                 "measurements already finished are kept; reconnect the phone "
                 "and retry the job"
             ) from error
+        output = result.output
+        if stamped:
+            output, self.last_span = split_stamps(output)
         parse = ort_perf.parse if self.job.runtime == "ort" else tflite.parse
         try:
-            run = parse(result.output, exit_code=result.returncode)
+            run = parse(output, exit_code=result.returncode)
         except ToolOutputError as error:
             raise BenchError(
                 f"{self.device.id}: {TOOL_NAMES[self.job.runtime]} failed: {error}"
@@ -130,12 +143,23 @@ class PhoneSession(BenchSession):
         self, iterations: int | None, min_seconds: float | None, on_iteration: IterationCallback
     ) -> Timed:
         runs = iterations or 1  # with min_seconds, benchmark_model runs at least that long
+        self.last_span = None
         tool_run = self._run_tool(
-            self._argv(runs, warmup=self._warmup, min_seconds=None if iterations else min_seconds)
+            self._argv(runs, warmup=self._warmup, min_seconds=None if iterations else min_seconds),
+            stamped=self.stamp_rounds,
         )
         summary = tool_summary(tool_run, runs)
         on_iteration(summary.count, [])
-        return Timed([], summary=summary)
+        return Timed([], summary=summary, device_span=self.last_span)
+
+    def sync_beacon(self) -> float | None:
+        """One beacon with the phone's ``power_beacon``; its start on the phone's clock."""
+        if self.beacon_tool is None:
+            raise BenchError(self.beacon_missing or "no power_beacon on the phone")
+        try:
+            return run_beacon(self.adb, self.beacon_tool, self.command_timeout_s)
+        except VANISHED as error:
+            raise BenchError(f"{self.device.id} vanished during the beacon: {error}") from error
 
     def outputs(self, feeds: dict[str, Any]) -> list[Any] | None:
         """The phone's outputs for the parity input: ``ort`` only, and only when its

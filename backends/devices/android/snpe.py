@@ -37,12 +37,12 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from adbutils import AdbDevice, AdbTimeout
+from adbutils import AdbDevice, AdbError, AdbTimeout
 
 from backends.core.records import Job, Model, Stats
 from backends.devices.android.adb import VANISHED, WORKDIR
@@ -349,42 +349,64 @@ class SnpeSession(BenchSession):
         return Timed([], summary=summary)
 
     def outputs(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """The model's outputs for ``feeds`` as the phone computes them (output parity): one
-        input line of float32 raw files, then ``Result_0/<output>.raw`` pulled back. SNPE
-        writes every output as float32 and names the file after the output with ``/`` and
-        ``:`` replaced by ``_``; each is reshaped to the ONNX output's shape when it fits."""
-        paths: dict[str, str] = {}
-        for position, (name, shape) in enumerate(input_specs(self.model)):
-            if name not in feeds:
-                raise BenchError(f"{self.model.path}: the parity input has no {name!r}")
-            data = np.asarray(feeds[name], dtype=np.float32).reshape(shape).tobytes()
-            paths[name] = self._push_raw(data, f"parity_{position}")
+        """The model's outputs for ``feeds`` as the phone computes them (output parity)."""
+        return self.outputs_batch([feeds])[0]
+
+    def outputs_batch(self, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        """Outputs for many inputs in one ``snpe-net-run`` (an accuracy set: one tool start, not
+        one per sample): one input line of float32 raw files per entry, then each
+        ``Result_N/<output>.raw`` pulled back. SNPE writes every output as float32 and names the
+        file after the output with ``/`` and ``:`` replaced by ``_``; each is reshaped to the
+        ONNX output's shape when it fits."""
+        lines = []
+        for number, one in enumerate(feeds):
+            paths: dict[str, str] = {}
+            for position, (name, shape) in enumerate(input_specs(self.model)):
+                if name not in one:
+                    raise BenchError(f"{self.model.path}: the input has no {name!r}")
+                data = np.asarray(one[name], dtype=np.float32).reshape(shape).tobytes()
+                paths[name] = self._push_raw(data, f"sample_{number}_{position}")
+            lines.append(input_list_line(paths))
         output_dir = self._next_output_dir()
         pulled = self._tmp / f"outputs-{self._passes}"
         pulled.mkdir()
         wanted = graph_output_specs(self.model)
         try:
             with self._on_phone("reading the model's outputs"):
-                input_list = self._push_list([input_list_line(paths)], "parity")
+                input_list = self._push_list(lines, "outputs")
                 self._net_run(input_list, output_dir, "off")
-                written = {entry.path for entry in self.adb.sync.list(f"{output_dir}/Result_0")}
-                for name, _ in wanted:
-                    file = raw_output_name(name)
-                    if file not in written:
-                        raise BenchError(
-                            f"{self.device_id}: {NET_RUN} wrote no {file} for output {name!r} "
-                            f"(found: {', '.join(sorted(written - {'.', '..'})) or 'nothing'})"
-                        )
-                    self.adb.sync.pull(f"{output_dir}/Result_0/{file}", str(pulled / file))
+                for number in range(len(lines)):
+                    for name, _ in wanted:
+                        self._pull_output(output_dir, number, name, pulled)
         finally:
             with contextlib.suppress(*VANISHED):
                 self.adb.shell(shlex.join(["rm", "-rf", output_dir]), timeout=30)
-        values = []
-        for name, shape in wanted:
-            flat = np.fromfile(pulled / raw_output_name(name), dtype=np.float32)
-            fits = shape is not None and int(np.prod(shape)) == flat.size
-            values.append(flat.reshape(shape) if fits else flat)
-        return values
+        batch = []
+        for number in range(len(lines)):
+            values = []
+            for name, shape in wanted:
+                local = pulled / f"{number}-{raw_output_name(name)}"
+                flat = np.fromfile(local, dtype=np.float32)
+                fits = shape is not None and int(np.prod(shape)) == flat.size
+                values.append(flat.reshape(shape) if fits else flat)
+            batch.append(values)
+        shutil.rmtree(pulled, ignore_errors=True)
+        return batch
+
+    def _pull_output(self, output_dir: str, number: int, name: str, into: Path) -> None:
+        """``Result_<number>/<output>.raw`` to ``into``; a missing file names what is there
+        (listed only then: one adb call per file on the way that works)."""
+        folder, file = f"{output_dir}/Result_{number}", raw_output_name(name)
+        try:
+            self.adb.sync.pull_file(f"{folder}/{file}", str(into / f"{number}-{file}"))
+        except AdbError:
+            written = {entry.path for entry in self.adb.sync.list(folder)} - {".", ".."}
+            if file in written:
+                raise  # it is there: the pull itself failed (the phone went away)
+            raise BenchError(
+                f"{self.device_id}: {NET_RUN} wrote no {file} for output {name!r} in "
+                f"Result_{number} (found: {', '.join(sorted(written)) or 'nothing'})"
+            ) from None
 
     def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile | None:
         folder = Path(log_dir)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self
@@ -23,6 +23,10 @@ from backends.devices.dpu.session import DpuSession
 from backends.devices.dpu.watch import AnnouncedAgents
 
 log = logging.getLogger(__name__)
+
+PER_LAYER_RUNNERS = ("trtexec",)  # agent runners that return per-layer times
+POWER_RUNNERS = ("trtexec",)  # agent runners that measure the rails of a board with --tegrastats
+POWER_SOURCE = "power_source"  # the property naming the board's own power source (tegrastats)
 
 
 class DpuBackend(DeviceBackend):
@@ -156,6 +160,7 @@ class DpuBackend(DeviceBackend):
             "agent_kind": info.get("kind"),
             "api": info.get("api"),
             "max_upload_bytes": info.get("max_upload_bytes"),
+            **_power_source(info),
             **{f"version_{k}": v for k, v in versions.items()},
         }
         return Device(
@@ -168,7 +173,33 @@ class DpuBackend(DeviceBackend):
         )
 
     def capabilities(self, device: Device, runtime: str | None = None) -> Capabilities:
-        return Capabilities(threads=True)
+        """trtexec (a Jetson agent) has a profiled pass, in the agent's own job, and measures
+        power where the agent samples the board's rails (``--tegrastats``)."""
+        runtime = runtime or (device.runtimes[0] if device.runtimes else None)
+        return Capabilities(
+            per_layer=runtime in PER_LAYER_RUNNERS,
+            threads=True,
+            power_capture=runtime in POWER_RUNNERS and bool(device.properties.get(POWER_SOURCE)),
+        )
+
+    def rail_stream(self, device: Device) -> Callable[[], Iterator[dict[str, Any]]] | None:
+        """The agent's live rails (``GET /v1/power/stream``) where its info names a power
+        source; each ``samples`` event's data, ``{}`` for a keep-alive ping."""
+        if not device.properties.get(POWER_SOURCE):
+            return None
+        endpoint = self.endpoint(device.id)
+        client = AgentClient(endpoint.url, endpoint.token, self.config.info_timeout_s)
+
+        def stream() -> Iterator[dict[str, Any]]:
+            for event in client.power_stream():
+                if event.kind == "samples":
+                    yield event.data
+                elif event.kind == "end":
+                    raise AgentUnreachable(f"{endpoint.url}: {event.data.get('reason', 'ended')}")
+                else:
+                    yield {}
+
+        return stream
 
     # -- hot-plug ---------------------------------------------------------------------------
 
@@ -211,3 +242,12 @@ class DpuBackend(DeviceBackend):
             )
         client = AgentClient(endpoint.url, endpoint.token)
         return DpuSession(client, device, job, model, self.config.retry_s)
+
+
+def _power_source(info: dict[str, Any]) -> dict[str, str]:
+    """``{"power_source": "tegrastats"}`` for an agent that measures its board's rails
+    (``power`` in its info); nothing for one that does not."""
+    power = info.get("power")
+    if isinstance(power, dict) and power.get("source"):
+        return {POWER_SOURCE: str(power["source"])}
+    return {}

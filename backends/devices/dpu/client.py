@@ -97,13 +97,19 @@ class AgentClient:
     def events(self, job_id: str, read_timeout_s: float = 5.0) -> Iterator[SseEvent]:
         """The job's event stream until the agent closes it. A silent link (no event and no
         ping within ``read_timeout_s``) raises AgentUnreachable, as does a broken one."""
+        yield from self._stream(f"/v1/jobs/{_quote(job_id)}/events", read_timeout_s)
+
+    def power_stream(self, read_timeout_s: float = 5.0) -> Iterator[SseEvent]:
+        """The board's rails live (``GET /v1/power/stream``, an agent with ``--tegrastats``):
+        ``samples`` events until the agent ends the stream; failures as for :meth:`events`."""
+        yield from self._stream("/v1/power/stream", read_timeout_s)
+
+    def _stream(self, path: str, read_timeout_s: float) -> Iterator[SseEvent]:
         connection = self._connection(read_timeout_s)
         try:
             try:
                 connection.request(
-                    "GET",
-                    f"/v1/jobs/{_quote(job_id)}/events",
-                    headers=self._headers({"Accept": "text/event-stream"}),
+                    "GET", path, headers=self._headers({"Accept": "text/event-stream"})
                 )
                 response = connection.getresponse()
             except (OSError, http.client.HTTPException) as error:

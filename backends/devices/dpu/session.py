@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from backends.core.records import Device, Job, Model, Stats
+from backends.core.records import Device, Job, LayerTime, Model, Stats
 from backends.devices.base import (
     BenchError,
     BenchSession,
     IterationCallback,
+    LayerProfile,
     SessionInfo,
     Timed,
 )
@@ -62,6 +63,7 @@ class DpuSession(BenchSession):
         self._parts = 0
         self._agent_job: str | None = None
         self._outputs: list[np.ndarray] | None = None
+        self._extras: dict[str, Any] = {}  # the agent's last result extras (layers, power)
 
     def warmup(self, iterations: int) -> None:
         """The agent warms up inside its own job (the model lives there, not here)."""
@@ -203,6 +205,8 @@ class DpuSession(BenchSession):
         )
         if result.get("outputs"):
             self._outputs = _decode_outputs(result["outputs"])
+        extras = result.get("extras")
+        self._extras = extras if isinstance(extras, dict) else {}
         rounds: list[Timed] = []
         for entry in result.get("rounds", []):
             latencies = [float(x) for x in entry.get("latencies_us") or []]
@@ -213,6 +217,28 @@ class DpuSession(BenchSession):
         if not rounds:
             raise BenchError(f"{self.device.id}: the agent returned no rounds")
         return rounds
+
+    def profile_layers(self, iterations: int, log_dir: str) -> LayerProfile | None:
+        """Per-layer times the agent's runner measured in its own profiled pass (trtexec's
+        ``--exportProfile``), or None when its runner has none."""
+        rows = self._extras.get("layers")
+        if not isinstance(rows, list) or not rows:
+            return None
+        try:
+            layers = [
+                LayerTime(str(row["name"]), str(row.get("op_type") or ""), float(row["mean_us"]))
+                for row in rows
+            ]
+        except (KeyError, TypeError, ValueError):
+            raise BenchError(
+                f"{self.device.id}: the agent's per-layer times are malformed"
+            ) from None
+        return LayerProfile(layers=layers, forward_stats=None, layers_stats=None)
+
+    def device_power(self) -> dict[str, Any] | None:
+        """The board's rail samples over the timed rounds (a Jetson agent with tegrastats)."""
+        power = self._extras.get("power")
+        return power if isinstance(power, dict) else None
 
     def outputs(self, feeds: dict[str, Any]) -> list[np.ndarray] | None:
         """The outputs the agent computed for the parity input (the same fixed input devlab's

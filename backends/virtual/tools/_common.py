@@ -17,6 +17,9 @@ import numpy as np
 
 SANDBOX_ENV = "DEVLAB_VIRTUAL_SANDBOX"
 SHELL_ROOT_ENV = "DEVLAB_VIRTUAL_SHELL_ROOT"
+# the virtual phone's clock against the host's: "offset_ns drift_ppb ref_ns" (integers), its
+# `date` and power_beacon report host time + offset + drift x (host time - ref)
+CLOCK_ENV = "DEVLAB_VIRTUAL_CLOCK"
 
 _ORT_TYPES: dict[str, Any] = {
     "tensor(float)": np.float32,

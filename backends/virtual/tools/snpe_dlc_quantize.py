@@ -1,9 +1,12 @@
 """**Stand-in** for the SNPE SDK's host quantizer ``snpe-dlc-quantize`` (not Qualcomm software).
 
-Nothing is quantized: the stand-in DLC container is copied and the quantization options are
-recorded in its ``meta.json`` (``quantization``), which the stand-in ``snpe-net-run`` requires
-for ``--use_dsp``, like the real DSP runtime requires a quantized DLC. The model still runs in
-float with ONNX Runtime. What it checks, like the real tool:
+The stand-in DLC container is copied and the quantization options are recorded in its
+``meta.json`` (``quantization``), which the stand-in ``snpe-net-run`` requires for ``--use_dsp``,
+like the real DSP runtime requires a quantized DLC. With ``--override_params`` and encodings the
+converter carried (``--quantization_overrides``), they are applied to the model as fake
+quantization (``snpe_fake_quant``), so the DLC then computes what the quantized graph would;
+without encodings the model stays float (the real tool would calibrate; this one does not). What
+it checks, like the real tool:
 
 * ``--input_dlc`` is a (stand-in) DLC;
 * ``--input_list`` lists at least one calibration input, every file exists and holds exactly
@@ -26,6 +29,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from backends.virtual.tools.snpe_fake_quant import fake_quantize
 from backends.virtual.tools.snpe_standin import (
     STANDIN_VERSION,
     StandinArgumentParser,
@@ -44,8 +48,8 @@ TOOL = "snpe-dlc-quantize"
 def _parser() -> argparse.ArgumentParser:
     parser = StandinArgumentParser(
         prog=TOOL,
-        description="devlab STAND-IN for snpe-dlc-quantize: records the options, quantizes "
-        "nothing.",
+        description="devlab STAND-IN for snpe-dlc-quantize: records the options; applies "
+        "the DLC's encodings as fake quantization with --override_params.",
     )
     parser.add_argument("--input_dlc", required=True)
     parser.add_argument("--input_list", required=True)
@@ -94,16 +98,28 @@ def run(argv: Sequence[str], out=sys.stdout) -> int:
     source = Path(args.input_dlc)
     onnx_bytes, meta = read_container(source)
     count = _check_calibration(Path(args.input_list), onnx_bytes)
-    if args.override_params and not meta.get("quantization_overrides"):
+    overrides = meta.get("quantization_overrides")
+    if args.override_params and not overrides:
         print(
             "WARNING - --override_params: the DLC carries no encodings "
             "(convert with --quantization_overrides); calibrating instead",
             file=out,
         )
+    applied = None
+    if args.override_params and overrides:
+        try:
+            onnx_bytes, applied = fake_quantize(onnx_bytes, overrides)
+        except ValueError as error:
+            raise StandinError(f"{args.input_dlc}: cannot apply the encodings: {error}") from error
     meta["quantization"] = {
         "tool": TOOL,
         "version": STANDIN_VERSION,
-        "note": "recorded only: the stand-in runs the model in float",
+        "note": (
+            "encodings applied as fake quantization"
+            if applied
+            else "recorded only: the stand-in runs the model in float"
+        ),
+        "applied": applied,
         "calibration_inputs": count,
         "input_list": str(args.input_list),
         "override_params": args.override_params,
@@ -122,10 +138,13 @@ def run(argv: Sequence[str], out=sys.stdout) -> int:
         else source.with_name(source.stem + "_quantized.dlc")
     )
     write_container(output, onnx_bytes, meta)
-    print(
-        f"[INFO] devlab stand-in {TOOL} {STANDIN_VERSION}: options recorded, NOT quantized",
-        file=out,
+    done = (
+        f"encodings applied to {applied['activations']} activation(s) and "
+        f"{applied['weights']} weight(s) (fake quantization)"
+        if applied
+        else "options recorded, NOT quantized"
     )
+    print(f"[INFO] devlab stand-in {TOOL} {STANDIN_VERSION}: {done}", file=out)
     print(f"[INFO] {count} calibration input(s) checked", file=out)
     print(f"[INFO] Saving quantized model to: {output}", file=out)
     print("[INFO] DebugLog shutting down.", file=out)

@@ -15,7 +15,8 @@ output copy) and Forward Propagate Time (the ONNX Runtime run), and with
 Decode it with the stand-in ``snpe-diagview``.
 
 Runtimes: CPU (default, or ``--use_cpu``), ``--use_gpu`` (``--gpu_mode float16`` for
-GPU_FP16), ``--use_dsp``: all run on the host CPU in float; the runtime is only recorded.
+GPU_FP16), ``--use_dsp``: all run on the host CPU; the runtime is only recorded. A DLC the stand-in
+``snpe-dlc-quantize`` gave encodings to computes in fake-quantized arithmetic, else in float.
 ``--use_dsp`` refuses a container that the (stand-in) ``snpe-dlc-quantize`` did not process,
 as the real DSP runtime needs a quantized DLC. ``--use_aip`` is refused. With
 ``--profiling_level off`` no diag log is written.

@@ -40,7 +40,9 @@ PROBES: dict[str, list[str]] = {
     "scheduler": ["scheduler", "--help"],
     "worker": ["worker"],
     "quantize": ["quantize", "m.onnx"],
+    "pipeline": ["pipeline", "m.onnx", "--calibration", "no-such-set", "--accuracy", "no-such"],
     "compare": ["compare", "no-such-a", "no-such-b"],
+    "report": ["report", "no-such-results"],
 }
 
 

@@ -206,14 +206,14 @@ def queue_with_power(terminal: Terminal, model: Path, phone: str) -> None:
         STEP_TIMEOUT_S,
     )
     # the focus order: runtime, warmup, runs, min-seconds, threads, rounds, precision, settle,
-    # priority, perf-profile, quantization-overrides, power, per-layer, the Queue button
+    # priority, perf-profile, quantization-overrides, accuracy, power, per-layer, the Queue button
     tab(terminal, 3)
     set_field(terminal, POWER_JOB_RUNS, "warmup", 1)
     tab(terminal, 3)
     set_field(terminal, "1", "rounds", 0)
     tab(terminal)
     set_field(terminal, "0", "rounds", 1)  # precision 0: no extra rounds
-    tab(terminal, 5)
+    tab(terminal, 6)
     terminal.keys("Space")  # power on
     time.sleep(KEY_SETTLE_S)
     tab(terminal, 2)

@@ -1,0 +1,184 @@
+"""A power job synced by beacon (``--power-sync beacon``): one continuous capture from the first
+beacon to the last, the job's energy placed by the device's own clock.
+
+The capture stays open over: beacon 1, the idle baseline, the rounds (each stamped on the
+device's clock by its session), beacon 2, a short tail. ``sync_queue`` finds both beacons in
+the trace, fits device -> monitor time and measures the baseline (between the end of beacon 1
+and the first round, on the device clock) and every round from the device's stamps. When no
+beacon ran or none was found, or a round came back without stamps, the job is measured as
+today (``capture.measure_energy`` over the host's windows, which hold no beacon) and its
+warnings say why.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backends.devices.base import BenchError
+from backends.power.beacon import BeaconPattern
+from backends.power.capture import (
+    POWER_TAIL_S,
+    EnergyReading,
+    EnergyWindows,
+    PowerChannel,
+    excess_error_w,
+    measure_energy,
+    resolution_warning,
+    resolved,
+)
+from backends.power.sync_energy import BeaconStamp, JobStamps, Span, sync_queue
+from backends.power.trace import read_trace
+
+BASELINE_GUARD_S = 0.1  # kept clear of the beacon's end and the first round's start
+SYNC_MODES = {"beacon": "beacon", "beacon-offset-only": "one beacon", "host-windows": "windows"}
+
+
+@dataclass
+class BeaconRuns:
+    """The beacons the device ran (device start + the host's window around each), and why
+    one did not run."""
+
+    stamps: list[BeaconStamp]
+    failure: str = ""
+
+    def run(self, beacon: Callable[[], float | None]) -> None:
+        if self.failure:
+            return
+        sent = time.time()
+        try:
+            start = beacon()
+        except BenchError as error:
+            self.failure = f"the beacon did not run: {error}"
+            return
+        if start is None:
+            self.failure = "this device's session cannot run the power sync beacon"
+            return
+        self.stamps.append(BeaconStamp(start, (sent, time.time())))
+
+
+def capture_synced(
+    channel: PowerChannel,
+    trace: Path,
+    baseline_s: float,
+    beacon: Callable[[], float | None],
+    timed: Callable[[], int | None],
+    device_rounds: Callable[[], Sequence[Span]],
+    wait: Callable[[float, str], None],
+    tail_s: float = POWER_TAIL_S,
+    pattern: BeaconPattern | None = None,
+) -> EnergyReading | None:
+    """Record ``trace`` over beacon, baseline, rounds, beacon and tail; energy per inference
+    from the beacons' clock fit, else from the host's windows (the reason in the warning).
+
+    ``beacon()`` runs one beacon on the device (its device-clock start; None: cannot;
+    BenchError: failed), ``timed()`` runs the rounds (iterations, None when the job ended
+    inside), ``device_rounds()`` their device-clock spans; ``wait`` as in ``capture_energy``.
+    """
+    pattern = pattern or BeaconPattern.default()
+    beacons = BeaconRuns([])
+    dropped_before = channel.dropped
+    with channel.capture(trace):
+        beacons.run(beacon)
+        baseline_start = time.time()
+        wait(baseline_s, "power baseline")
+        timed_start = time.time()
+        iterations = timed()
+        timed_end = time.time()
+        if iterations is None:
+            return None
+        beacons.run(beacon)
+        wait(tail_s, "power")
+    windows = EnergyWindows((baseline_start, timed_start), (timed_start, timed_end), iterations)
+    dropped = channel.dropped - dropped_before
+    reason = beacons.failure if not beacons.stamps else ""
+    rounds = list(device_rounds())
+    if not reason and sum(span.iterations for span in rounds) != iterations:
+        reason = f"only {len(rounds)} round(s) came back with the device's clock stamps"
+    if not reason:
+        try:
+            return _by_beacon(trace, windows, beacons, rounds, pattern, dropped)
+        except _NoSync as error:
+            reason = str(error)
+    return _by_windows(trace, windows, dropped, reason)
+
+
+class _NoSync(Exception):
+    """The beacons gave no usable placement; the message says why."""
+
+
+def _by_beacon(
+    trace: Path,
+    windows: EnergyWindows,
+    beacons: BeaconRuns,
+    rounds: list[Span],
+    pattern: BeaconPattern,
+    dropped: int,
+) -> EnergyReading:
+    first = beacons.stamps[0].device_start + pattern.duration_s + BASELINE_GUARD_S
+    last = max(first, rounds[0].start - BASELINE_GUARD_S)
+    stamps = JobStamps(
+        job_id="job",
+        device_baseline=Span(first, last),
+        device_rounds=tuple(rounds),
+        host_baseline=Span(*windows.baseline),
+        host_timed=Span(*windows.timed, windows.iterations),
+    )
+    try:
+        sync = sync_queue(read_trace(trace), [stamps], beacons.stamps, pattern)
+    except (OSError, ValueError) as error:
+        raise _NoSync(f"the trace could not be read for the beacon: {error}") from error
+    row = sync.jobs[0]
+    if row.sync == "host-windows" or sync.fit is None:
+        raise _NoSync(row.sync_reason or "no beacon found in the trace")
+    power: dict[str, Any] = dict(row.power)
+    fit = power.pop("clock_fit")
+    timed_start = power["timed_window"][0]  # the noise shrinks with the rounds' own seconds
+    error_w = excess_error_w(
+        trace,
+        EnergyWindows(
+            tuple(power["baseline_window"]), (timed_start, timed_start + power["window_s"]), 1
+        ),
+    )
+    reason = "; ".join(part for part in (row.sync_reason, beacons.failure) if part)
+    power.update(
+        power_sync=SYNC_MODES[row.sync],
+        power_sync_reason=reason,
+        clock_offset_s=fit["offset_s"],
+        clock_drift_ppm=fit["drift_ppm"] if fit["drift_solved"] else None,
+        clock_fit=fit,
+        beacons=[match.to_dict() for match in sync.matches],
+        excess_error_w=error_w,
+        host_baseline_window=list(windows.baseline),
+        host_timed_window=list(windows.timed),
+        device_rounds=[[span.start, span.end, span.iterations] for span in rounds],
+        dropped=dropped,
+        trace_path=str(trace),
+    )
+    warning = None
+    if not resolved(power["mean_w"] - power["baseline_w"], error_w):
+        power["energy_per_inference_mj"] = None
+        warning = resolution_warning(power)
+    elif reason:
+        warning = f"power sync: {reason}"
+    return EnergyReading(power, warning)
+
+
+def _by_windows(trace: Path, windows: EnergyWindows, dropped: int, reason: str) -> EnergyReading:
+    """Today's method over the host's windows; the warning starts with why not by beacon."""
+    note = f"power sync by beacon not used ({reason}); energy from the host's windows"
+    try:
+        power = measure_energy(trace, windows, dropped)
+    except BenchError as error:
+        partial = {"trace_path": str(trace), "dropped": dropped, "power_sync": "windows"}
+        partial["power_sync_reason"] = reason
+        return EnergyReading(partial, f"{note}; energy not measured: {error}")
+    power.update(power_sync="windows", power_sync_reason=reason)
+    unresolved = resolution_warning(power)
+    return EnergyReading(power, f"{note}; {unresolved}" if unresolved else note)
+
+
+__all__ = ["BASELINE_GUARD_S", "SYNC_MODES", "capture_synced"]
