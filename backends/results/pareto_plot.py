@@ -63,6 +63,8 @@ def plot_accuracy_vs_latency(points: Sequence[ParetoPoint], path: str | Path) ->
         ax.xaxis.set_minor_formatter(plain)
         ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.margins(x=0.15, y=0.15)
+        low, high = ax.get_ylim()  # no room above 100 % or below 0 % (one point pads both ways)
+        ax.set_ylim(max(low, 0.0), min(high, 100.5))
         ax.legend(loc="best", fontsize=8)
     ax.set_xlabel(f"latency ({unit}, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
