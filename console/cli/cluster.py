@@ -21,7 +21,7 @@ import platformdirs
 from rich.console import Console
 
 from backends.core.config import Config
-from backends.core.store import STORE_FILE, Store, StoreLocked
+from backends.core.store import STORE_FILE, StoreLocked
 from console.cli.exit_codes import ExitCode, UsageError
 from console.cli.run import (
     device_ids,
@@ -30,6 +30,7 @@ from console.cli.run import (
     run_jobs,
     table_format_of,
 )
+from console.cli.shared import open_store
 
 if TYPE_CHECKING:
     from backends.cluster.client import ClusterLab
@@ -170,12 +171,7 @@ def scheduler_command(parsed: argparse.Namespace, err: Console) -> int:
         raise UsageError("--prefetch must be 1 or more")
     security = cluster_security(_tls(parsed), "scheduler")
     out = Path(parsed.out) if parsed.out else Path(platformdirs.user_data_dir("devlab")) / "cluster"
-    try:
-        store = Store(out / STORE_FILE)
-    except StoreLocked as error:
-        raise UsageError(str(error)) from None
-    except OSError as error:
-        raise UsageError(f"cannot use --out {out}: {error.strerror or error}") from None
+    store = open_store(out / STORE_FILE)
     try:
         asyncio.run(_serve_scheduler(store, parsed, security))
     except OSError as error:

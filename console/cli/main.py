@@ -16,8 +16,8 @@ from rich.console import Console
 
 from backends.core.extras import MissingExtra
 from backends.core.lab import Lab, discover_devices
-from backends.core.options import BENCH_OPTIONS, TABLE_FORMAT_HELP, TABLE_FORMATS
-from backends.core.store import STORE_FILE, Store, StoreLocked
+from backends.core.options import TABLE_FORMAT_HELP, TABLE_FORMATS
+from backends.core.store import STORE_FILE
 from console.cli.exit_codes import ExitCode, UsageError
 from console.cli.global_options import after_subcommand
 from console.cli.run import (
@@ -33,6 +33,7 @@ from console.cli.run import (
     run_jobs,
     table_format_of,
 )
+from console.cli.shared import add_bench_options, open_store
 
 EPILOG = """\
 exit codes: 0 all jobs done, 1 some jobs or inputs failed, 2 usage error or no valid input,
@@ -75,23 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="device id or alias (repeatable; default host:cpu)",
     )
     parser.add_argument("--runtime", metavar="NAME", help="runtime (default: the device's first)")
-    for option in BENCH_OPTIONS:
-        if option.kind is bool:
-            parser.add_argument(
-                option.flag,
-                dest=option.field,
-                action="store_true",
-                default=None,  # absent: keep the config's value
-                help=option.help,
-            )
-        else:
-            parser.add_argument(
-                option.flag,
-                dest=option.field,
-                type=option.kind,
-                metavar=option.metavar,
-                help=option.help,
-            )
+    add_bench_options(parser)
     parser.add_argument(
         "--input-shape",
         action="append",
@@ -234,10 +219,7 @@ def console_command(args: argparse.Namespace, open_console: ConsoleOpener | None
             return open_console(cluster_lab, config, folder)
         finally:
             cluster_lab.shutdown()
-    try:
-        store = Store(folder / STORE_FILE)
-    except StoreLocked as error:
-        raise UsageError(str(error)) from None
+    store = open_store(folder / STORE_FILE)
     from backends.measure.canary_store import CanaryStore
 
     lab = Lab(
@@ -291,12 +273,7 @@ def run_command(args: argparse.Namespace, err: Console) -> int:
     links = power_links(config)
     wanted = device_ids(args, config, discover_devices(backends))
     out_dir = Path(args.out or "results")
-    try:
-        store = Store(out_dir / STORE_FILE, fresh=args.fresh)
-    except StoreLocked as error:
-        raise UsageError(str(error)) from None
-    except OSError as error:
-        raise UsageError(f"cannot use --out {out_dir}: {error.strerror or error}") from None
+    store = open_store(out_dir / STORE_FILE, fresh=args.fresh)
     from backends.measure.canary_store import CanaryStore
 
     lab = Lab(store, backends, power_links=links, canaries=CanaryStore())

@@ -22,9 +22,8 @@ from rich.table import Table
 from backends.core.config import Config
 from backends.core.lab import discover_devices
 from backends.core.lab_api import LabApi
-from backends.core.options import BENCH_OPTIONS
 from backends.core.records import Model
-from backends.core.store import STORE_FILE, Store, StoreLocked
+from backends.core.store import STORE_FILE
 from backends.models.intake import ModelError, collect_models
 from backends.pipeline.plan import ORDERS, SCHEMES, PipelineRequest, Stage
 from backends.pipeline.run import HostStages, LocalHostStages, PipelineReport, PipelineRun
@@ -37,6 +36,7 @@ from console.cli.run import (
     power_links,
     table_format_of,
 )
+from console.cli.shared import add_bench_options, open_store
 
 QUANTIZED_DIR = "quantized"  # under --out: the int8 models, by content address
 
@@ -71,19 +71,7 @@ def build_pipeline_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="print pipeline.csv's rows as JSON on stdout"
     )
-    for option in BENCH_OPTIONS:
-        if option.kind is bool:
-            parser.add_argument(
-                option.flag, dest=option.field, action="store_true", default=None, help=option.help
-            )
-        else:
-            parser.add_argument(
-                option.flag,
-                dest=option.field,
-                type=option.kind,
-                metavar=option.metavar,
-                help=option.help,
-            )
+    add_bench_options(parser)
     parser.set_defaults(input_shape=[])
     return parser
 
@@ -163,12 +151,7 @@ def _lab(
     backends = backends_from_config(config)
     found = discover_devices(backends)
     (device,) = device_ids(argparse.Namespace(device=[parsed.device or "host:cpu"]), config, found)
-    try:
-        store = Store(out / STORE_FILE)
-    except StoreLocked as error:
-        raise UsageError(str(error)) from None
-    except OSError as error:
-        raise UsageError(f"cannot use --out {out}: {error.strerror or error}") from None
+    store = open_store(out / STORE_FILE)
     from backends.core.lab import Lab
     from backends.measure.canary_store import CanaryStore
 
