@@ -37,9 +37,11 @@ from backends.power.trace import TraceWriter, block_noise_w, window_stats
 log = logging.getLogger(__name__)
 
 POWER_TAIL_S = 0.3  # idle after the timed window, so that its last samples reach the trace
-# a window's excess over idle counts as energy when it is this many errors above zero (a false
-# 'resolved' on a constant draw then happens about once in 700 readings)
-RESOLVE_SIGMAS = 3.0
+# a window's excess over idle counts as energy when it is this many errors above zero; with the
+# error estimated from about 20 block means (19 degrees of freedom), a constant draw passes for
+# an energy well under once in a thousand readings
+RESOLVE_SIGMAS = 4.0
+NOISE_BLOCKS = 20  # block means the baseline is cut into (at most 100 ms each)
 
 
 @dataclass(frozen=True)
@@ -264,14 +266,17 @@ def capture_energy(
 
 
 def excess_error_w(trace: Path, windows: EnergyWindows) -> float:
-    """The 1-sigma error of (timed mean - baseline mean), from how much the baseline's 100 ms
-    means wander: both means carry it, each shrinking with the square root of its length."""
-    block_s = 0.1
+    """The 1-sigma error of (timed mean - baseline mean), from how much the baseline's block
+    means (100 ms, shorter for a short baseline so that there are ``NOISE_BLOCKS``) wander:
+    both means carry it, each shrinking with the square root of its length."""
+    baseline_s = windows.baseline[1] - windows.baseline[0]
+    if baseline_s <= 0:
+        return math.nan
+    block_s = min(0.1, baseline_s / NOISE_BLOCKS)
     noise_w = block_noise_w(trace, *windows.baseline, block_s=block_s)
     if not math.isfinite(noise_w):
         return math.nan
     timed_s = max(windows.timed[1] - windows.timed[0], 1e-9)
-    baseline_s = windows.baseline[1] - windows.baseline[0]
     return noise_w * math.sqrt(block_s / timed_s + block_s / baseline_s)
 
 
@@ -306,7 +311,9 @@ def measure_energy(trace: Path, windows: EnergyWindows, dropped: int = 0) -> dic
             f"{'timed' if samples == 0 else 'baseline'} window"
         )
     duration = windows.timed[1] - windows.timed[0]
-    net_j = energy_j - baseline_w * duration
+    # from the means, not energy_j: samples the monitor dropped inside the window are not
+    # measured time, and must not read as less energy than idle
+    net_j = (mean_w - baseline_w) * duration
     error_w = excess_error_w(trace, windows)
     return {
         "mean_w": mean_w,
