@@ -269,7 +269,7 @@ def test_the_virtual_lab_config_names_the_jetson_when_asked(tmp_path: Path) -> N
 
     from backends.virtual.lab import config_text
 
-    args = ("127.0.0.1:5037", "adb:127.0.0.1:1", "/dev/pts/9", "http://127.0.0.1:2", tmp_path)
+    args = ("127.0.0.1:15099", "adb:127.0.0.1:1", "/dev/pts/9", "http://127.0.0.1:2", tmp_path)
     plain = tomllib.loads(config_text(*args))
     assert "jetson" not in plain["aliases"] and len(plain["dpu"]["endpoints"]) == 1
     both = tomllib.loads(config_text(*args, ("http://127.0.0.1:3", tmp_path / "j.token")))
