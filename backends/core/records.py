@@ -306,8 +306,10 @@ class Result:
     ``stats`` summarise the timed runs (the tool's end-to-end inference time, the
     nnabla-nas "Total Inference Time"); ``forward_stats`` is the runtime's forward time
     ("Forward Propagate"): the timed runs less ``call_cost_us`` (the fixed per-call cost,
-    measured on a null model) where the session measured it, else from a separate profiled
-    pass where the tool offers one, like ``layers_stats`` ("Layers Time").
+    measured on a null model) plus ``cold_weights_us`` (what a call costs more with its
+    weights out of the per-core cache, as inside a network) where the session measured it,
+    else from a separate profiled pass where the tool offers one, like ``layers_stats``
+    ("Layers Time").
     """
 
     job_id: str
@@ -320,6 +322,7 @@ class Result:
     layers_stats: Stats | None = None
     layers: list[LayerTime] = field(default_factory=list)
     call_cost_us: float | None = None
+    cold_weights_us: float | None = None
     load_us: float | None = None
     first_inference_us: float | None = None
     tool: str = ""

@@ -77,6 +77,9 @@ class SessionInfo:
     #: The harness's fixed cost of one call (input binding, output copy, the call itself),
     #: measured on a null model of the same inputs and outputs; None where not measured.
     call_cost_us: float | None = None
+    #: What a call costs more when the weights are out of the per-core cache, as inside a
+    #: network (``backends/devices/host_cold.py``); None where not measured.
+    cold_weights_us: float | None = None
 
 
 @dataclass

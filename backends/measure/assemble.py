@@ -55,6 +55,7 @@ def assemble_result(
         layers_stats=profile.layers_stats if profile else None,
         layers=profile.layers if profile else [],
         call_cost_us=info.call_cost_us,
+        cold_weights_us=info.cold_weights_us,
         load_us=info.load_us,
         first_inference_us=info.first_inference_us,
         tool=info.tool,
@@ -130,11 +131,13 @@ def forward_stats(
     rounds: Rounds, stats: Stats, info: SessionInfo, profile: LayerProfile | None
 ) -> Stats | None:
     """The "Forward Propagate" key: every timed run less the session's fixed per-call cost,
-    so module times add up to a model's (the cost is paid once per call, not once per module);
-    its median is the headline's less that cost. Else the profiled pass's forward time, where the
-    tool has one."""
+    so module times add up to a model's (the cost is paid once per call, not once per module),
+    plus what the call costs more with its weights out of the per-core cache (a module's weights
+    are cold inside a network; ``cold_weights_us``, 0 or None for a model that evicts its own);
+    its median is the headline's shifted the same way. Else the profiled pass's forward time,
+    where the tool has one."""
     if info.call_cost_us is not None and rounds.source == "iterations" and rounds.latencies:
-        cost = info.call_cost_us
+        cost = info.call_cost_us - (info.cold_weights_us or 0.0)
         forward = summarize([max(latency - cost, 0.0) for latency in rounds.latencies])
         if stats.median is not None:
             forward.median = max(stats.median - cost, 0.0)

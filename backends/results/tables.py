@@ -246,6 +246,7 @@ def _record(job: Job, result: Result | None, device: Device | None) -> dict[str,
     record["first_inference_us"] = result.first_inference_us if result is not None else None
     record["forward_median_us"] = _median(result.forward_stats if result else None)
     record["call_cost_us"] = result.call_cost_us if result is not None else None
+    record["cold_weights_us"] = result.cold_weights_us if result is not None else None
     record["layers_median_us"] = _median(result.layers_stats if result else None)
     record["tool"] = result.tool if result is not None else None
     record["tool_version"] = result.tool_version if result is not None else None
@@ -477,6 +478,7 @@ def _empty_columns() -> list[str]:
         "first_inference_us",
         "forward_median_us",
         "call_cost_us",
+        "cold_weights_us",
         "layers_median_us",
         "tool",
         "tool_version",

@@ -26,6 +26,7 @@ from backends.space.measurements import (
     CALL_KEY,
     FORWARD_KEY,
     LAYERS_KEY,
+    NORMALISED_STAT,
     RESULT_COLUMNS,
     STATS,
     TOTAL_KEY,
@@ -319,7 +320,11 @@ def _module_values(
 ) -> tuple[dict[str, float], float]:
     """What to sum per module, and the call cost to add once per model: each module's Forward
     Propagate and the median Call Overhead where the table has both for every module of
-    ``key``; else the modules' ``key`` values themselves and no call cost."""
+    ``key``; else the modules' ``key`` values themselves and no call cost.
+
+    Forward Propagate is a raw median; summed against drift-normalised totals
+    (``Normalised_Time``) each module's is put on that basis by its own normalised/raw ratio,
+    so that the two sides of the sum are at one pace of the host."""
     modules = table.modules(label, key, stat)
     if key != TOTAL_KEY:
         return modules, 0.0
@@ -327,7 +332,12 @@ def _module_values(
     calls = table.modules(label, CALL_KEY, "Median_Time")
     if not modules or not set(modules) <= set(forward) or not set(modules) <= set(calls):
         return modules, 0.0
-    return {uid: forward[uid] for uid in modules}, float(np.median(list(calls.values())))
+    pace = {uid: 1.0 for uid in modules}
+    if stat == NORMALISED_STAT:
+        raw = table.modules(label, TOTAL_KEY, "Median_Time")
+        pace = {uid: modules[uid] / raw[uid] if raw.get(uid) else 1.0 for uid in modules}
+    summed = {uid: forward[uid] * pace[uid] for uid in modules}
+    return summed, float(np.median(list(calls.values())))
 
 
 def accuracy(measured: Sequence[float], predicted: Sequence[float]) -> Accuracy:

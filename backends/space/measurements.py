@@ -28,7 +28,8 @@ TOTAL_KEY = "Total Inference Time"
 FORWARD_KEY = "Forward Propagate"
 LAYERS_KEY = "Layers Time"
 CALL_KEY = "Call Overhead"  # the fixed cost of one call, once per model (devlab's own key)
-STATS: tuple[str, ...] = ("Min_Time", "Avg_Time", "Median_Time", "Max_Time", "Normalised_Time")
+NORMALISED_STAT = "Normalised_Time"  # the drift-normalised median, where the canary ran
+STATS: tuple[str, ...] = ("Min_Time", "Avg_Time", "Median_Time", "Max_Time", NORMALISED_STAT)
 
 # results.csv column holding each (latency key, stat) of a whole model.
 RESULT_COLUMNS: dict[tuple[str, str], str] = {

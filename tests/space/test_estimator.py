@@ -423,3 +423,29 @@ def test_forward_times_plus_one_call_cost_make_the_raw_sum_add_up(tmp_path: Path
         fit_estimator(LatencyTable(values, None, "t"), sampled).save(tmp_path / "e.json")
     )
     assert saved.predict(uids) == pytest.approx(forward[UIDS[0]] + forward[UIDS[2]] + call)
+
+
+def test_forward_times_join_normalised_totals_on_their_basis() -> None:
+    """Forward Propagate is a raw median; against Normalised_Time totals each module's is put
+    at the normalised pace by its own normalised/raw ratio (the modules ran while the host was
+    10 % slower than its reference history: their raw figures are 10 % high)."""
+    call = 6.0
+    table, sampled = synthetic(30, scale=1.0, bias=0.0)
+    pace = 1.1
+    values = dict(table.values)
+    for uid, value in LATENCY.items():
+        values[(uid, "onnxruntime", TOTAL_KEY, "Median_Time")] = value * pace
+        values[(uid, "onnxruntime", TOTAL_KEY, "Normalised_Time")] = value
+        values[(uid, "onnxruntime", "Forward Propagate", "Median_Time")] = (value - call) * pace
+        values[(uid, "onnxruntime", "Call Overhead", "Median_Time")] = call
+    for item in sampled:
+        uids = item.module_uids["block"]
+        exact = sum(LATENCY[u] - call for u in uids) + call
+        item.latencies[(TOTAL_KEY, "Normalised_Time")] = exact
+        item.latencies[(TOTAL_KEY, "Median_Time")] = exact * pace
+    table = LatencyTable(values, ["host:cpu"], "t.csv")
+    normalised = fit_estimator(table, sampled).fit_for()
+    assert normalised.report.raw_sum.mape_pct == pytest.approx(0.0, abs=1e-9)
+    raw = fit_estimator(table, sampled, stat="Median_Time").fit_for()
+    # raw against raw: the forward times are summed as they are, the call cost once
+    assert raw.report.raw_sum.mape_pct < 1.0
