@@ -137,9 +137,9 @@ def forward_stats(
     its median is the headline's shifted the same way. Else the profiled pass's forward time,
     where the tool has one."""
     if info.call_cost_us is not None and rounds.source == "iterations" and rounds.latencies:
-        cost = info.call_cost_us - (info.cold_weights_us or 0.0)
-        forward = summarize([max(latency - cost, 0.0) for latency in rounds.latencies])
+        shift = info.call_cost_us - (info.cold_weights_us or 0.0)
+        forward = summarize([max(latency - shift, 0.0) for latency in rounds.latencies])
         if stats.median is not None:
-            forward.median = max(stats.median - cost, 0.0)
+            forward.median = max(stats.median - shift, 0.0)
         return forward
     return profile.forward_stats if profile else None
