@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +30,7 @@ from backends.virtual.attach import AttachedPhone, attach_virtual_phone
 from backends.virtual.jetson import jetson_agent
 from backends.virtual.loopback_agent import LoopbackAgent
 from backends.virtual.monsoon import VirtualMonsoon
+from backends.virtual.reaper import start_reaper
 
 CONFIG_NAME = "devlab.toml"
 PHONE_TIMEOUT_S = 15.0
@@ -76,6 +79,7 @@ class VirtualLab:
         self.config_path: Path | None = None
         self.pieces: list[LabPiece] = []
         self._stops: list[Callable[[], None]] = []  # in start order; run in reverse
+        self._reaper: subprocess.Popen[bytes] | None = None
 
     @property
     def pids(self) -> list[int]:
@@ -96,7 +100,12 @@ class VirtualLab:
             self.folder = Path(tempfile.mkdtemp(prefix="devlab-lab-"))
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            return self._start_pieces(self.folder)
+            config_path = self._start_pieces(self.folder)
+            # a SIGKILLed lab cannot stop its processes: a watcher does (backends/virtual/reaper)
+            self._reaper = start_reaper(
+                os.getpid(), self.pids, self.folder if self._own_folder else None
+            )
+            return config_path
         except BaseException as error:  # Ctrl-C half way too: stop what did start
             with contextlib.suppress(VirtualLabError):
                 self.close()
@@ -163,8 +172,25 @@ class VirtualLab:
         if self._own_folder and self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
+        self._stop_reaper()
         if errors:
             raise VirtualLabError(f"stopping the virtual lab: {errors[0]}") from errors[0]
+
+    def _stop_reaper(self) -> None:
+        reaper, self._reaper = self._reaper, None
+        if reaper is None:
+            return
+        reaper.terminate()
+        try:
+            reaper.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            reaper.kill()
+            reaper.wait()
+
+    @property
+    def reaper_pid(self) -> int | None:
+        """The watcher that ends the lab's processes if the lab is killed (None when down)."""
+        return self._reaper.pid if self._reaper is not None else None
 
 
 def _wait_listed(phone: AttachedPhone, timeout_s: float = PHONE_TIMEOUT_S) -> None:

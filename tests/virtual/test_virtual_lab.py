@@ -102,10 +102,13 @@ def test_the_lab_starts_every_piece_and_close_stops_them_all() -> None:
         pids = lab.pids
         assert pids == [pieces["adb server"].pid, pieces["agent"].pid]
         assert all(not gone(pid) for pid in pids)
+        reaper = lab.reaper_pid  # the watcher for a lab killed without a chance to stop
+        assert reaper is not None and not gone(reaper)
         assert registry.lookup(phone_id) is not None
     finally:
         lab.close()
     assert all(gone(pid) for pid in pids)
+    assert gone(reaper) and lab.reaper_pid is None
     assert not server_reachable("127.0.0.1", adb_port)
     assert not Path(folder).exists()
     assert registry.lookup(phone_id) is None
