@@ -168,6 +168,17 @@ BENCH_OPTIONS: tuple[Option, ...] = (
         dialog=False,
     ),
     Option(
+        "power_beacons",
+        "--power-beacons",
+        str,
+        "with --power-sync beacon: job (default; a beacon before the baseline and one after the "
+        "last round) or round (one before every round and one after the last: drift resolved "
+        "from more beacons, about 0.7 s more per round; docs/power-sync.md)",
+        "WHEN",
+        choices=("job", "round"),
+        dialog=False,
+    ),
+    Option(
         "per_layer", "--per-layer", bool, "also measure per-layer times in a separate profiled pass"
     ),
 )

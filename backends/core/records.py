@@ -221,6 +221,9 @@ class JobSettings:
     # how a power job's windows meet the trace: "windows" (the host's timestamps) or "beacon"
     # (device-stamped rounds placed by sync beacons; docs/power-sync.md)
     power_sync: str = "windows"
+    # with "beacon": a beacon before and after the job ("job") or before every round and
+    # after the last ("round": drift resolved from more beacons; docs/power-sync.md)
+    power_beacons: str = "job"
     perf_profile: str | None = None  # SNPE --perf_profile (burst, high_performance...)
     clip_ranges: str | None = None  # MQBench/SNPE clip-range JSON: --quantization_overrides
     input_shapes: dict[str, list[int]] = field(default_factory=dict)

@@ -59,7 +59,7 @@ from backends.measure.rounds import Rounds, every_round_has_canary, split_runs
 from backends.measure.stats import live_median_p90
 from backends.power.capture import PowerManager, capture_energy
 from backends.power.rails import rail_batch, rail_energy
-from backends.power.sync_capture import capture_synced
+from backends.power.sync_capture import StampedRound, capture_synced
 from backends.power.sync_energy import Span
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,8 @@ class JobRun:
     drift: dict[str, Any] | None = None  # the device's canary against its history
     ended: bool = False  # done, failed or cancelled
     round_seconds: float | None = None  # how long each round runs at least (None: by count)
-    device_rounds: list[Span] = field(default_factory=list)  # rounds on the device's clock
+    device_rounds: list[StampedRound] = field(default_factory=list)  # on the device's clock
+    before_round: Callable[[], None] | None = None  # a power sync beacon between rounds
 
     def fraction(self, done: int, round_elapsed_s: float = 0.0) -> float:
         """The whole job's progress, 0..1, so a live bar never falls back between rounds:
@@ -344,6 +345,8 @@ class DeviceWorker(threading.Thread):
         done, total = sum(run.rounds.sizes), job.settings.runs
         # a cancel or shutdown is honoured between rounds too, however short they are
         self._progress(job, phase, done, total, run.fraction(done))
+        if run.before_round is not None:
+            run.before_round()
         # no canary inside a power job's energy window: its runs would count as the model's
         wants_canary = not (job.settings.skip_canary or job.settings.power)
         session, reference = run.session, probe.session(job) if wants_canary else None
@@ -378,7 +381,8 @@ class DeviceWorker(threading.Thread):
             raise BenchError(f"{job.model.path}: the runtime returned no timed runs")
         run.rounds.add(timed)
         if timed.device_span is not None:  # a power job synced by beacon
-            run.device_rounds.append(Span(*timed.device_span, timed.count))
+            command = Span(*timed.device_span, timed.count)
+            run.device_rounds.append(StampedRound(command, timed.device_loop_s))
         run.canaries.append(canary)
         run.large_canaries.append(large)
 
@@ -439,14 +443,23 @@ class DeviceWorker(threading.Thread):
 
         if job.settings.power_sync == "beacon" and run.session is not None:
             session = run.session
+
+            def rounds_with(before_round: Callable[[], None]) -> int | None:
+                run.before_round = before_round
+                try:
+                    return timed()
+                finally:
+                    run.before_round = None
+
             reading = capture_synced(
                 channel,
                 trace,
                 job.settings.power_baseline_s,
-                lambda: self._beacon(job, session),
-                timed,
+                lambda: self._beacon(run, session),
+                rounds_with,
                 lambda: run.device_rounds,
                 wait,
+                every_round=job.settings.power_beacons == "round",
             )
         else:
             reading = capture_energy(channel, trace, job.settings.power_baseline_s, timed, wait)
@@ -455,9 +468,10 @@ class DeviceWorker(threading.Thread):
                 run.warnings.append(reading.warning)
             run.power = reading.power
 
-    def _beacon(self, job: Job, session: BenchSession) -> float | None:
+    def _beacon(self, run: JobRun, session: BenchSession) -> float | None:
         """One power sync beacon on the device (cancel is honoured before it)."""
-        self._progress(job, "power beacon", 0, None, 0.0)
+        done = sum(run.rounds.sizes)
+        self._progress(run.job, "power beacon", done, run.job.settings.runs, run.fraction(done))
         return session.sync_beacon()
 
     def _measures_own_power(self, run: JobRun) -> bool:

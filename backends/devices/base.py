@@ -52,6 +52,10 @@ class Timed:
     #: The round's start and end on the device's own clock (epoch seconds), where the session
     #: stamps them (a power job synced by beacon: ``backends.power.sync_capture``); else None.
     device_span: tuple[float, float] | None = None
+    #: How long the tool says its timed loop took (seconds; its own total, or count x mean),
+    #: where a stamped round's tool printed it: the energy window is then the loop's, not the
+    #: whole command's (model load, warm-up). None: the tool did not say.
+    device_loop_s: float | None = None
 
     @property
     def count(self) -> int:

@@ -2,12 +2,15 @@
 beacon to the last, the job's energy placed by the device's own clock.
 
 The capture stays open over: beacon 1, the idle baseline, the rounds (each stamped on the
-device's clock by its session), beacon 2, a short tail. ``sync_queue`` finds both beacons in
-the trace, fits device -> monitor time and measures the baseline (between the end of beacon 1
-and the first round, on the device clock) and every round from the device's stamps. When no
-beacon ran or none was found, or a round came back without stamps, the job is measured as
-today (``capture.measure_energy`` over the host's windows, which hold no beacon) and its
-warnings say why.
+device's clock by its session), beacon 2, a short tail; with ``every_round`` (``--power-beacons
+round``) a beacon also runs before every round after the first, so the fit has rounds + 1
+beacons. ``sync_queue`` finds the beacons in the trace, fits device -> monitor time and
+measures the baseline (between the end of beacon 1 and the first round, on the device clock)
+and every round from the device's stamps: over the tool's timed loop where its output says how
+long that took (``StampedRound.window``), else over the whole command. When no beacon ran or
+none was found, or a round came back without stamps, the job is measured as today
+(``capture.measure_energy`` over the host's windows, which hold no beacon) and its warnings say
+why.
 """
 
 from __future__ import annotations
@@ -35,6 +38,34 @@ from backends.power.trace import read_trace
 
 BASELINE_GUARD_S = 0.1  # kept clear of the beacon's end and the first round's start
 SYNC_MODES = {"beacon": "beacon", "beacon-offset-only": "one beacon", "host-windows": "windows"}
+TIMED_LOOP, COMMAND = "timed loop", "command"  # a round's energy window (Result.power)
+
+
+@dataclass(frozen=True)
+class StampedRound:
+    """One round on the device's clock: the stamps around its whole command (``iterations``
+    timed inside), and how long the tool says its timed loop took (None: it did not say)."""
+
+    command: Span
+    loop_s: float | None = None
+
+    def window(self) -> tuple[Span, str, str]:
+        """The round's energy window, its kind and why not the timed loop (empty when it is).
+
+        The timed loop is ``[end - loop_s, end]``: the tool prints and exits right after its
+        loop, while the model load, init and warm-up all come before it. A tool that did not
+        say, or says its loop took longer than the whole command, keeps the command."""
+        span = self.command
+        if self.loop_s is None:
+            return span, COMMAND, "the tool printed no duration of its timed loop"
+        if not 0 < self.loop_s <= span.end - span.start:
+            return (
+                span,
+                COMMAND,
+                f"the tool's timed loop ({self.loop_s:.6f} s) does not fit its stamped "
+                f"command ({span.end - span.start:.6f} s)",
+            )
+        return Span(span.end - self.loop_s, span.end, span.iterations), TIMED_LOOP, ""
 
 
 @dataclass
@@ -65,28 +96,39 @@ def capture_synced(
     trace: Path,
     baseline_s: float,
     beacon: Callable[[], float | None],
-    timed: Callable[[], int | None],
-    device_rounds: Callable[[], Sequence[Span]],
+    timed: Callable[[Callable[[], None]], int | None],
+    device_rounds: Callable[[], Sequence[StampedRound]],
     wait: Callable[[float, str], None],
     tail_s: float = POWER_TAIL_S,
     pattern: BeaconPattern | None = None,
+    every_round: bool = False,
 ) -> EnergyReading | None:
     """Record ``trace`` over beacon, baseline, rounds, beacon and tail; energy per inference
     from the beacons' clock fit, else from the host's windows (the reason in the warning).
 
     ``beacon()`` runs one beacon on the device (its device-clock start; None: cannot;
-    BenchError: failed), ``timed()`` runs the rounds (iterations, None when the job ended
-    inside), ``device_rounds()`` their device-clock spans; ``wait`` as in ``capture_energy``.
+    BenchError: failed), ``timed(before_round)`` runs the rounds, calling ``before_round()``
+    before each (iterations, None when the job ended inside), ``device_rounds()`` gives them on
+    the device's clock; ``wait`` as in ``capture_energy``. With ``every_round`` a beacon runs
+    before every round but the first (beacon 1 and the baseline precede that one).
     """
     pattern = pattern or BeaconPattern.default()
     beacons = BeaconRuns([])
+    begun = 0
+
+    def before_round() -> None:
+        nonlocal begun
+        if every_round and begun:
+            beacons.run(beacon)
+        begun += 1
+
     dropped_before = channel.dropped
     with channel.capture(trace):
         beacons.run(beacon)
         baseline_start = time.time()
         wait(baseline_s, "power baseline")
         timed_start = time.time()
-        iterations = timed()
+        iterations = timed(before_round)
         timed_end = time.time()
         if iterations is None:
             return None
@@ -96,13 +138,16 @@ def capture_synced(
     dropped = channel.dropped - dropped_before
     reason = beacons.failure if not beacons.stamps else ""
     rounds = list(device_rounds())
-    if not reason and sum(span.iterations for span in rounds) != iterations:
+    if not reason and sum(r.command.iterations for r in rounds) != iterations:
         reason = f"only {len(rounds)} round(s) came back with the device's clock stamps"
     if not reason:
         try:
-            return _by_beacon(trace, windows, beacons, rounds, pattern, dropped)
+            reading = _by_beacon(trace, windows, beacons, rounds, pattern, dropped)
         except _NoSync as error:
             reason = str(error)
+        else:
+            reading.power["power_beacons"] = "round" if every_round else "job"
+            return reading
     return _by_windows(trace, windows, dropped, reason)
 
 
@@ -110,20 +155,38 @@ class _NoSync(Exception):
     """The beacons gave no usable placement; the message says why."""
 
 
+def _round_windows(rounds: list[StampedRound]) -> tuple[list[Span], dict[str, Any]]:
+    """Each round's energy window, and what the row says about them: ``power_window`` (timed
+    loop, command, or mixed), why not the timed loop, and each round's kind."""
+    placed = [stamped.window() for stamped in rounds]
+    kinds = [kind for _, kind, _ in placed]
+    why = next((reason for _, _, reason in placed if reason), "")
+    if all(kind == TIMED_LOOP for kind in kinds):
+        window = TIMED_LOOP
+    elif all(kind == COMMAND for kind in kinds):
+        window = COMMAND
+    else:
+        window = "mixed"
+        why = f"{kinds.count(COMMAND)} of {len(kinds)} rounds over the command: {why}"
+    notes = {"power_window": window, "power_window_reason": why, "round_windows": kinds}
+    return [span for span, _, _ in placed], notes
+
+
 def _by_beacon(
     trace: Path,
     windows: EnergyWindows,
     beacons: BeaconRuns,
-    rounds: list[Span],
+    rounds: list[StampedRound],
     pattern: BeaconPattern,
     dropped: int,
 ) -> EnergyReading:
     first = beacons.stamps[0].device_start + pattern.duration_s + BASELINE_GUARD_S
-    last = max(first, rounds[0].start - BASELINE_GUARD_S)
+    last = max(first, rounds[0].command.start - BASELINE_GUARD_S)
+    spans, window_notes = _round_windows(rounds)
     stamps = JobStamps(
         job_id="job",
         device_baseline=Span(first, last),
-        device_rounds=tuple(rounds),
+        device_rounds=tuple(spans),
         host_baseline=Span(*windows.baseline),
         host_timed=Span(*windows.timed, windows.iterations),
     )
@@ -154,9 +217,11 @@ def _by_beacon(
         excess_error_w=error_w,
         host_baseline_window=list(windows.baseline),
         host_timed_window=list(windows.timed),
-        device_rounds=[[span.start, span.end, span.iterations] for span in rounds],
+        device_rounds=[[r.command.start, r.command.end, r.command.iterations] for r in rounds],
+        device_windows=[[span.start, span.end, span.iterations] for span in spans],
         dropped=dropped,
         trace_path=str(trace),
+        **window_notes,
     )
     warning = None
     if not resolved(power["mean_w"] - power["baseline_w"], error_w):
@@ -176,9 +241,21 @@ def _by_windows(trace: Path, windows: EnergyWindows, dropped: int, reason: str) 
         partial = {"trace_path": str(trace), "dropped": dropped, "power_sync": "windows"}
         partial["power_sync_reason"] = reason
         return EnergyReading(partial, f"{note}; energy not measured: {error}")
-    power.update(power_sync="windows", power_sync_reason=reason)
+    power.update(
+        power_sync="windows",
+        power_sync_reason=reason,
+        power_window=COMMAND,
+        power_window_reason="the host's windows span the whole round commands",
+    )
     unresolved = resolution_warning(power)
     return EnergyReading(power, f"{note}; {unresolved}" if unresolved else note)
 
 
-__all__ = ["BASELINE_GUARD_S", "SYNC_MODES", "capture_synced"]
+__all__ = [
+    "BASELINE_GUARD_S",
+    "COMMAND",
+    "SYNC_MODES",
+    "TIMED_LOOP",
+    "StampedRound",
+    "capture_synced",
+]

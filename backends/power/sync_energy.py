@@ -69,7 +69,7 @@ class JobStamps:
 class JobEnergy:
     """A job's row: ``power`` holds the figures (``Result.power`` keys), ``sync`` how its
     windows were placed (beacon, beacon-offset-only, host-windows) and ``sync_reason`` why not
-    by the beacon, when not."""
+    by the beacon, when not, or which beacons the fit left out."""
 
     job_id: str
     sync: str
@@ -177,6 +177,26 @@ def locate_beacons(
     return matches
 
 
+def beacon_counts(matches: Sequence[BeaconMatch], fit: ClockFit) -> tuple[dict[str, int], str]:
+    """How many beacons ran, were found and placed the fit, and a note naming every beacon
+    left out (not found, or dropped as off the line of the others); empty when none was."""
+    found = [match for match in matches if match.found]
+    counts = {"beacons_run": len(matches), "beacons_found": len(found), "beacons_used": fit.beacons}
+    notes = []
+    missing = [(n, m) for n, m in enumerate(matches, 1) if not m.found]
+    if missing:
+        named = "; ".join(f"beacon {n}: {match.reason}" for n, match in missing)
+        notes.append(f"{len(missing)} of {len(matches)} beacons not found ({named})")
+    for stamp in fit.dropped:
+        number = next(n for n, m in enumerate(matches, 1) if m.found and m.device_start == stamp)
+        notes.append(
+            f"beacon {number} dropped: more than {MAX_RESIDUAL_S * 1e3:g} ms off the others' line"
+        )
+    if notes:
+        notes.append(f"the fit uses the other {fit.beacons}")
+    return counts, "; ".join(notes)
+
+
 def _no_fit_reason(matches: Sequence[BeaconMatch]) -> str:
     if not matches:
         return "no beacon was run (beacon off)"
@@ -212,6 +232,7 @@ def sync_queue(
     )
     result.fit = fit_clock(result.matches, max_residual_s)
     fit = result.fit
+    counts, left_out = beacon_counts(result.matches, fit) if fit is not None else ({}, "")
     for job in jobs:
         reason = _no_fit_reason(result.matches) if fit is None else ""
         if fit is not None:
@@ -226,10 +247,12 @@ def sync_queue(
                 reason = f"beacon-placed windows unusable: {error}"
             else:
                 power["clock_fit"] = fit.to_dict()
+                power.update(counts)
                 if fit.drift_solved:
-                    result.jobs.append(JobEnergy(job.job_id, "beacon", power))
+                    result.jobs.append(JobEnergy(job.job_id, "beacon", power, left_out))
                 else:
                     note = "one beacon found: drift not solved, assumed 0 ppm"
+                    note = "; ".join(part for part in (note, left_out) if part)
                     result.jobs.append(JobEnergy(job.job_id, "beacon-offset-only", power, note))
                 continue
         try:
@@ -248,6 +271,7 @@ __all__ = [
     "JobStamps",
     "QueueSync",
     "Span",
+    "beacon_counts",
     "job_energy",
     "locate_beacons",
     "sync_queue",

@@ -53,7 +53,7 @@ from typing import Any
 from backends.virtual.profile import PhoneProfile
 from backends.virtual.provision import SANDBOX_ENV, SHELL_ROOT_ENV, cool_down, provision
 from backends.virtual.sandbox import PartialFile, Sandbox, SandboxError
-from backends.virtual.tools._common import CLOCK_ENV
+from backends.virtual.tools._common import CLOCK_ENV, WARMUP_LOAD_ENV
 
 log = logging.getLogger(__name__)
 
@@ -853,6 +853,8 @@ class VirtualPhone:
         if any(clock):  # the phone's own clock, for its date and power_beacon
             offset_ns, drift_ppb = round(clock[0] * 1e9), round(clock[1] * 1e3)
             extra[CLOCK_ENV] = f"{offset_ns} {drift_ppb} {self.clock_ref_ns}"
+        if self.profile.tool_warmup_load != 1.0:  # warm-up runs unlike the timed loop
+            extra[WARMUP_LOAD_ENV] = f"{self.profile.tool_warmup_load:g}"
         return {
             **extra,
             "PATH": f"{root}/system/bin:/usr/bin:/bin",

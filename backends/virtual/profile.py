@@ -69,6 +69,9 @@ class PhoneProfile:
     # fast (its `date` and power_beacon report it; docs/power-sync.md)
     clock_offset_s: float = 0.0
     clock_drift_ppm: float = 0.0
+    # the share of a full load the stand-in benchmark_model draws in its warm-up runs (a
+    # virtual Monsoon powering the phone sees it; the timed loop draws a full load)
+    tool_warmup_load: float = 1.0
     extra_props: dict[str, str] = field(default_factory=dict)
 
     # -----------------------------------------------------------------------------------------
@@ -141,6 +144,8 @@ class PhoneProfile:
             "clock_offset_s": isinstance(self.clock_offset_s, int | float),
             "clock_drift_ppm": isinstance(self.clock_drift_ppm, int | float)
             and abs(self.clock_drift_ppm) < 1000,
+            "tool_warmup_load": isinstance(self.tool_warmup_load, int | float)
+            and 0 <= self.tool_warmup_load <= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

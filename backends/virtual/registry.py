@@ -38,13 +38,28 @@ def lookup(serial: str) -> Path | None:
 
 
 def phone_load(sandbox: Path) -> Callable[[], float]:
-    """1.0 while any benchmark tool runs on the phone with this sandbox, else 0.0."""
+    """The load of the phone with this sandbox, 0..1: the highest level any running tool marks
+    (a marker holds its level; an empty or unreadable one is a full load), 0.0 when none runs."""
     folder = sandbox / LOAD_DIR
 
     def load() -> float:
         try:
-            return 1.0 if any(folder.iterdir()) else 0.0
+            markers = list(folder.iterdir())
         except OSError:
             return 0.0
+        return max((_marked_level(marker) for marker in markers), default=0.0)
 
     return load
+
+
+def _marked_level(marker: Path) -> float:
+    try:
+        text = marker.read_text().strip()
+    except FileNotFoundError:  # the tool just ended
+        return 0.0
+    except OSError:
+        return 1.0
+    try:
+        return min(1.0, max(0.0, float(text))) if text else 1.0
+    except ValueError:
+        return 1.0

@@ -11,28 +11,18 @@ fall back to the host's windows and say why.
 
 from __future__ import annotations
 
-import shutil
-import threading
 import time
 from pathlib import Path
 
 import adbutils
 import pytest
 
-from backends.core.lab import Lab
-from backends.core.records import JobSettings, JobState, Result
-from backends.core.store import Store
-from backends.devices.android.backend import AndroidBackend, AndroidConfig
+from backends.core.records import Result
 from backends.devices.android.power_sync import parse_beacon_start, split_stamps, stamped_command
 from backends.devices.base import BenchError
-from backends.models.intake import load_model
-from backends.power.capture import MonitorLink
 from backends.virtual import PhoneProfile, VirtualPhone
-from backends.virtual.monsoon import VirtualMonsoon
-from backends.virtual.registry import phone_load
+from support.power_jobs import ACTIVE_W, BASELINE_W, LoadLog, run_synced_job
 
-REPO = Path(__file__).resolve().parents[2]
-BASELINE_W, ACTIVE_W = 0.6, 2.4
 OFFSET_S, DRIFT_PPM = 1.5, 150.0
 RUNS, ROUNDS = 1500, 3
 
@@ -42,75 +32,10 @@ def virtual_phone_profile() -> PhoneProfile:
     return PhoneProfile(clock_offset_s=OFFSET_S, clock_drift_ppm=DRIFT_PPM)
 
 
-class LoadLog:
-    """The virtual Monsoon's load callback, logging each change of the load with its time."""
-
-    def __init__(self, sandbox: Path) -> None:
-        self._load = phone_load(sandbox)
-        self._lock = threading.Lock()
-        self.changes: list[tuple[float, float]] = []
-
-    def __call__(self) -> float:
-        value = self._load()
-        with self._lock:
-            if not self.changes or self.changes[-1][1] != value:
-                self.changes.append((time.time(), value))
-        return value
-
-    def loaded_seconds(self, start: float, end: float) -> float:
-        with self._lock:
-            changes = [*self.changes, (time.time(), 0.0)]
-        return sum(
-            max(0.0, min(t_next, end) - max(t, start))
-            for (t, value), (t_next, _) in zip(changes, changes[1:], strict=False)
-            if value > 0
-        )
-
-
 def run_power_job(phone: VirtualPhone, adb_port: int, tmp_path: Path) -> tuple[Result, LoadLog]:
     """One ``--power --power-sync beacon`` ort job on ``phone``; its result and the load log."""
-    load = LoadLog(Path(phone.sandbox.root))
-    monsoon = VirtualMonsoon(
-        serial_number=4545,
-        load=load,
-        baseline_w=BASELINE_W,
-        active_w=ACTIVE_W,
-        noise_w=0.005,
-        tick_s=0.002,
-    ).start()
-    model_path = tmp_path / "mnv2_cifar32.onnx"
-    shutil.copy(REPO / "assets" / "models" / "mnv2_cifar32.onnx", model_path)
-    device_id = f"adb:{phone.serial}"
-    store = Store(tmp_path / "lab" / "devlab.sqlite")
-    lab = Lab(
-        store,
-        [AndroidBackend(AndroidConfig(adb_port=adb_port))],
-        power_links=[MonitorLink(device_id=device_id, port=monsoon.port)],
-    )
-    settings = JobSettings(
-        warmup=2,
-        runs=RUNS,
-        rounds=ROUNDS,
-        precision_pct=0.0,
-        skip_parity=True,
-        power=True,
-        power_baseline_s=1.0,
-        power_sync="beacon",
-    )
-    try:
-        lab.discover()
-        lab.start()
-        job = lab.submit(load_model(model_path), device_id, "ort", settings)
-        assert lab.wait_until_idle(timeout=120)
-        job = lab.store.job(job.id)
-        assert job.state is JobState.DONE, job.error
-        result = lab.store.result(job.id)
-    finally:
-        lab.shutdown()
-        store.close()
-        monsoon.stop()
-    assert result is not None and result.power is not None
-    return result, load
+    settings = {"runs": RUNS, "rounds": ROUNDS}
+    return run_synced_job(phone, adb_port, tmp_path, "ort", settings, monsoon_serial=4545)
 
 
 def implied_mj(result: Result, load: LoadLog) -> float:

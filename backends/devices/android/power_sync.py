@@ -4,7 +4,8 @@ A power job synced by beacon (``--power-sync beacon``, docs/power-sync.md) needs
 the phone's clock: the round's command prints the phone's ``date`` before and after the tool,
 in one ``adb shell`` (no adb round trip between stamp and tool), and keeps the tool's exit code.
 The beacon is the ``power_beacon`` tool: it runs the pattern and prints its start on the same
-clock (``beacon 1 start <epoch seconds>``).
+clock (``beacon 1 start <epoch seconds>``). The tool's own account of its timed loop
+(``timed_loop_s``) lets the round's energy window cover that loop only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shlex
 from adbutils import AdbDevice
 
 from backends.devices.base import BenchError
+from backends.runtimes.common import ToolRun
 
 BEACON_TOOL = "power_beacon"
 STAMP_TAG = "devlab-clock:"
@@ -41,6 +43,19 @@ def split_stamps(output: str) -> tuple[str, tuple[float, float] | None]:
             kept.append(line)
     span = (stamps[0], stamps[-1]) if len(stamps) == 2 and stamps[1] >= stamps[0] else None
     return "".join(kept), span
+
+
+def timed_loop_s(run: ToolRun) -> float | None:
+    """How long the tool's timed loop ran, in seconds, by its own output: its total where it
+    prints one (``onnxruntime_perf_test``: "Total inference run time"), else count x average of
+    the timed runs (``benchmark_model``'s ``count=... avg=...`` line); None when it says neither
+    (the round's window is then its whole command)."""
+    total_us = run.extra.get("run_time_us")
+    if isinstance(total_us, int | float) and total_us > 0:
+        return float(total_us) / 1e6
+    if run.count and run.avg_us is not None and run.avg_us > 0:
+        return run.count * run.avg_us / 1e6
+    return None
 
 
 def parse_beacon_start(output: str) -> float:
@@ -74,4 +89,5 @@ __all__ = [
     "run_beacon",
     "split_stamps",
     "stamped_command",
+    "timed_loop_s",
 ]

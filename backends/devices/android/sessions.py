@@ -16,7 +16,12 @@ from adbutils import AdbDevice
 from backends.core.records import Device, Job, Stats
 from backends.devices.android.adb import VANISHED, WORKDIR
 from backends.devices.android.outputs import ort_outputs
-from backends.devices.android.power_sync import run_beacon, split_stamps, stamped_command
+from backends.devices.android.power_sync import (
+    run_beacon,
+    split_stamps,
+    stamped_command,
+    timed_loop_s,
+)
 from backends.devices.base import (
     BenchError,
     BenchSession,
@@ -150,7 +155,8 @@ class PhoneSession(BenchSession):
         )
         summary = tool_summary(tool_run, runs)
         on_iteration(summary.count, [])
-        return Timed([], summary=summary, device_span=self.last_span)
+        loop_s = timed_loop_s(tool_run) if self.last_span is not None else None
+        return Timed([], summary=summary, device_span=self.last_span, device_loop_s=loop_s)
 
     def sync_beacon(self) -> float | None:
         """One beacon with the phone's ``power_beacon``; its start on the phone's clock."""

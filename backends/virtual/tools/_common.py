@@ -7,11 +7,12 @@ import contextlib
 import math
 import os
 import resource
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -20,6 +21,9 @@ SHELL_ROOT_ENV = "DEVLAB_VIRTUAL_SHELL_ROOT"
 # the virtual phone's clock against the host's: "offset_ns drift_ppb ref_ns" (integers), its
 # `date` and power_beacon report host time + offset + drift x (host time - ref)
 CLOCK_ENV = "DEVLAB_VIRTUAL_CLOCK"
+# the share of a full load the stand-ins draw in their warm-up runs (a profile's
+# tool_warmup_load; unset: 1.0, as in the timed loop)
+WARMUP_LOAD_ENV = "DEVLAB_VIRTUAL_WARMUP_LOAD"
 
 _ORT_TYPES: dict[str, Any] = {
     "tensor(float)": np.float32,
@@ -166,6 +170,24 @@ def fmt_g(value: float) -> str:
     return f"{value:g}"
 
 
+def exit_now(code: int) -> NoReturn:
+    """Flush and exit at once, as a native tool does: Python's teardown of ONNX Runtime takes
+    some 20 ms, which the phone's clock stamp after the tool (power sync by beacon) would
+    count as the tool's timed loop still running."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
+def warmup_load() -> float:
+    """The load level of the warm-up runs on this virtual phone (0..1; 1.0 when not set)."""
+    try:
+        return min(1.0, max(0.0, float(os.environ[WARMUP_LOAD_ENV])))
+    except (KeyError, ValueError):
+        return 1.0
+
+
 LOAD_DIR = "sys/devlab/load.d"
 
 
@@ -182,10 +204,11 @@ class Heater:
     BATTERY_RATE = 2  # tenths of a degree per second
     CPU_CAP, OTHER_CAP, BATTERY_CAP = 85_000, 60_000, 450
 
-    def __init__(self, interval: float = 0.25) -> None:
+    def __init__(self, interval: float = 0.25, level: float = 1.0) -> None:
         root = os.environ.get(SANDBOX_ENV)
         self.root = Path(root) if root else None
         self.interval = interval
+        self.level = level  # the share of a full load a virtual Monsoon draws for this tool
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -202,15 +225,24 @@ class Heater:
             self._thread.join(2)
             self._mark_load(False)
 
+    def set_level(self, level: float) -> None:
+        """Draw ``level`` of a full load from now on (a warm-up phase unlike the timed loop)."""
+        self.level = level
+        if self._thread is not None:
+            self._mark_load(True)
+
     def _mark_load(self, running: bool) -> None:
-        """One file per running tool under /sys/devlab/load.d: a virtual Monsoon powering
-        this phone draws more while any is there (see backends.virtual.registry)."""
+        """One file per running tool under /sys/devlab/load.d, holding its load level: a
+        virtual Monsoon powering this phone draws more while any is there (see
+        backends.virtual.registry). Replaced whole, so a reader never sees it half written."""
         assert self.root is not None
         marker = self.root / LOAD_DIR / str(os.getpid())
         with contextlib.suppress(OSError):
             if running:
                 marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.write_text("1\n")
+                temp = marker.parent.parent / f".load.{os.getpid()}.tmp"
+                temp.write_text(f"{self.level:g}\n")
+                os.replace(temp, marker)
             else:
                 marker.unlink(missing_ok=True)
 

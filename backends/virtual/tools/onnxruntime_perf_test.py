@@ -50,6 +50,7 @@ from backends.virtual.tools._common import (
     create_session,
     dataset_feeds,
     device_path,
+    exit_now,
     fmt_g,
     peak_rss_bytes,
     random_feeds,
@@ -387,4 +388,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -46,18 +46,12 @@ from backends.devices.host import HOST_DEVICE_ID, HostBackend
 from backends.models.intake import load_model
 from backends.virtual import PhoneProfile, ThermalZone, VirtualPhone
 from support.adb_fixtures import connect_phone, device_state, free_port, port_accepts
+from support.power_jobs import COPY_CONVERTER
 from support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 MODELS = REPO / "assets" / "models"
 WAIT_S = 60.0  # bound of every poll for a job; they take a few seconds at most
-COPY_CONVERTER = [
-    sys.executable,
-    "-c",
-    "import shutil,sys; shutil.copy(sys.argv[1], sys.argv[2])",
-    "{input}",
-    "{output}",
-]
 
 PROFILE = PhoneProfile(
     serial="VPAND01",
