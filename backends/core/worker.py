@@ -382,7 +382,9 @@ class DeviceWorker(threading.Thread):
         run.rounds.add(timed)
         if timed.device_span is not None:  # a power job synced by beacon
             command = Span(*timed.device_span, timed.count)
-            run.device_rounds.append(StampedRound(command, timed.device_loop_s))
+            run.device_rounds.append(
+                StampedRound(command, timed.device_loop_s, timed.device_head_s, timed.device_tail_s)
+            )
         run.canaries.append(canary)
         run.large_canaries.append(large)
 

@@ -56,6 +56,11 @@ class Timed:
     #: where a stamped round's tool printed it: the energy window is then the loop's, not the
     #: whole command's (model load, warm-up). None: the tool did not say.
     device_loop_s: float | None = None
+    #: How long the tool says it ran before and after its inferences (seconds; SNPE's Init and
+    #: De-Init), where it reports that but not its loop: the energy window is then the command
+    #: less those two ends. None: the tool did not say.
+    device_head_s: float | None = None
+    device_tail_s: float | None = None
 
     @property
     def count(self) -> int:

@@ -39,33 +39,51 @@ from backends.power.trace import read_trace
 BASELINE_GUARD_S = 0.1  # kept clear of the beacon's end and the first round's start
 SYNC_MODES = {"beacon": "beacon", "beacon-offset-only": "one beacon", "host-windows": "windows"}
 TIMED_LOOP, COMMAND = "timed loop", "command"  # a round's energy window (Result.power)
+TRIMMED = "command less init and de-init"
 
 
 @dataclass(frozen=True)
 class StampedRound:
     """One round on the device's clock: the stamps around its whole command (``iterations``
-    timed inside), and how long the tool says its timed loop took (None: it did not say)."""
+    timed inside), and what the tool says of its own phases: how long its timed loop took
+    (``loop_s``), or how long it spent before and after its inferences (``head_s``,
+    ``tail_s``: SNPE's Init and De-Init); None where it did not say."""
 
     command: Span
     loop_s: float | None = None
+    head_s: float | None = None
+    tail_s: float | None = None
 
     def window(self) -> tuple[Span, str, str]:
         """The round's energy window, its kind and why not the timed loop (empty when it is).
 
         The timed loop is ``[end - loop_s, end]``: the tool prints and exits right after its
-        loop, while the model load, init and warm-up all come before it. A tool that did not
-        say, or says its loop took longer than the whole command, keeps the command."""
+        loop, while the model load, init and warm-up all come before it. A tool that reports
+        its init and de-init instead keeps ``[start + head_s, end - tail_s]``. A tool that
+        said neither, or whose phases do not fit its stamped command, keeps the command."""
         span = self.command
-        if self.loop_s is None:
-            return span, COMMAND, "the tool printed no duration of its timed loop"
-        if not 0 < self.loop_s <= span.end - span.start:
+        length = span.end - span.start
+        if self.loop_s is not None:
+            if 0 < self.loop_s <= length:
+                return Span(span.end - self.loop_s, span.end, span.iterations), TIMED_LOOP, ""
             return (
                 span,
                 COMMAND,
                 f"the tool's timed loop ({self.loop_s:.6f} s) does not fit its stamped "
-                f"command ({span.end - span.start:.6f} s)",
+                f"command ({length:.6f} s)",
             )
-        return Span(span.end - self.loop_s, span.end, span.iterations), TIMED_LOOP, ""
+        if self.head_s is None and self.tail_s is None:
+            return span, COMMAND, "the tool printed no duration of its timed loop"
+        head, tail = self.head_s or 0.0, self.tail_s or 0.0
+        if head + tail >= length:
+            return (
+                span,
+                COMMAND,
+                f"the tool's init and de-init ({head:.6f} + {tail:.6f} s) do not fit its "
+                f"stamped command ({length:.6f} s)",
+            )
+        inner = Span(span.start + head, span.end - tail, span.iterations)
+        return inner, TRIMMED, "the tool reports its init and de-init, not its loop"
 
 
 @dataclass
@@ -161,13 +179,12 @@ def _round_windows(rounds: list[StampedRound]) -> tuple[list[Span], dict[str, An
     placed = [stamped.window() for stamped in rounds]
     kinds = [kind for _, kind, _ in placed]
     why = next((reason for _, _, reason in placed if reason), "")
-    if all(kind == TIMED_LOOP for kind in kinds):
-        window = TIMED_LOOP
-    elif all(kind == COMMAND for kind in kinds):
-        window = COMMAND
+    if len(set(kinds)) == 1:
+        window = kinds[0]
     else:
         window = "mixed"
-        why = f"{kinds.count(COMMAND)} of {len(kinds)} rounds over the command: {why}"
+        others = len(kinds) - kinds.count(TIMED_LOOP)
+        why = f"{others} of {len(kinds)} rounds not over the timed loop: {why}"
     notes = {"power_window": window, "power_window_reason": why, "round_windows": kinds}
     return [span for span, _, _ in placed], notes
 
@@ -256,6 +273,7 @@ __all__ = [
     "COMMAND",
     "SYNC_MODES",
     "TIMED_LOOP",
+    "TRIMMED",
     "StampedRound",
     "capture_synced",
 ]

@@ -259,6 +259,9 @@ def _record(job: Job, result: Result | None, device: Device | None) -> dict[str,
     record["power_trace"] = power.get("trace_path")
     record["power_sync"] = power.get("power_sync")  # beacon, one beacon, windows (--power-sync)
     record["power_sync_reason"] = power.get("power_sync_reason") or None
+    record["power_beacons"] = power.get("power_beacons")  # job or round (--power-beacons)
+    record["beacons_found"] = power.get("beacons_found")
+    record["power_window"] = power.get("power_window")  # timed loop, command, ... (power-sync.md)
     accuracy = (result.accuracy or {}) if result is not None else {}  # --accuracy SET
     record["accuracy_set"] = accuracy.get("set_name")
     record["accuracy_set_size"] = accuracy.get("set_size")

@@ -1,5 +1,6 @@
-"""results.csv carries how each power job's trace was lined up (``power_sync``) and why a beacon
-sync fell back (``power_sync_reason``), next to the other power columns."""
+"""results.csv carries how each power job's trace was lined up (``power_sync``), why a beacon
+sync fell back (``power_sync_reason``), the beacons (``power_beacons``, ``beacons_found``) and
+what each round was measured over (``power_window``), next to the other power columns."""
 
 from __future__ import annotations
 
@@ -42,7 +43,17 @@ def _power(**sync: object) -> dict:
 
 def test_results_csv_has_power_sync_and_its_reason_after_the_power_columns(tmp_path: Path):
     rows = [
-        _row("beacon", _power(power_sync="beacon", power_sync_reason="", clock_offset_s=0.2)),
+        _row(
+            "beacon",
+            _power(
+                power_sync="beacon",
+                power_sync_reason="",
+                clock_offset_s=0.2,
+                power_beacons="round",
+                beacons_found=4,
+                power_window="timed loop",
+            ),
+        ),
         _row("one", _power(power_sync="one beacon", power_sync_reason="drift not solved")),
         _row("windows", _power(power_sync="windows", power_sync_reason="no beacon in the trace")),
         _row("plain", _power()),  # a power job without --power-sync beacon
@@ -55,7 +66,17 @@ def test_results_csv_has_power_sync_and_its_reason_after_the_power_columns(tmp_p
         by_id = {row["job_id"]: row for row in reader}
 
     at = header.index("power_trace")
-    assert header[at + 1 : at + 3] == ["power_sync", "power_sync_reason"]
+    assert header[at + 1 : at + 6] == [
+        "power_sync",
+        "power_sync_reason",
+        "power_beacons",
+        "beacons_found",
+        "power_window",
+    ]
+    assert by_id["beacon"]["power_beacons"] == "round"
+    assert by_id["beacon"]["beacons_found"] == "4"
+    assert by_id["beacon"]["power_window"] == "timed loop"
+    assert by_id["windows"]["power_window"] == ""  # not given: empty, never a guess
     assert by_id["beacon"]["power_sync"] == "beacon"
     assert by_id["beacon"]["power_sync_reason"] == ""  # no fallback: nothing to say
     assert by_id["one"]["power_sync"] == "one beacon"

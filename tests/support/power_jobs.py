@@ -20,6 +20,7 @@ from backends.core.lab import Lab
 from backends.core.records import JobSettings, JobState, Result
 from backends.core.store import Store
 from backends.devices.android.backend import AndroidBackend, AndroidConfig
+from backends.devices.android.snpe_config import SnpeConfig
 from backends.models.intake import load_model
 from backends.power.capture import MonitorLink
 from backends.virtual import VirtualPhone
@@ -86,6 +87,7 @@ def run_synced_job(
     settings: Mapping[str, Any],
     monsoon_serial: int,
     convert: Mapping[str, list[str]] | None = None,
+    snpe: SnpeConfig | None = None,
 ) -> tuple[Result, LoadLog]:
     """One ``--power --power-sync beacon`` job of mnv2_cifar32 on ``phone`` (``settings``
     on top of 2 warm-up runs, no gate, no parity, a 1 s baseline); its result and load log."""
@@ -104,7 +106,7 @@ def run_synced_job(
     store = Store(tmp_path / "lab" / "devlab.sqlite")
     lab = Lab(
         store,
-        [AndroidBackend(AndroidConfig(adb_port=adb_port, convert=dict(convert or {})))],
+        [AndroidBackend(AndroidConfig(adb_port=adb_port, convert=dict(convert or {})), snpe)],
         power_links=[MonitorLink(device_id=device_id, port=monsoon.port)],
     )
     job_settings = JobSettings(

@@ -228,6 +228,7 @@ class AndroidBackend(DeviceBackend):
         if job.runtime in SNPE_RUNTIMES:
             adb = self.client.device(serial_of(device.id))
             try:
+                beacon, beacon_missing = self._beacon_for(adb, device.id, job)
                 return SnpeSession(
                     adb,
                     device.id,
@@ -236,6 +237,8 @@ class AndroidBackend(DeviceBackend):
                     self.snpe,
                     functools.partial(self._push_once, adb),
                     WORKDIR,
+                    beacon_tool=beacon,
+                    beacon_missing=beacon_missing,
                 )
             except VANISHED as error:
                 raise BenchError(
@@ -251,9 +254,7 @@ class AndroidBackend(DeviceBackend):
         try:
             tool = self.tool_on_device(adb, job.runtime, device.id)
             remote_model = self.push_model(adb, job.runtime, model)
-            beacon, beacon_missing = None, ""
-            if job.settings.power and job.settings.power_sync == "beacon":
-                beacon, beacon_missing = self.beacon_on_device(adb, device.id)
+            beacon, beacon_missing = self._beacon_for(adb, device.id, job)
         except VANISHED as error:
             raise BenchError(
                 f"{device.id} vanished while preparing the job: {error}; "
@@ -271,6 +272,12 @@ class AndroidBackend(DeviceBackend):
             beacon_tool=beacon,
             beacon_missing=beacon_missing,
         )
+
+    def _beacon_for(self, adb: AdbDevice, device_id: str, job: Job) -> tuple[str | None, str]:
+        """The beacon tool for a power job synced by beacon; (None, "") for any other job."""
+        if job.settings.power and job.settings.power_sync == "beacon":
+            return self.beacon_on_device(adb, device_id)
+        return None, ""
 
     def beacon_on_device(self, adb: AdbDevice, device_id: str) -> tuple[str | None, str]:
         """The beacon tool's path on the phone (``[android] power_beacon`` pushed once, or the

@@ -58,6 +58,20 @@ def timed_loop_s(run: ToolRun) -> float | None:
     return None
 
 
+def init_and_deinit_s(run: ToolRun) -> tuple[float | None, float | None]:
+    """The tool's own init (before its inferences) and de-init (after them), in seconds, where
+    it reports them (``snpe-diagview``'s Init and De-Init): the round's energy window is then
+    its command less those two ends."""
+    init = run.extra.get("init")
+    stats = init if isinstance(init, dict) else {}
+
+    def seconds(key: str) -> float | None:
+        value = stats.get(key)
+        return float(value) / 1e6 if isinstance(value, int | float) and value >= 0 else None
+
+    return (run.init_us / 1e6 if run.init_us else seconds("init")), seconds("deinit")
+
+
 def parse_beacon_start(output: str) -> float:
     """The device-clock start the beacon tool printed; BenchError when it printed none."""
     match = _BEACON_LINE.search(output)
@@ -85,6 +99,7 @@ def beacon_on_path(adb: AdbDevice) -> bool:
 __all__ = [
     "BEACON_TOOL",
     "beacon_on_path",
+    "init_and_deinit_s",
     "parse_beacon_start",
     "run_beacon",
     "split_stamps",

@@ -56,6 +56,12 @@ from backends.devices.android.dlc_cache import (
     quantize_dlc,
     random_raw,
 )
+from backends.devices.android.power_sync import (
+    init_and_deinit_s,
+    run_beacon,
+    split_stamps,
+    stamped_command,
+)
 from backends.devices.android.snpe_config import (
     ADSP_SYSTEM_DIRS,
     DEFAULT_PERF_PROFILE,
@@ -125,6 +131,8 @@ class SnpeSession(BenchSession):
         workdir: str = WORKDIR,
         *,
         clip_ranges: str | os.PathLike[str] | None = None,
+        beacon_tool: str | None = None,
+        beacon_missing: str = "",
     ) -> None:
         if config is None:
             raise SnpeConfigError(f"{device_id}: {NO_SDK}")
@@ -154,6 +162,11 @@ class SnpeSession(BenchSession):
         self._lists: dict[int, str] = {}
         self._passes = 0
         self._tag = re.sub(r"[^A-Za-z0-9_.-]", "_", job.id)[:64] or "job"
+        # a power job synced by beacon: each round stamped on the phone's clock (as the
+        # ort/tflite sessions do), the beacon tool (None: ``beacon_missing`` says why)
+        self.stamp_rounds = job.settings.power and job.settings.power_sync == "beacon"
+        self.beacon_tool, self.beacon_missing = beacon_tool, beacon_missing
+        self.last_span: tuple[float, float] | None = None
         try:
             self.dlc = convert_to_dlc(config, model, self.clip_ranges)
             if self.runtime == "DSP":
@@ -274,24 +287,32 @@ class SnpeSession(BenchSession):
         self._passes += 1
         return f"{self.workdir}/snpe/out/{self._tag}-{os.getpid()}-{self._passes}"
 
-    def _net_run(self, input_list: str, output_dir: str, profiling_level: str) -> None:
-        """One snpe-net-run on the phone; a non-zero exit is a BenchError with its last lines."""
+    def _net_run(
+        self, input_list: str, output_dir: str, profiling_level: str, stamped: bool = False
+    ) -> None:
+        """One snpe-net-run on the phone; a non-zero exit is a BenchError with its last lines.
+        With ``stamped``, ``last_span`` holds the run on the phone's clock (None when the
+        stamps did not come back)."""
         argv = self.net_run_argv(input_list, output_dir, profiling_level)
-        result = self.adb.shell2(shlex.join(argv), timeout=self.config.command_timeout_s)
+        command = stamped_command(argv) if stamped else shlex.join(argv)
+        result = self.adb.shell2(command, timeout=self.config.command_timeout_s)
+        output = result.output
+        if stamped:
+            output, self.last_span = split_stamps(output)
         if result.returncode != 0:
-            lines = [line for line in result.output.splitlines() if line.strip()]
+            lines = [line for line in output.splitlines() if line.strip()]
             raise BenchError(
                 f"{self.device_id}: {NET_RUN} failed (exit {result.returncode}): "
                 + " | ".join(lines[-4:])
             )
 
-    def _execute(self, count: int, profiling_level: str) -> _Pass:
+    def _execute(self, count: int, profiling_level: str, stamped: bool = False) -> _Pass:
         """Run snpe-net-run over ``count`` input lines, pull and decode its diag log."""
         output_dir = self._next_output_dir()
         local_log = self._tmp / f"SNPEDiag-{self._passes}.log"
         try:
             with self._on_phone("running snpe-net-run"):
-                self._net_run(self._input_list(count), output_dir, profiling_level)
+                self._net_run(self._input_list(count), output_dir, profiling_level, stamped)
                 name = self._find_log(output_dir)
                 if name is None:
                     raise BenchError(
@@ -340,13 +361,27 @@ class SnpeSession(BenchSession):
                 "--min-seconds for the SNPE runtimes"
             )
         runs = iterations or 1
-        done = self._execute(runs, "basic")
+        self.last_span = None
+        done = self._execute(runs, "basic", stamped=self.stamp_rounds)
         total = done.run.total_inference
         if not total or total.get("mean") is None:
             raise BenchError(f"{DIAGVIEW} printed no Total Inference Time; not understood")
         summary = _stats(runs, total["mean"], total["mean"], total["mean"])
         on_iteration(summary.count, [])
-        return Timed([], summary=summary)
+        if self.last_span is None:
+            return Timed([], summary=summary)
+        head_s, tail_s = init_and_deinit_s(done.run)
+        span = self.last_span
+        return Timed(
+            [], summary=summary, device_span=span, device_head_s=head_s, device_tail_s=tail_s
+        )
+
+    def sync_beacon(self) -> float | None:
+        """One beacon with the phone's ``power_beacon``; its start on the phone's clock."""
+        if self.beacon_tool is None:
+            raise BenchError(self.beacon_missing or "no power_beacon on the phone")
+        with self._on_phone("running the power sync beacon"):
+            return run_beacon(self.adb, self.beacon_tool, self.config.command_timeout_s)
 
     def outputs(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The model's outputs for ``feeds`` as the phone computes them (output parity)."""
