@@ -108,6 +108,7 @@ def _report(virtual_lab: VirtualLab, config_path: Path, err: Console) -> None:
         "config": str(config_path),
         "pieces": [piece.to_dict() for piece in virtual_lab.pieces],
         "pids": virtual_lab.pids,
+        "reaper_pid": virtual_lab.reaper_pid,  # ends the pids if the lab itself is killed
     }
     print(json.dumps(record), flush=True)
     lines = [f"virtual lab, config {config_path}"]

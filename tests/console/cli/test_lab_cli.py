@@ -96,9 +96,10 @@ def test_the_headless_lab_runs_until_stopped_and_leaves_nothing_behind(
         assert set(pieces) == {"adb server", "virtual phone", "virtual monsoon", "agent"}
         pids = set(record["pids"])
         assert pids == {pieces["adb server"]["pid"], pieces["agent"]["pid"]}
+        reaper = record["reaper_pid"]  # the watcher for a lab killed without a teardown
         children = children_of(proc.pid)
         if children is not None:
-            assert children == pids  # it started these, and only these
+            assert children == pids | {reaper}  # it started these, and only these
         port = int(pieces["adb server"]["address"].rpartition(":")[2])
         assert port != DEFAULT_ADB_PORT
         serials = {item.serial for item in DevlabAdbClient("127.0.0.1", port).list()}
@@ -113,6 +114,7 @@ def test_the_headless_lab_runs_until_stopped_and_leaves_nothing_behind(
     assert proc.returncode == 0, stderr
     assert "stopping the virtual lab" in stderr
     assert all(gone(pid) for pid in pids)
+    assert gone(reaper)
     assert not server_reachable("127.0.0.1", port)
     assert not config.parent.exists()
 
