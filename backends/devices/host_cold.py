@@ -33,8 +33,10 @@ from backends.runtimes.ort_session import session_options
 DEFAULT_CACHE_BYTES = 2 * 1024 * 1024  # a typical per-core L2 where the OS does not say
 MAX_COPIES = 16
 BLOCKS = 6  # alternating blocks of the rotation and of one copy alone
-BLOCK_CALLS = 40  # calls per block, and at least BLOCK_SECONDS of them
+BLOCK_CALLS = 40  # calls per block, and at least BLOCK_SECONDS of them ...
 BLOCK_SECONDS = 0.01
+BLOCK_CAP_SECONDS = 0.1  # ... but a slow model's block ends here, after MIN_BLOCK_CALLS
+MIN_BLOCK_CALLS = 3
 SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
 
 _shared_arena: list[bool] = []  # registered once per process (ONNX Runtime refuses twice)
@@ -127,12 +129,18 @@ def _alternating_medians(
     rotated: list[int] = []
     for block in range(BLOCKS):
         samples = alone if block % 2 == 0 else rotated
-        deadline = clock() + int(BLOCK_SECONDS * 1e9)
+        began = clock()
+        deadline, cap = began + int(BLOCK_SECONDS * 1e9), began + int(BLOCK_CAP_SECONDS * 1e9)
         calls = 0
-        while calls < BLOCK_CALLS or clock() < deadline:
+        while True:
             run = runs[0] if samples is alone else runs[calls % len(runs)]
             start = clock()
             run(None, feeds)
-            samples.append(clock() - start)
+            end = clock()
+            samples.append(end - start)
             calls += 1
+            if calls >= MIN_BLOCK_CALLS and (
+                (calls >= BLOCK_CALLS and end >= deadline) or end >= cap
+            ):
+                break
     return statistics.median(alone) / 1e3, statistics.median(rotated) / 1e3

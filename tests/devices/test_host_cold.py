@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,10 @@ from onnx import TensorProto, helper, numpy_helper
 from backends.core.records import JobSettings
 from backends.devices.host import HostSession
 from backends.devices.host_cold import (
+    BLOCKS,
     MAX_COPIES,
+    MIN_BLOCK_CALLS,
+    _alternating_medians,
     cold_weights_us,
     copies_for,
     per_core_cache_bytes,
@@ -126,3 +131,20 @@ def test_only_modules_get_the_cold_term(tmp_path: Path) -> None:
     assert forward.median == pytest.approx(max(stats.median - call + cold, 0.0))
     assert forward.max == pytest.approx(max(max(latencies) - call + cold, 0.0))
     assert random_inputs(module).keys() == {"x"}
+
+
+def test_a_slow_models_blocks_stop_at_the_cap() -> None:
+    """A 50 ms call: each block ends after its few minimum calls, not after 40 of them."""
+    calls: list[int] = []
+
+    def slow(copy: int) -> Callable[[object, object], None]:  # session.run taking 50 ms
+        def run(_outputs: object, _feeds: object) -> None:
+            calls.append(copy)
+            time.sleep(0.05)
+
+        return run
+
+    alone_us, rotated_us = _alternating_medians([slow(0), slow(1), slow(2)], {})
+    assert len(calls) == BLOCKS * MIN_BLOCK_CALLS  # 3 calls of 50 ms pass the 0.1 s cap
+    assert set(calls) == {0, 1, 2}  # the rotation went through every copy
+    assert alone_us >= 50_000 and rotated_us >= 50_000
