@@ -179,6 +179,17 @@ BENCH_OPTIONS: tuple[Option, ...] = (
         dialog=False,
     ),
     Option(
+        "power_capture",
+        "--power-capture",
+        str,
+        "with --power-sync beacon: job (default; each job's own trace) or queue (also one trace "
+        "over the device's queue of such jobs, the clock fitted over all their beacons after "
+        "each job: drift resolved; docs/power-sync.md); without beacon it has no effect",
+        "SCOPE",
+        choices=("job", "queue"),
+        dialog=False,
+    ),
+    Option(
         "per_layer", "--per-layer", bool, "also measure per-layer times in a separate profiled pass"
     ),
 )

@@ -224,6 +224,9 @@ class JobSettings:
     # with "beacon": a beacon before and after the job ("job") or before every round and
     # after the last ("round": drift resolved from more beacons; docs/power-sync.md)
     power_beacons: str = "job"
+    # with "beacon": "queue" also records one trace over the device's queue of such jobs and
+    # fits the clock over all their beacons (drift resolved; docs/power-sync.md)
+    power_capture: str = "job"
     perf_profile: str | None = None  # SNPE --perf_profile (burst, high_performance...)
     clip_ranges: str | None = None  # MQBench/SNPE clip-range JSON: --quantization_overrides
     input_shapes: dict[str, list[int]] = field(default_factory=dict)

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from backends.core.records import Job, JobState, Result
 
@@ -196,6 +197,24 @@ class Store:
             )
             self._set_state(job_id, JobState.DONE, error=None, finished=True)
             return self._get(job_id)
+
+    def set_power_field(self, job_id: str, key: str, value: Any) -> Result:
+        """Set one key of a stored result's ``power``, atomically (a figure that needs later
+        jobs, as a queue's clock fit, added after the job's own result was stored)."""
+        with self._mutex, self._transaction():
+            row = self._db.execute(
+                "SELECT result_json FROM results WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"job {job_id!r} has no result in {self.path}")
+            data = json.loads(row[0])
+            if data.get("power") is None:
+                raise ValueError(f"job {job_id!r} has no power figures to add {key!r} to")
+            data["power"][key] = value
+            self._db.execute(
+                "UPDATE results SET result_json = ? WHERE job_id = ?", (json.dumps(data), job_id)
+            )
+        return Result.from_dict(data)
 
     def fail(self, job_id: str, error: str) -> Job:
         with self._mutex, self._transaction():

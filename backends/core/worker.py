@@ -57,7 +57,8 @@ from backends.measure.precision import GateDecision, PrecisionGate
 from backends.measure.probe import CanaryProbe
 from backends.measure.rounds import Rounds, every_round_has_canary, split_runs
 from backends.measure.stats import live_median_p90
-from backends.power.capture import PowerManager, capture_energy
+from backends.power.capture import PowerChannel, PowerManager, capture_energy
+from backends.power.queue_capture import QueueCapture
 from backends.power.rails import rail_batch, rail_energy
 from backends.power.sync_capture import StampedRound, capture_synced
 from backends.power.sync_energy import Span
@@ -161,6 +162,7 @@ class DeviceWorker(threading.Thread):
         self._cancelled: set[str] = set()
         self.running_job_ids: set[str] = set()
         self._rng = random.Random()
+        self._queue: QueueCapture | None = None  # --power-capture queue: the queue's trace
 
     # -- control from the Lab --------------------------------------------------------------
 
@@ -185,6 +187,7 @@ class DeviceWorker(threading.Thread):
         try:
             self._serve()
         finally:
+            self._close_queue()
             if self.measurer is not None:
                 self.measurer.close()
 
@@ -208,6 +211,7 @@ class DeviceWorker(threading.Thread):
             finally:
                 self.running_job_ids = set()
                 self._cancelled.clear()
+                self._close_queue_when_over()
                 with self._wake:
                     self._wake.notify_all()
 
@@ -250,6 +254,8 @@ class DeviceWorker(threading.Thread):
             for run in runs:
                 if not run.ended:
                     self._guard(run, self._finish, run, probe)
+            for run in runs:
+                self._fit_queue(run)
         except JobInterrupted:  # the lab is shutting down or the device left: run them again
             for run in runs:
                 if not run.ended:
@@ -445,6 +451,8 @@ class DeviceWorker(threading.Thread):
 
         if job.settings.power_sync == "beacon" and run.session is not None:
             session = run.session
+            if _in_queue_capture(job):
+                self._open_queue(channel)
 
             def rounds_with(before_round: Callable[[], None]) -> int | None:
                 run.before_round = before_round
@@ -469,6 +477,59 @@ class DeviceWorker(threading.Thread):
             if reading.warning:
                 run.warnings.append(reading.warning)
             run.power = reading.power
+
+    def _open_queue(self, channel: PowerChannel) -> None:
+        """The queue's trace, opened by its first job and kept over the jobs that follow."""
+        if self._queue is not None and self._queue.channel is channel:
+            return
+        self._close_queue()  # the monitor was opened anew: a new trace
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = self.log_dir / f"power-queue-{_safe_name(self.device.id)}-{stamp}.csv"
+        self._queue = QueueCapture(channel, path)
+        self.events.publish(LogLine(f"{self.device.id}: power queue trace {path}"))
+
+    def _fit_queue(self, run: JobRun) -> None:
+        """Add a stored job to the queue's clock fit and its figures by that fit to its stored
+        result. Its own result is stored first and never waits for this; a failure here is a
+        note in the queue's figures, never the job's."""
+        queue = self._queue
+        job = run.job
+        if queue is None or run.power is None or not _in_queue_capture(job):
+            return
+        if self.store.job(job.id).state is not JobState.DONE:
+            return
+        try:
+            figures = queue.add(job.id, run.power)
+        except Exception as error:  # a bad queue trace must not touch the job's own figures
+            log.exception("power queue fit of %s failed", job.id)
+            figures = {"trace_path": str(queue.path), "error": f"{type(error).__name__}: {error}"}
+        try:
+            self.store.set_power_field(job.id, "queue", figures)
+        except (KeyError, ValueError) as error:
+            log.error("power queue figures of %s not stored: %s", job.id, error)
+            return
+        drift = figures.get("clock_drift_ppm")
+        note = figures.get("error") or (
+            f"power queue fit: {figures.get('beacons_used')} beacons over {figures['jobs']} "
+            f"job(s), drift {'not solved' if drift is None else f'{drift:.0f} ppm'}"
+        )
+        self.events.publish(LogLine(note, job.id))
+
+    def _close_queue_when_over(self) -> None:
+        """Close the queue's trace once no queued job of this device records into it."""
+        if self._queue is None:
+            return
+        if not any(_in_queue_capture(job) for job in self.store.queued_on(self.device.id)):
+            self._close_queue()
+
+    def _close_queue(self) -> None:
+        queue, self._queue = self._queue, None
+        if queue is None:
+            return
+        try:
+            queue.close()
+        except Exception:  # a full disk loses the queue's trace, not the worker
+            log.exception("closing the power queue trace %s failed", queue.path)
 
     def _beacon(self, run: JobRun, session: BenchSession) -> float | None:
         """One power sync beacon on the device (cancel is honoured before it)."""
@@ -715,9 +776,19 @@ def _interleavable(job: Job) -> bool:
     return job.settings.rounds > 1 and not job.settings.power
 
 
+def _in_queue_capture(job: Job) -> bool:
+    """A job recorded into its device's queue trace too (``--power-capture queue``)."""
+    settings = job.settings
+    return settings.power and settings.power_sync == "beacon" and settings.power_capture == "queue"
+
+
+def _safe_name(device_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in device_id)
+
+
 def _measure_log_name(device_id: str) -> str:
     """The measurement process's log file (a runtime's own messages go there)."""
-    return "measure-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in device_id) + ".log"
+    return "measure-" + _safe_name(device_id) + ".log"
 
 
 def _canary_key(run: JobRun) -> str:

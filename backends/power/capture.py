@@ -133,6 +133,19 @@ class PowerChannel:
             if writer in self._writers:
                 self._writers.remove(writer)
 
+    @property
+    def recording(self) -> tuple[Path, ...]:
+        """The trace files every sample goes into now."""
+        with self._lock:
+            return tuple(writer.path for writer in self._writers)
+
+    def flush(self, writer: TraceWriter) -> int:
+        """Write what ``writer`` still buffers, between two batches; the rows now complete in
+        its file (a reader stops there: the stream may append while it reads)."""
+        with self._lock:
+            writer.flush()
+            return writer.samples_written
+
     @contextlib.contextmanager
     def capture(self, path: Path) -> Iterator[Path]:
         """Record every sample into ``path`` (CSV, written in chunks) while the block runs."""

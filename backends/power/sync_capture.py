@@ -230,7 +230,11 @@ def _by_beacon(
         clock_offset_s=fit["offset_s"],
         clock_drift_ppm=fit["drift_ppm"] if fit["drift_solved"] else None,
         clock_fit=fit,
-        beacons=[match.to_dict() for match in sync.matches],
+        beacons=[  # the host's window too: where a queue's trace searches it again
+            {**match.to_dict(), "host_window": list(stamp.host_window or ())}
+            for match, stamp in zip(sync.matches, beacons.stamps, strict=True)
+        ],
+        device_baseline_window=[first, last],
         excess_error_w=error_w,
         host_baseline_window=list(windows.baseline),
         host_timed_window=list(windows.timed),

@@ -146,15 +146,20 @@ class TraceWriter:
                 self._csv.close()
 
 
-def iter_trace(path: str | os.PathLike[str], chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
-    """The trace in chunks of about ``chunk_rows`` rows (Parquet: per record batch)."""
+def iter_trace(
+    path: str | os.PathLike[str], chunk_rows: int = 200_000, max_rows: int | None = None
+) -> Iterator[pd.DataFrame]:
+    """The trace in chunks of about ``chunk_rows`` rows (Parquet: per record batch); a CSV
+    only up to ``max_rows`` (what was complete when a reader began, while a writer appends)."""
     path = Path(path)
     if _is_parquet(path):
         parquet = require("pyarrow.parquet", *_PARQUET).ParquetFile(path)
         for record_batch in parquet.iter_batches(batch_size=chunk_rows, columns=list(COLUMNS)):
             yield record_batch.to_pandas()
         return
-    with pd.read_csv(path, chunksize=chunk_rows, dtype=np.float64, **_CSV_PRECISION) as reader:
+    with pd.read_csv(
+        path, chunksize=chunk_rows, nrows=max_rows, dtype=np.float64, **_CSV_PRECISION
+    ) as reader:
         for chunk in reader:
             yield chunk.dropna(subset=["t_s"])  # a line cut by a crash reads as NaN
 

@@ -12,7 +12,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,28 @@ def run_synced_job(
 ) -> tuple[Result, LoadLog]:
     """One ``--power --power-sync beacon`` job of mnv2_cifar32 on ``phone`` (``settings``
     on top of 2 warm-up runs, no gate, no parity, a 1 s baseline); its result and load log."""
+    results, load = run_synced_jobs(
+        phone, adb_port, tmp_path, runtime, [settings], monsoon_serial, convert, snpe
+    )
+    return results[0], load
+
+
+def run_synced_jobs(
+    phone: VirtualPhone,
+    adb_port: int,
+    tmp_path: Path,
+    runtime: str,
+    queue: Sequence[Mapping[str, Any]],
+    monsoon_serial: int,
+    convert: Mapping[str, list[str]] | None = None,
+    snpe: SnpeConfig | None = None,
+    when_idle: Callable[[Lab], None] | None = None,
+    tick_s: float = 0.002,
+) -> tuple[list[Result], LoadLog]:
+    """A queue of such jobs, one per entry of ``queue`` (their settings differ, or they are one
+    job), submitted together; their results in order and the load log. ``when_idle(lab)`` runs
+    once the queue is done, before the lab shuts down; the Monsoon reads the load every
+    ``tick_s``."""
     load = LoadLog(Path(phone.sandbox.root))
     monsoon = VirtualMonsoon(
         serial_number=monsoon_serial,
@@ -98,7 +120,7 @@ def run_synced_job(
         baseline_w=BASELINE_W,
         active_w=ACTIVE_W,
         noise_w=0.005,
-        tick_s=0.002,
+        tick_s=tick_s,
     ).start()
     model_path = tmp_path / "mnv2_cifar32.onnx"
     shutil.copy(REPO / "assets" / "models" / "mnv2_cifar32.onnx", model_path)
@@ -109,28 +131,34 @@ def run_synced_job(
         [AndroidBackend(AndroidConfig(adb_port=adb_port, convert=dict(convert or {})), snpe)],
         power_links=[MonitorLink(device_id=device_id, port=monsoon.port)],
     )
-    job_settings = JobSettings(
-        **{
-            "warmup": 2,
-            "precision_pct": 0.0,
-            "skip_parity": True,
-            "power": True,
-            "power_baseline_s": 1.0,
-            "power_sync": "beacon",
-            **settings,
-        }
-    )
+    base = {
+        "warmup": 2,
+        "precision_pct": 0.0,
+        "skip_parity": True,
+        "power": True,
+        "power_baseline_s": 1.0,
+        "power_sync": "beacon",
+    }
+    results = []
     try:
         lab.discover()
         lab.start()
-        job = lab.submit(load_model(model_path), device_id, runtime, job_settings)
-        assert lab.wait_until_idle(timeout=120)
-        job = lab.store.job(job.id)
-        assert job.state is JobState.DONE, job.error
-        result = lab.store.result(job.id)
+        model = load_model(model_path)
+        jobs = [
+            lab.submit(model, device_id, runtime, JobSettings(**{**base, **settings}))
+            for settings in queue
+        ]
+        assert lab.wait_until_idle(timeout=60 + 60 * len(jobs))
+        for job in jobs:
+            job = lab.store.job(job.id)
+            assert job.state is JobState.DONE, job.error
+            result = lab.store.result(job.id)
+            assert result is not None and result.power is not None
+            results.append(result)
+        if when_idle is not None:
+            when_idle(lab)
     finally:
         lab.shutdown()
         store.close()
         monsoon.stop()
-    assert result is not None and result.power is not None
-    return result, load
+    return results, load
