@@ -75,9 +75,11 @@ def test_the_whole_set_is_scored_in_a_few_net_runs_on_cpu_and_dsp(
     runs: list[str] = []
     real = SnpeSession._net_run
 
-    def counted(self: SnpeSession, input_list: str, output_dir: str, level: str) -> None:
+    def counted(
+        self: SnpeSession, input_list: str, output_dir: str, level: str, stamped: bool = False
+    ) -> None:
         runs.append(level)
-        real(self, input_list, output_dir, level)
+        real(self, input_list, output_dir, level, stamped)
 
     monkeypatch.setattr(SnpeSession, "_net_run", counted)
     encodings = quantize_model(DIGITS, ASSETS / "digits-calib", "snpe", tmp_path / "Q").path
