@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
-import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,17 +21,14 @@ from backends.cluster.wire import job_of_key
 from backends.core.events import JobStarted
 from backends.core.store import STORE_FILE
 from support.cluster_fixtures import WAIT_S, Recorder
+from support.devlab_process import START_S, Process
 from support.helpers import (
     MODELS_DIR,
-    REPO_ROOT,
     devlab_cmd,
-    devlab_env,
     read_results_csv,
     store_jobs,
 )
 from support.waiting import wait_until
-
-START_S = 60.0
 
 
 def devlab_tool(*args: str) -> list[str]:
@@ -45,48 +39,6 @@ def devlab_tool(*args: str) -> list[str]:
 def devlab_run(*args: str) -> list[str]:
     """``devlab --run ... --cluster ADDRESS``."""
     return devlab_cmd(*args)
-
-
-class Process:
-    """A devlab process whose stdout lines are collected by a thread."""
-
-    def __init__(self, args: list[str], home: Path, log: Path) -> None:
-        self.log = log
-        self.proc = subprocess.Popen(
-            args,
-            cwd=REPO_ROOT,
-            env=devlab_env(home),
-            stdout=subprocess.PIPE,
-            stderr=open(log, "w"),  # noqa: SIM115 - closed with the process
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def first_line(self, timeout: float = START_S) -> str:
-        try:
-            return self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no output from {self.proc.args}\n{self.stderr()}") from None
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM, then SIGKILL if it does not leave; its exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -12,11 +12,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-import queue
 import shutil
 import signal
-import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,46 +24,15 @@ from distributed import Client
 from backends.cluster.client import ClusterLab
 from backends.cluster.host_stages import STAGE_KEY_PREFIX
 from backends.pipeline.artifacts import leftovers
-from support.helpers import REPO_ROOT, devlab_cmd, devlab_env, read_results_csv
+from support.devlab_process import START_S, Process
+from support.helpers import REPO_ROOT, devlab_cmd, read_results_csv
 from support.waiting import wait_until
 
 ASSETS = REPO_ROOT / "assets" / "accuracy"
 DIGITS = ASSETS / "digits.onnx"
-START_S = 60.0
 RUN_S = 240.0
 BIG_SAMPLES = 60_000  # calibration samples: quantizing them takes seconds, so the kill lands
 QUICK = ("--runs", "20", "--rounds", "2", "--warmup", "2", "--precision", "0", "--no-parity")
-
-
-class Process:
-    """A devlab process; stdout lines are collected by a thread, stderr goes to a file."""
-
-    def __init__(self, args: list[str], home: Path, log: Path) -> None:
-        self.log = log
-        self.proc = subprocess.Popen(
-            args,
-            cwd=REPO_ROOT,
-            env=devlab_env(home),
-            stdout=subprocess.PIPE,
-            stderr=open(log, "w"),  # noqa: SIM115 - closed with the process
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def first_line(self) -> str:
-        try:
-            return self.lines.get(timeout=START_S)
-        except queue.Empty:
-            raise AssertionError(f"no output from {self.proc.args}\n{self.stderr()}") from None
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -74,13 +40,7 @@ def processes() -> Iterator[list[Process]]:
     started: list[Process] = []
     yield started
     for process in reversed(started):  # only the processes this test started, by pid
-        if process.proc.poll() is None:
-            process.proc.send_signal(signal.SIGTERM)
-            try:
-                process.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.proc.kill()
-                process.proc.wait()
+        process.stop()
 
 
 def big_calibration_set(folder: Path) -> Path:
