@@ -163,6 +163,30 @@ def key_values(text: str) -> dict[str, float]:
     return pairs
 
 
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+
+def decode_log(data: bytes) -> str:
+    """A captured log's bytes as text, whatever wrote the file: UTF-8 with or without a BOM,
+    or UTF-16 as Windows PowerShell's ``>`` and ``Tee-Object`` write it (with a BOM, or
+    without one when every other byte is NUL). Undecodable bytes become U+FFFD."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    if len(data) >= 4 and data[1::2].count(0) > len(data) // 4 and not data[::2].count(0):
+        return data.decode("utf-16-le", errors="replace")
+    if len(data) >= 4 and data[::2].count(0) > len(data) // 4 and not data[1::2].count(0):
+        return data.decode("utf-16-be", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
+
+
+def clean_log(text: str) -> str:
+    """A tool's output as the parsers read it: no byte-order mark, no terminal colour codes
+    (``adb logcat -v color``, coloured loggers), and ``\\n`` line ends whether the capture
+    came through a PTY (``\\r\\n``, old ``adb shell``) or overwrote a progress line (``\\r``)."""
+    text = _ANSI_ESCAPE.sub("", text.lstrip("\ufeff"))
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def error_lines(lines: Iterable[str], pattern: re.Pattern[str]) -> list[str]:
     """The lines matching ``pattern``, stripped, in order."""
     return [line.strip() for line in lines if pattern.search(line)]

@@ -29,7 +29,15 @@ from __future__ import annotations
 import re
 
 from backends.core.records import LayerTime
-from backends.runtimes.common import NUMBER, ToolOutputError, ToolRun, summary, tail, to_us
+from backends.runtimes.common import (
+    NUMBER,
+    ToolOutputError,
+    ToolRun,
+    clean_log,
+    summary,
+    tail,
+    to_us,
+)
 
 TOOL = "mvNCProfile"
 
@@ -60,6 +68,7 @@ def _glued_row(decimals: tuple[int, int, int]) -> re.Pattern[str]:
 
 def parse_mvnc_profile(text: str) -> ToolRun:
     """One ``mvNCProfile`` console output; ToolOutputError without a per-layer table."""
+    text = clean_log(text)
     run = ToolRun(tool=TOOL)
     lines = text.splitlines()
     in_table = False

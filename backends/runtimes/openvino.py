@@ -25,7 +25,15 @@ from __future__ import annotations
 
 import re
 
-from backends.runtimes.common import NUMBER, ToolOutputError, ToolRun, summary, tail, to_us
+from backends.runtimes.common import (
+    NUMBER,
+    ToolOutputError,
+    ToolRun,
+    clean_log,
+    summary,
+    tail,
+    to_us,
+)
 
 TOOL = "benchmark_app"
 
@@ -83,6 +91,7 @@ _TOOK_KEYS = {
 def parse_benchmark_app(text: str, require_stats: bool = True) -> ToolRun:
     """One ``benchmark_app`` run. ToolOutputError when no statistics were printed (a failed or
     hung run), unless ``require_stats`` is false (then the header information is returned)."""
+    text = clean_log(text)
     run = ToolRun(tool=TOOL)
     raw_lines = text.splitlines()
     device_next = False

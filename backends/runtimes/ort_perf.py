@@ -33,6 +33,7 @@ from backends.runtimes.common import (
     check_args,
     check_choice,
     check_int,
+    clean_log,
     error_lines,
     summary,
     tail,
@@ -167,6 +168,7 @@ def parse(text: str, exit_code: int | None = None) -> ToolRun:
     be read, a statistics line with an unknown label, or an unknown line that names a latency or
     time cost gives a warning quoting the line.
     """
+    text = clean_log(text)
     lines = text.splitlines()
     errors = error_lines(lines, _ERROR)
     if exit_code not in (None, 0):

@@ -47,6 +47,7 @@ from backends.runtimes.common import (
     ToolRun,
     check_args,
     check_choice,
+    clean_log,
     env_prefix,
     error_lines,
     summary,
@@ -364,6 +365,7 @@ def parse_diagview(
     layout). Author elisions (``..`` lines) are skipped; missing layer indices leave Layers
     Time uncomputed, with a warning.
     """
+    text = clean_log(text)
     lines = text.splitlines()
     errors = error_lines(lines, _DIAG_ERROR)
     if exit_code not in (None, 0):
@@ -688,6 +690,7 @@ def parse_bench_csv(text: str) -> dict[str, ToolRun]:
     ``device_info`` (the same as a dict, see :func:`config_dict`: a key printed once maps to
     its string, a repeated key to the list of its values).
     """
+    text = clean_log(text)
     table = list(csv.reader(io.StringIO(text)))
     version = ""
     config: list[tuple[str, str]] = []
@@ -837,6 +840,7 @@ def parse_throughput(text: str, exit_code: int | None = None) -> ToolRun:
     ``count`` is the number of images processed; ``init_us`` the (first thread's) build time.
     No latency is derived (with several threads 1/throughput is not a latency).
     """
+    text = clean_log(text)
     lines = text.splitlines()
     errors = error_lines(lines, _DIAG_ERROR)
     if exit_code not in (None, 0):

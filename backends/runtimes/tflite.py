@@ -26,6 +26,7 @@ from backends.runtimes.common import (
     ToolRun,
     check_args,
     check_int,
+    clean_log,
     key_values,
     summary,
     tail,
@@ -151,6 +152,7 @@ def parse(text: str, exit_code: int | None = None) -> ToolRun:
     no measurement at all; ValueError when the capture holds several runs (use
     :func:`parse_blocks`).
     """
+    text = clean_log(text)
     blocks = _split_blocks(_clean_lines(text))
     if len(blocks) > 1:
         raise ValueError(
@@ -161,6 +163,7 @@ def parse(text: str, exit_code: int | None = None) -> ToolRun:
 
 def parse_blocks(text: str, exit_code: int | None = None) -> list[ToolRun]:
     """One :class:`ToolRun` per run in a capture of several (each starts with ``STARTING!``)."""
+    text = clean_log(text)
     return [_parse_block(block, exit_code) for block in _split_blocks(_clean_lines(text))]
 
 

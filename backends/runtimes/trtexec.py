@@ -40,6 +40,7 @@ from backends.runtimes.common import (
     NUMBER,
     ToolOutputError,
     ToolRun,
+    clean_log,
     error_lines,
     summary,
     tail,
@@ -118,6 +119,7 @@ def trtexec_version(text: str) -> str:
 
 def parse_trtexec(text: str, exit_code: int | None = None) -> ToolRun:
     """The summary of one trtexec run, in microseconds; ToolOutputError when it failed."""
+    text = clean_log(text)
     lines = text.splitlines()
     if _FAILED.search(text) or exit_code not in (None, 0):
         raise ToolOutputError(TRTEXEC, error_lines(lines, _ERROR) or tail(lines, 5), exit_code)

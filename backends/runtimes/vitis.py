@@ -31,6 +31,7 @@ from backends.runtimes.common import (
     NUMBER,
     ToolOutputError,
     ToolRun,
+    clean_log,
     error_lines,
     key_values,
     summary,
@@ -89,6 +90,7 @@ def parse_xdputil(text: str, exit_code: int | None = None) -> ToolRun:
     Raises :class:`ToolOutputError` on fatal lines, a non-zero ``exit_code``, or when there is
     no ``FPS=`` line.
     """
+    text = clean_log(text)
     lines = text.splitlines()
     fatal = error_lines(lines, _FATAL)
     if fatal:
@@ -189,6 +191,7 @@ def parse_test_performance(text: str, exit_code: int | None = None) -> ToolRun:
     ``DPU_MEAN`` (the DPU part only). Raises :class:`ToolOutputError` on fatal lines, a non-zero
     ``exit_code`` or when there is no ``FPS=`` line.
     """
+    text = clean_log(text)
     lines = text.splitlines()
     fatal = error_lines(lines, _FATAL)
     if fatal:

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from backends.runtimes.common import ToolOutputError, ToolRun
+from backends.runtimes.common import ToolOutputError, ToolRun, decode_log
 from backends.runtimes.parsers import PARSERS, parse_log, run_to_dict
 from console.charts import format_us
 from console.cli.exit_codes import ExitCode, UsageError
@@ -48,7 +48,7 @@ def run_parse_tool(args: Sequence[str], err: Console) -> int:
     parsed = build_parser().parse_args(args)
     path = Path(parsed.file)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = decode_log(path.read_bytes())
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
     try:
