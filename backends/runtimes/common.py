@@ -146,12 +146,14 @@ def to_float(text: str) -> float:
 
 
 def to_us(value: float, unit: str | None) -> float:
-    """``value`` in ``unit`` converted to microseconds; ValueError on a non-time unit."""
+    """``value`` in ``unit`` converted to microseconds; ValueError on a non-time unit. Rounded
+    to 1e-6 us so that 40.6483 ms reads 40648.3, not 40648.299999999996 (no tool prints more
+    than nanoseconds)."""
     key = (unit or "").strip()
     factor = _UNIT_TO_US.get(key, _UNIT_TO_US.get(key.lower()))
     if factor is None:
         raise ValueError(f"not a time unit: {unit!r} (known: {', '.join(_UNIT_TO_US)})")
-    return value * factor
+    return round(value * factor, 6)
 
 
 def key_values(text: str) -> dict[str, float]:

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from backends.runtimes import mvnc, openvino, ort_perf, snpe, tflite, vitis
+from backends.runtimes import mvnc, openvino, ort_perf, snpe, tflite, trtexec, vitis
 from backends.runtimes.common import ToolRun
 
 # One parser per tool; snpe-bench gives one run per runtime column of the CSV.
@@ -20,6 +20,8 @@ PARSERS: dict[str, Callable[[str], ToolRun | dict[str, ToolRun]]] = {
     "xdputil": vitis.parse_xdputil,
     "test-performance": vitis.parse_test_performance,
     "mvnc": mvnc.parse_mvnc_profile,
+    "trtexec": trtexec.parse_trtexec,
+    "snpe-throughput": snpe.parse_throughput,
 }
 
 

@@ -344,7 +344,7 @@ def _ms(value: Any) -> float | None:
         return None
     if not math.isfinite(value) or value < 0:
         return None
-    return float(value) * 1e3
+    return to_us(float(value), "ms")
 
 
 def _op_type(name: str) -> str:

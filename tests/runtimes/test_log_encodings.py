@@ -26,6 +26,8 @@ TOOL_OF_PREFIX = {
     "xdputil_benchmark": "xdputil",
     "vitis_ai_test_performance": "test-performance",
     "mvnc_profile": "mvnc",
+    "trtexec": "trtexec",
+    "snpe_throughput_net_run": "snpe-throughput",
 }
 COLOUR = "\x1b[0;32m"
 RESET = "\x1b[0m"
