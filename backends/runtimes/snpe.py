@@ -302,8 +302,24 @@ _EXEC_KEYS = {
     "accelerator time": "accelerator",
     "misc accelerator time": "misc_accelerator",
 }
-_COUNT_KEYS = {"num times yield occurred": "yield_count", "create network": "create_network"}
+# SNPE 2.21 prints "occured", 2.37 "occurred".
+_COUNT_KEYS = {
+    "num times yield occurred": "yield_count",
+    "num times yield occured": "yield_count",
+    "create network": "create_network",
+}
 _CYCLES = ("cycles", "cycle")
+
+
+def _squashed(name: str) -> str:
+    """A statistic's name with case, spaces and punctuation gone: how a name that was damaged
+    in a paste (``Forward Propagate ..Time``) is still recognised."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+_SQUASHED_KEYS = {_squashed(name): name for name in (*_INIT_KEYS, *_EXEC_KEYS, *_COUNT_KEYS)}
+# An unknown statistic naming one of these is likely a latency the parser should know about.
+_LATENCY_WORDS = ("inference", "forward", "execute", "latency")
 
 
 def _measure(value: float, unit: str) -> tuple[str, float]:
@@ -346,12 +362,17 @@ def parse_diagview(
 
     ``avg_us`` is ``Total Inference Time``; ``min_us``/``max_us`` stay None (diagview prints
     only averages). ``extra`` holds ``init`` and ``execute`` (every known statistic, µs),
-    ``stat_cycles`` (statistics printed in cycles), ``other_stats`` (statistics of names not
-    known here, value and unit as printed), ``subnets`` (every subnet/graph time: ``index``,
-    ``runtime``, ``value`` and ``unit`` as printed, ``us`` — None for ``cycles``, which are
-    never converted —, ``block`` = the header it was under), ``layer_rows`` (all rows with
-    their unit and runtime; HTP linting rows also carry ``linting``: wait/overlap cycles,
-    overlapping ops, resources) and ``layer_cycles`` (rows in cycles).
+    ``not_recorded`` (statistics printed as ``0 NONE`` or a bare ``0``: the runtime or the
+    profiling level did not measure them, so they get no value, never 0 µs; at ``basic``
+    profiling SNPE 2.21 prints ``Forward Propagate Time: 0 NONE``, and Forward Propagate is then
+    not reported), ``stat_cycles`` (statistics printed in cycles), ``other_stats``
+    (statistics of names not known here, value and unit as printed; a latency-like one is
+    flagged, a known name damaged by a paste is read with a warning), ``subnets`` (every
+    subnet/graph time: ``index``, ``runtime``, ``value`` and ``unit`` as printed, ``us`` —
+    None for ``cycles``, which are never converted —, ``block`` = the header it was under),
+    ``layer_rows`` (all rows with their unit and runtime; HTP linting rows also carry
+    ``linting``: wait/overlap cycles, overlapping ops, resources) and ``layer_cycles`` (rows in
+    cycles).
 
     Blocks are recognised by their headers in every layout seen: 1.x–2.9 "Dnn Runtime
     Load/Deserialize/Create/De-Init Statistics", "Average SNPE Statistics", "Layer Times";
@@ -379,6 +400,7 @@ def parse_diagview(
     subnets: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     unreadable: list[str] = []
+    not_recorded: list[str] = []
     block, title = "", ""
     overlap_list: list[str] | None = None  # where indented op names after "Overlap …" go
 
@@ -432,6 +454,18 @@ def parse_diagview(
             continue
         key, value, unit = match["key"], float(match["value"]), match["unit"]
         low = key.lower()
+        if low not in _COUNT_KEYS and low not in _INIT_KEYS and low not in _EXEC_KEYS:
+            if (known := _SQUASHED_KEYS.get(_squashed(key))) is not None:
+                run.warnings.append(
+                    f"{DIAGVIEW}: read line {stripped!r} as {known!r} (the name is spelled "
+                    "differently from the tool's)"
+                )
+                low = known
+            elif block == "stats" and any(word in low for word in _LATENCY_WORDS):
+                run.warnings.append(
+                    f"{DIAGVIEW}: unknown statistic {stripped!r} kept in other_stats, not read "
+                    "as a latency (a new tool version? run `devlab parse` and report it)"
+                )
         if low in _COUNT_KEYS:
             run.extra[_COUNT_KEYS[low]] = int(value)
             continue
@@ -439,6 +473,11 @@ def parse_diagview(
         if target_key is None:
             if block == "stats":
                 other_stats[key] = {"value": value, "unit": unit}
+            continue
+        if value == 0 and unit in ("", "NONE"):
+            # "Forward Propagate Time: 0 NONE" (2.21 at --profiling_level basic), "RPC Init
+            # Time: 0" (2.37 on CPU): nothing was recorded, which is not a time of 0 us.
+            not_recorded.append(target_key)
             continue
         try:
             kind_of, amount = _measure(value, unit)
@@ -464,6 +503,8 @@ def parse_diagview(
             )
     run.extra["init"] = init
     run.extra["execute"] = execute
+    if not_recorded:
+        run.extra["not_recorded"] = not_recorded
     if stat_cycles:
         run.extra["stat_cycles"] = stat_cycles
     if other_stats:

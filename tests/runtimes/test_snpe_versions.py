@@ -15,6 +15,7 @@ import pytest
 from backends.core.records import LayerTime
 from backends.runtimes import snpe
 from backends.runtimes.common import LAYERS_TIME, ToolOutputError
+from support.helpers import BENCH_OUTPUT
 from support.helpers import bench_output as fixture
 
 
@@ -273,3 +274,39 @@ def test_config_dict() -> None:
     pairs = [("a", "1"), ("b", "2"), ("a", "3"), ("a", "4")]
     assert snpe.config_dict(pairs) == {"a": ["1", "3", "4"], "b": "2"}
     assert list(snpe.config_dict(pairs)) == ["a", "b"]
+
+
+# ------------------------------------------------------------------ damaged and unknown names
+
+
+def test_2_9_gpu_block_with_a_damaged_name_is_read_and_flagged() -> None:
+    # snpe_diagview_6.txt (SNPE 2.9, GPU, pasted in a README): the author's paste broke one
+    # name, "Forward Propagate ..Time: 11642 us"; Forward Propagate is still read, with a
+    # warning quoting the line, never dropped without a word.
+    run = snpe.parse_diagview(fixture("snpe_diagview_6.txt"))
+    assert run.tool_version == "2.9.0.4462"
+    assert run.avg_us == 11676 and run.init_us == 903746
+    assert run.forward_us is not None and run.forward_us["mean"] == 11642
+    assert run.extra["init"]["create_networks"] == 868051
+    # "RPC Execute Time: 0 us" is a measured zero; "RPC Init Time: 0 NONE" is not measured
+    assert run.extra["execute"]["rpc_execute"] == 0
+    assert "rpc_init" in run.extra["not_recorded"]
+    (damaged,) = [warning for warning in run.warnings if "spelled differently" in warning]
+    assert "'Forward Propagate ..Time: 11642 us'" in damaged
+    assert "other_stats" not in run.extra
+
+
+def test_an_unknown_latency_statistic_is_flagged() -> None:
+    """DERIVED: snpe221_runs/CPU_Run1 (SNPE 2.21) with its Total Inference Time line followed
+    by one of a name no version printed; it is kept as printed and flagged."""
+    text = (BENCH_OUTPUT / "snpe221_runs" / "CPU_Run1_diaglog_out.txt").read_text()
+    edited = text.replace(
+        "Total Inference Time: 117966 us\n",
+        "Total Inference Time: 117966 us\nGraph Execute Latency: 117001 us\n",
+    )
+    assert edited != text
+    run = snpe.parse_diagview(edited)
+    assert run.avg_us == 117966
+    assert run.extra["other_stats"] == {"Graph Execute Latency": {"value": 117001, "unit": "us"}}
+    (warning,) = run.warnings
+    assert "'Graph Execute Latency: 117001 us'" in warning and "other_stats" in warning
