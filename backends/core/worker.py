@@ -520,7 +520,30 @@ class DeviceWorker(threading.Thread):
         if self._queue is None:
             return
         if not any(_in_queue_capture(job) for job in self.store.queued_on(self.device.id)):
+            self._refit_queue()
             self._close_queue()
+
+    def _refit_queue(self) -> None:
+        """The queue is over: every job of it measured again by the fit over all its beacons,
+        stored as ``Result.power["queue_final"]`` (its ``queue`` figures keep the fit as of
+        its own end). One pass over the trace; a failure is a log line, never a job's."""
+        queue = self._queue
+        if queue is None or not queue.members:
+            return
+        try:
+            final = queue.measure_all()
+        except Exception:  # a bad queue trace must not touch the jobs' own figures
+            log.exception("power queue final fit over %s failed", queue.path)
+            return
+        for job_id, figures in final.items():
+            try:
+                self.store.set_power_field(job_id, "queue_final", figures)
+            except (KeyError, ValueError) as error:
+                log.error("final power queue figures of %s not stored: %s", job_id, error)
+        used = max((figures.get("beacons_used") or 0) for figures in final.values())
+        self.events.publish(
+            LogLine(f"power queue over: {len(final)} job(s) measured again by {used} beacons")
+        )
 
     def _close_queue(self) -> None:
         queue, self._queue = self._queue, None

@@ -7,7 +7,8 @@ resolve a drift of 150 ppm; over a queue's minutes they can. The worker opens a
 beside the jobs' own), keeps it over the jobs that follow and closes it when none is left
 queued. Every job still has its own capture and energy; after it is stored, ``add`` finds every
 beacon of the queue again in the queue's trace, fits the clock over all of them and measures
-that job by that fit (its ``Result.power["queue"]``).
+that job by that fit (its ``Result.power["queue"]``). When the queue is over, ``measure_all``
+measures every job again by the fit over all the queue's beacons (``queue_final``).
 """
 
 from __future__ import annotations
@@ -112,40 +113,39 @@ class QueueCapture:
 
     def measure(self, member: QueueMember) -> dict[str, Any]:
         """``member`` measured over this trace by the fit over all the queue's beacons."""
+        return self._measure([member])[member.job_id]
+
+    def measure_all(self) -> dict[str, dict[str, Any]]:
+        """Every job of the queue measured by the fit over all its beacons, in one pass over
+        the trace: what the queue's earlier jobs get once the queue is over (their ``queue``
+        figures used only the beacons up to their own)."""
+        return self._measure(self.members)
+
+    def _measure(self, members: Sequence[QueueMember]) -> dict[str, dict[str, Any]]:
         rows = self.channel.flush(self._writer) if not self.closed else None
         beacons = [stamp for m in self.members for stamp in m.beacons]
-        figures: dict[str, Any] = {"trace_path": str(self.path), "jobs": len(self.members)}
-        if member.stamps is None or member.host_span is None:
-            return {**figures, "power_sync": "windows", "power_sync_reason": member.reason}
-        frame = read_spans(self.path, list(_read_spans(beacons, member.host_span)), rows)
-        sync = sync_queue(frame, [member.stamps], beacons, self.pattern)
-        row = sync.jobs[0]
-        power = dict(row.power)
-        fit = power.pop("clock_fit", None)
-        figures.update(power_sync=SYNC_MODES[row.sync], power_sync_reason=row.sync_reason)
-        if fit is not None:
-            figures.update(
-                clock_offset_s=fit["offset_s"],
-                clock_drift_ppm=fit["drift_ppm"] if fit["drift_solved"] else None,
-                clock_fit=fit,
-                beacons_run=power.get("beacons_run"),
-                beacons_found=power.get("beacons_found"),
-                beacons_used=power.get("beacons_used"),
-            )
-        for key in (
-            "energy_per_inference_mj",
-            "round_energy_per_inference_mj",
-            "baseline_w",
-            "mean_w",
-            "net_energy_j",
-            "window_s",
-            "baseline_window",
-            "timed_window",
-        ):
-            if key in power:
-                figures[key] = power[key]
-        if not member.resolved:  # inside the rail's noise in the job's own capture
-            figures["energy_per_inference_mj"] = None
+        common: dict[str, Any] = {"trace_path": str(self.path), "jobs": len(self.members)}
+        figures: dict[str, dict[str, Any]] = {}
+        placed = []
+        for member in members:
+            if member.stamps is None or member.host_span is None:
+                figures[member.job_id] = {
+                    **common,
+                    "power_sync": "windows",
+                    "power_sync_reason": member.reason,
+                }
+            else:
+                placed.append(member)
+        if not placed:
+            return figures
+        spans = list(_read_spans(beacons, [m.host_span for m in placed if m.host_span]))
+        frame = read_spans(self.path, spans, rows)
+        stamps = [m.stamps for m in placed if m.stamps is not None]
+        sync = sync_queue(frame, stamps, beacons, self.pattern)
+        for member, row in zip(placed, sync.jobs, strict=True):
+            figures[member.job_id] = {**common, **_figures(row.power, row.sync, row.sync_reason)}
+            if not member.resolved:  # inside the rail's noise in the job's own capture
+                figures[member.job_id]["energy_per_inference_mj"] = None
         return figures
 
     def close(self) -> None:
@@ -157,14 +157,45 @@ class QueueCapture:
         self._writer.close()
 
 
+_MEASURED_KEYS = (
+    "energy_per_inference_mj",
+    "round_energy_per_inference_mj",
+    "baseline_w",
+    "mean_w",
+    "net_energy_j",
+    "window_s",
+    "baseline_window",
+    "timed_window",
+)
+
+
+def _figures(power: Mapping[str, Any], sync: str, reason: str) -> dict[str, Any]:
+    """One job's row of the queue's fit as its ``Result.power["queue"]`` keys."""
+    power = dict(power)
+    fit = power.pop("clock_fit", None)
+    figures: dict[str, Any] = {"power_sync": SYNC_MODES[sync], "power_sync_reason": reason}
+    if fit is not None:
+        figures.update(
+            clock_offset_s=fit["offset_s"],
+            clock_drift_ppm=fit["drift_ppm"] if fit["drift_solved"] else None,
+            clock_fit=fit,
+            beacons_run=power.get("beacons_run"),
+            beacons_found=power.get("beacons_found"),
+            beacons_used=power.get("beacons_used"),
+        )
+    figures.update({key: power[key] for key in _MEASURED_KEYS if key in power})
+    return figures
+
+
 def _read_spans(
-    beacons: Iterable[BeaconStamp], host_span: tuple[float, float]
+    beacons: Iterable[BeaconStamp], host_spans: Iterable[tuple[float, float]]
 ) -> Iterable[tuple[float, float]]:
     before, after = BEACON_READ_S
     for stamp in beacons:
         if stamp.host_window is not None:
             yield stamp.host_window[0] - before, stamp.host_window[1] + after
-    yield host_span[0] - JOB_READ_S, host_span[1] + JOB_READ_S
+    for start, end in host_spans:
+        yield start - JOB_READ_S, end + JOB_READ_S
 
 
 __all__ = ["QueueCapture", "QueueMember", "member_from_power", "read_spans"]

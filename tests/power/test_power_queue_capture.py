@@ -204,6 +204,17 @@ def test_a_queue_of_beacon_jobs_resolves_the_phones_drift_over_all_their_beacons
         f"job/queue/truth_mj={','.join(rows)}"
     )
     assert last["clock_drift_ppm"] == pytest.approx(truth_ppm, abs=50.0)
+    # once the queue is over, every job is measured again by the fit over all six beacons
+    for result in results:
+        final = result.power["queue_final"]
+        assert final["jobs"] == len(QUEUE_RUNS), final
+        assert final["beacons_used"] == 2 * len(QUEUE_RUNS), final["power_sync_reason"]
+        assert final["clock_drift_ppm"] == pytest.approx(last["clock_drift_ppm"], abs=1.0)
+        truth = waveform_mj(result, load, virtual_phone.clock_ref_ns / 1e9)
+        assert final["energy_per_inference_mj"] == pytest.approx(truth, rel=0.05)
+    assert results[-1].power["queue_final"]["energy_per_inference_mj"] == pytest.approx(
+        last["energy_per_inference_mj"], rel=1e-6
+    )
     # the queue's trace: closed once the queue ended, complete over every job's own trace
     assert trace_path.parent == tmp_path / "lab" / "logs"
     assert trace_path.name.startswith("power-queue-adb_") and trace_path.suffix == ".csv"
