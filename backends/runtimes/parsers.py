@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from backends.runtimes import mvnc, openvino, ort_perf, snpe, tflite, trtexec, vitis
+from backends.runtimes import mvnc, openvino, ort_perf, snpe, snpe_diag_csv, tflite, trtexec, vitis
 from backends.runtimes.common import ToolRun
 
 # One parser per tool; snpe-bench gives one run per runtime column of the CSV.
@@ -16,6 +16,7 @@ PARSERS: dict[str, Callable[[str], ToolRun | dict[str, ToolRun]]] = {
     "ort": ort_perf.parse,
     "openvino": openvino.parse_benchmark_app,
     "snpe-diagview": snpe.parse_diagview,
+    "snpe-diagview-csv": snpe_diag_csv.parse_diagview_csv,
     "snpe-bench": snpe.parse_bench_csv,
     "xdputil": vitis.parse_xdputil,
     "test-performance": vitis.parse_test_performance,

@@ -518,7 +518,7 @@ def parse_diagview(
     if forward is not None:
         run.forward_us = summary(min=forward, mean=forward, max=forward, runs=1)
     if rows:
-        _apply_layers(run, rows, input_layer_indices)
+        apply_layer_rows(run, rows, input_layer_indices)
     return run
 
 
@@ -609,7 +609,7 @@ def _layer_row(line: str) -> dict[str, Any] | None:
     return row
 
 
-def _apply_layers(
+def apply_layer_rows(
     run: ToolRun, rows: list[dict[str, Any]], input_layer_indices: Collection[int] | None
 ) -> None:
     run.extra["layer_rows"] = rows

@@ -22,6 +22,7 @@ TOOL_OF_PREFIX = {
     "ort_perf_test": "ort",
     "openvino_benchmark_app": "openvino",
     "snpe_diagview": "snpe-diagview",
+    "snpe_diagcsv": "snpe-diagview-csv",
     "snpe_bench_results": "snpe-bench",
     "xdputil_benchmark": "xdputil",
     "vitis_ai_test_performance": "test-performance",

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
+
 from backends.runtimes import snpe
 from backends.runtimes.common import FORWARD_PROPAGATE, TOTAL_INFERENCE_TIME
+from backends.runtimes.snpe_diag_csv import parse_diagview_csv
 from support.helpers import BENCH_OUTPUT
 from support.helpers import bench_output as fixture
 
@@ -108,3 +111,31 @@ def test_every_run_of_the_csv_agrees_with_its_columns() -> None:
         assert abs(statistics.mean(totals) - column.avg_us) < 1
         assert abs(statistics.mean(inits) - column.init_us) < 1
         assert all(run.forward_us is None and run.warnings == [] for run in runs)
+
+
+def test_diagview_2_5_on_the_cpu_run1_log_text_and_csv() -> None:
+    """The same run's binary SNPEDiag_0.log (CPU Run1) read here by the real SNPE 2.5
+    snpe-diagview: its text report agrees with the 2.21 tool's report of that run, and its
+    ``--output`` CSV holds all 599 inferences (2.x CSV: a fifth column headed ``Runtime``
+    holding the unit, ``NONE`` for what was not measured, ``AVG_*`` rows, an INIT row after
+    every inference)."""
+    text = snpe.parse_diagview(fixture("snpe_diagview_10.txt"))
+    same_run = diagview_runs("CPU")[0]
+    assert text.tool_version == VERSION  # the runtime that wrote the log
+    assert (text.avg_us, text.init_us) == (same_run.avg_us, same_run.init_us) == (117966, 266979)
+    assert text.forward_us is None and "misc_accelerator" in text.extra["not_recorded"]
+    assert text.warnings == []
+
+    table = parse_diagview_csv(fixture("snpe_diagcsv_2.csv"))
+    # 599 TOTAL_INFERENCE_TIME rows summing to 70661806 us; first 153658, min 111649
+    assert table.count == 599
+    assert table.avg_us == pytest.approx(70661806 / 599)
+    assert (table.first_inference_us, table.min_us, table.max_us) == (153658, 111649, 153658)
+    assert int(table.avg_us) == text.avg_us
+    # "INIT,-1,266979,us" before the inferences; "INIT,-1,257367,us" after each one
+    assert table.init_us == 266979
+    assert table.extra["per_inference"] == {"INIT": {"count": 599, "mean_us": 257367}}
+    assert table.extra["averages"] == {"AVG_TOTAL_INFERENCE_TIME": 117966}
+    assert "RPC INIT TIME" in table.extra["not_recorded"]
+    assert "AVG_FORWARD_PROPAGATE_TIME" in table.extra["not_recorded"]
+    assert table.forward_us is None and table.layers == [] and table.warnings == []
