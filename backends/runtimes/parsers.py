@@ -10,9 +10,10 @@ from typing import Any
 from backends.runtimes import mvnc, openvino, ort_perf, snpe, snpe_diag_csv, tflite, trtexec, vitis
 from backends.runtimes.common import ToolRun
 
-# One parser per tool; snpe-bench gives one run per runtime column of the CSV.
+# One parser per tool; snpe-bench gives one run per runtime column of the CSV, tflite one per
+# benchmark_model run in the capture.
 PARSERS: dict[str, Callable[[str], ToolRun | dict[str, ToolRun]]] = {
-    "tflite": tflite.parse,
+    "tflite": tflite.parse_capture,
     "ort": ort_perf.parse,
     "openvino": openvino.parse_benchmark_app,
     "snpe-diagview": snpe.parse_diagview,

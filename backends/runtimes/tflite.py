@@ -167,6 +167,16 @@ def parse_blocks(text: str, exit_code: int | None = None) -> list[ToolRun]:
     return [_parse_block(block, exit_code) for block in _split_blocks(_clean_lines(text))]
 
 
+def parse_capture(text: str) -> ToolRun | dict[str, ToolRun]:
+    """A capture as a user saves it: one run, or several (a script that runs the tool on the
+    CPU and then on the GPU into one log) keyed ``run 1``, ``run 2``, … in order."""
+    text = clean_log(text)
+    blocks = _split_blocks(_clean_lines(text))
+    if len(blocks) <= 1:
+        return _parse_block(blocks[0] if blocks else [], None)
+    return {f"run {number}": _parse_block(block, None) for number, block in enumerate(blocks, 1)}
+
+
 def _clean_lines(text: str) -> list[tuple[str, str]]:
     """``(level, line)`` pairs with the logcat and ``INFO:``-style prefixes removed."""
     lines = []
@@ -453,6 +463,11 @@ class _ProfileTables:
 
     def apply(self, run: ToolRun) -> None:
         run_order = self.tables.get(("run", "Run Order"), [])
+        if run_order and all(row.get("times called") == 0 for row in run_order):
+            # TF 2.1-era tables print 0 in [times called] on every row: the column counts
+            # nothing there and [avg ms] is the time per run (their sum is the run's time)
+            for row in run_order:
+                row["time_us"] = row["avg ms"] * 1e3
         for row in run_order:
             run.layers.append(LayerTime(row["name"], row["node type"], row["time_us"]))
         if run.layers:

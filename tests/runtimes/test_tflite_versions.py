@@ -12,6 +12,7 @@ from pytest import approx
 
 from backends.runtimes import tflite
 from backends.runtimes.common import LAYERS_TIME, TOTAL_INFERENCE_TIME, ToolOutputError
+from backends.runtimes.parsers import parse_log
 from support.helpers import bench_output as fixture
 
 CPU_NUMBERS = "numbers are CPU numbers"
@@ -209,3 +210,32 @@ def test_xnnpack_partial_delegation_is_still_cpu_and_not_a_decline() -> None:
     assert run.first_inference_us == 905463
     assert run.extra["memory_delta_mb"] == {"init": approx(146.363), "overall": approx(150.141)}
     assert run.warnings == []
+
+
+def test_a_capture_of_two_runs_reads_as_two_runs() -> None:
+    # tflite_benchmark_model_13.txt: a script runs benchmark_model on the CPU, then with
+    # --use_gpu=true, into one log ("+ ./benchmark_model ..." trace lines between them)
+    runs = parse_log("tflite", fixture("tflite_benchmark_model_13.txt"))
+    assert list(runs) == ["run 1", "run 2"]
+    cpu, gpu = runs["run 1"], runs["run 2"]
+    # "Init: 87639, First inference: 106436, Warmup (avg): 106065, Inference (avg): 105784"
+    assert (cpu.avg_us, cpu.init_us, cpu.first_inference_us) == (105784, 87639, 106436)
+    assert (cpu.count, cpu.median_us, cpu.min_us, cpu.max_us) == (50, 105718, 105416, 106528)
+    # "Init: 1361236, First inference: 125113, Warmup (avg): 115344, Inference (avg): 115246"
+    assert (gpu.avg_us, gpu.init_us, gpu.warmup_avg_us) == (115246, 1361236, 115344)
+    # "Explicitly applied GPU delegate, and the model graph will be completely executed"
+    assert not any(CPU_NUMBERS in warning for warning in gpu.warnings)
+
+
+def test_times_called_zero_on_every_row_is_one_call_per_run() -> None:
+    # tflite_benchmark_model_14.txt (TF README sample, TF 2.1 era): every Run Order row has
+    # [times called] 0; "[avg ms] 4.269 ... [MobilenetV1/MobilenetV1/Conv2d_0/Relu6]". The 31
+    # rows' [avg ms] add up to 79.449 ms, the profiler's "Timings ... first=79449".
+    run = tflite.parse(fixture("tflite_benchmark_model_14.txt"))
+    assert run.avg_us == approx(79760.9) and run.init_us == 38467
+    assert len(run.layers) == 31
+    assert run.layers[0].name == "MobilenetV1/MobilenetV1/Conv2d_0/Relu6"
+    assert run.layers[0].mean_us == approx(4269)
+    assert run.layers[6].mean_us == approx(6652)  # Conv2d_3_pointwise
+    assert run.layers_total_us == approx(79449, abs=1)
+    assert run.latency_keys()[LAYERS_TIME][1] == approx(79449, abs=1)
