@@ -52,6 +52,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 _PREFIX = re.compile(r"^\s*(?:\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\]\s*)?(?:\[[IWEVF]\]\s*)?")
 _FAILED = re.compile(r"&&&& FAILED TensorRT\.trtexec")
+# trtexec's own advice after the summary ("[W] * GPU compute time is unstable, ..."), and the
+# indented lines that continue it; the builder's "[W] [TRT]" messages are not advice on timing.
+_ADVISORY = re.compile(r"^\s*(?:\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\]\s*)?\[W\] (.*)$")
 _ERROR = re.compile(r"\[E\]|&&&& FAILED|\bError Code\b|\bERROR:")
 _MARKER_VERSION = re.compile(
     r"&&&& (?:RUNNING|PASSED|FAILED) TensorRT\.trtexec \[TensorRT v(\d+)\]"
@@ -127,7 +130,17 @@ def parse_trtexec(text: str, exit_code: int | None = None) -> ToolRun:
     metrics: dict[str, dict[str, float]] = {}
     headline_line = ""
     old_block: str | None = None
+    advising = False
     for raw in lines:
+        advice = _ADVISORY.match(raw)
+        if advice and advice.group(1).startswith("* "):
+            run.warnings.append(f"trtexec: {advice.group(1)[2:].strip()}")
+            advising = True
+            continue
+        if advice and advising and advice.group(1).startswith("  "):
+            run.warnings[-1] += f" {advice.group(1).strip()}"
+            continue
+        advising = False
         line = _strip(raw)
         if not line:
             continue

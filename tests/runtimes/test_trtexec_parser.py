@@ -59,7 +59,13 @@ def test_tensorrt_8_0_on_a_jetson_nano() -> None:
         {"runs": 10, "gpu_us": 39992.4, "host_us": 40645.1, "end_to_end_us": 40704.1,
          "enqueue_us": 40416.9}
     )  # fmt: skip
-    assert run.warnings == []
+    # trtexec's own advice after the summary: "[W] * Throughput may be bound by Enqueue Time
+    # ..." and its indented continuation "[W]   If not already in use, --useCudaGraph ..."
+    (advice,) = run.warnings
+    assert advice.startswith("trtexec: Throughput may be bound by Enqueue Time")
+    assert advice.endswith(
+        "--useCudaGraph (utilize CUDA graphs where possible) may increase the throughput."
+    )
 
 
 def test_tensorrt_10_era_summary_with_90_95_99_percentiles() -> None:
