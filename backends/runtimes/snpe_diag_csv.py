@@ -9,10 +9,13 @@ The text report prints averages only; the CSV has each inference's ``TOTAL_INFER
     67156044036,TOTAL_INFERENCE_TIME,-1,326
     67156044036,FORWARD_PROPAGATE_LAYER,0,1
 
-Columns are found by their header names (a ``Unit`` column, if a version adds one, is honoured;
-without it times are microseconds, diagview's ``Time Scale: 1e-06``). A new inference starts at
-each ``TOTAL_INFERENCE_TIME`` row. Rows that cannot be read, and unknown latency-like messages,
-are warnings quoting the row, never dropped silently.
+``extra["total_inference_us"]`` keeps every inference's Total Inference Time, in order (what
+devlab's SNPE session times a round by). Columns are found by their header names. 1.17 has
+four; 2.x adds a fifth headed ``Runtime`` that holds the unit on statistic rows (``us``,
+``NONE`` for what was not measured) and the runtime on layer rows. Without a unit, times are
+microseconds (diagview's ``Time Scale: 1e-06``). A new inference starts at each
+``TOTAL_INFERENCE_TIME`` row. Rows that cannot be read, and unknown latency-like messages, are
+warnings quoting the row, never dropped silently.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import csv
 import io
 import re
 from collections import defaultdict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,10 +89,19 @@ class _Reading:
     not_recorded: list[str] = field(default_factory=list)
 
 
-def parse_diagview_csv(text: str) -> ToolRun:
+def parse_diagview_csv(
+    text: str,
+    *,
+    input_layer_indices: Collection[int] | None = None,
+    layer_names: Mapping[int, str] | None = None,
+) -> ToolRun:
     """The :class:`ToolRun` of one ``snpe-diagview --output`` CSV: per-inference statistics of
     Total Inference Time and Forward Propagate, mean layer times and Layers Time with its
-    per-inference range. ToolOutputError when it is not such a CSV or holds no inference."""
+    per-inference range. ToolOutputError when it is not such a CSV or holds no inference.
+
+    The CSV names no layer: ``layer_names`` (index -> name, e.g. from the same log's text
+    report) names them, ``input_layer_indices`` says which are the input (default: index 0,
+    the rule of the unnamed layout)."""
     text = clean_log(text)
     rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
     if not rows:
@@ -107,6 +120,7 @@ def parse_diagview_csv(text: str) -> ToolRun:
             DIAGVIEW, tail(text.splitlines()), reason=f"no {TOTAL} row in the CSV"
         )
     _set_totals(run, np.array(seen.totals))
+    run.extra["total_inference_us"] = seen.totals  # every inference, in order
     if seen.forwards:
         values = np.array(seen.forwards)
         run.forward_us = {
@@ -127,7 +141,7 @@ def parse_diagview_csv(text: str) -> ToolRun:
             for name, values in seen.per_inference.items()
         }
     if any(seen.layers):
-        _set_layers(run, seen.layers)
+        _set_layers(run, seen.layers, input_layer_indices, layer_names or {})
     return run
 
 
@@ -206,7 +220,12 @@ def _set_totals(run: ToolRun, totals: np.ndarray) -> None:
     }
 
 
-def _set_layers(run: ToolRun, layers: list[dict[int, tuple[float, str, str]]]) -> None:
+def _set_layers(
+    run: ToolRun,
+    layers: list[dict[int, tuple[float, str, str]]],
+    input_layer_indices: Collection[int] | None,
+    names: Mapping[int, str],
+) -> None:
     """Mean time per layer over the inferences that logged it; Layers Time's range from each
     inference's own sum (left out when an inference misses a layer or a layer is in cycles)."""
     layers = [inference for inference in layers if inference]
@@ -217,14 +236,14 @@ def _set_layers(run: ToolRun, layers: list[dict[int, tuple[float, str, str]]]) -
         rows.append(
             {
                 "index": index,
-                "name": f"layer_{index:03d}",
+                "name": names.get(index, f"layer_{index:03d}"),
                 "value": float(np.mean([value for value, _, _ in logged])),
                 "unit": logged[0][1],
                 "runtime": logged[0][2],
                 "inferences": len(logged),
             }
         )
-    apply_layer_rows(run, rows, None)
+    apply_layer_rows(run, rows, input_layer_indices if input_layer_indices is not None else [0])
     if run.layers_total_us is None:
         return
     inputs = set(run.extra.get("input_layer_indices", ()))

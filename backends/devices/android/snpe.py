@@ -15,15 +15,20 @@ The workflow, per job (runtimes :data:`~.snpe_config.SNPE_RUNTIMES`; the SDK's s
    … --output_dir … --perf_profile … --profiling_level …`` (an argv list joined with
    ``shlex.join``); the diag log ``<output_dir>/SNPEDiag_0.log`` is pulled and the output dir
    removed;
-5. host: ``snpe-diagview --input_log`` decodes the log, :func:`parse_diagview` reads it.
+5. host: ``snpe-diagview --input_log … --output ….csv`` decodes the log: its report is read by
+   :func:`parse_diagview`, its per-inference CSV by
+   :func:`~backends.runtimes.snpe_diag_csv.parse_diagview_csv`.
 
-A timed round is one ``snpe-net-run`` over ``runs`` input lines; its result is the tool's own
-average ("Total Inference Time", ``Timed([], summary=…)``: diagview prints no per-inference
-times, so min = max = mean). Timed rounds run at ``--profiling_level basic``; per-layer times
-come from a separate ``detailed`` pass (:meth:`SnpeSession.profile_layers`), as on every other
-device, so profiling never slows the timed runs. That pass gives "Forward Propagate" and the
-per-layer times ("Layers Time": their sum except the input layer). On DSP/HTP the per-layer
-values are cycles, which are not times: the profile then has Forward Propagate only.
+A timed round is one ``snpe-net-run`` over ``runs`` input lines; its latencies are every
+inference's Total Inference Time from the CSV (``Timed(latencies)``: devlab's own median and
+spread, as for the host). Where diagview writes no CSV, or not one per inference, the round is
+the report's average (``Timed([], summary=…)``, min = max = mean). Timed rounds run at
+``--profiling_level basic``; per-layer times come from a separate ``detailed`` pass
+(:meth:`SnpeSession.profile_layers`), as on every other device, so profiling never slows the
+timed runs. That pass gives "Forward Propagate" and the per-layer times ("Layers Time": their
+sum except the input layer), each inference's from the CSV where it has them (the spread of
+both). On DSP/HTP the per-layer values are cycles, which are not times: the profile then has
+Forward Propagate only.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ from backends.runtimes.snpe import (
     build_net_run_command,
     parse_diagview,
 )
+from backends.runtimes.snpe_diag_csv import parse_diagview_csv
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +115,15 @@ class _Pass:
     count: int
     log_path: Path
     report_path: Path
+    #: What diagview's ``--output`` CSV says of every inference (None when the tool wrote
+    #: none, it could not be read or it does not hold the pass's inferences: the report's
+    #: averages then stand).
+    table: ToolRun | None = None
+
+    @property
+    def inferences_us(self) -> list[float] | None:
+        """Every inference's Total Inference Time, in order, from the CSV."""
+        return None if self.table is None else list(self.table.extra["total_inference_us"])
 
 
 class SnpeSession(BenchSession):
@@ -322,18 +337,10 @@ class SnpeSession(BenchSession):
         finally:
             with contextlib.suppress(*VANISHED):
                 self.adb.shell(shlex.join(["rm", "-rf", output_dir]), timeout=30)
-        tool = self.config.host_tool(DIAGVIEW)
-        argv = build_diagview_command(str(tool), str(local_log))
-        try:
-            done = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=self.config.command_timeout_s,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            raise BenchError(f"{DIAGVIEW} could not decode {local_log}: {error}") from error
+        table = local_log.with_suffix(".csv")
+        done = self._diagview(local_log, table)
+        if done.returncode != 0 and table.exists() is False:
+            done = self._diagview(local_log, None)  # a diagview without --output
         report = local_log.with_suffix(".txt")
         report.write_text(done.stdout, encoding="utf-8")
         try:
@@ -344,7 +351,25 @@ class SnpeSession(BenchSession):
             self.info.tool_version = run.tool_version
         if self.info.load_us is None:
             self.info.load_us = run.init_us
-        return _Pass(run, count, local_log, report)
+        return _Pass(run, count, local_log, report, _read_table(table, count, run))
+
+    def _diagview(self, log_file: Path, table: Path | None) -> subprocess.CompletedProcess[str]:
+        """``snpe-diagview`` on the host over a pulled log (with ``table``: its per-inference
+        CSV too)."""
+        tool = self.config.host_tool(DIAGVIEW)
+        argv = build_diagview_command(
+            str(tool), str(log_file), output=None if table is None else str(table)
+        )
+        try:
+            return subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=self.config.command_timeout_s,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise BenchError(f"{DIAGVIEW} could not decode {log_file}: {error}") from error
 
     # -- BenchSession ----------------------------------------------------------------------
 
@@ -366,14 +391,20 @@ class SnpeSession(BenchSession):
         total = done.run.total_inference
         if not total or total.get("mean") is None:
             raise BenchError(f"{DIAGVIEW} printed no Total Inference Time; not understood")
-        summary = _stats(runs, total["mean"], total["mean"], total["mean"])
-        on_iteration(summary.count, [])
+        # every inference's time where diagview's CSV has them, else the report's average
+        latencies = done.inferences_us or []
+        summary = None if latencies else _stats(runs, total["mean"], total["mean"], total["mean"])
+        on_iteration(runs, latencies)
         if self.last_span is None:
-            return Timed([], summary=summary)
+            return Timed(latencies, summary=summary)
         head_s, tail_s = init_and_deinit_s(done.run)
         span = self.last_span
         return Timed(
-            [], summary=summary, device_span=span, device_head_s=head_s, device_tail_s=tail_s
+            latencies,
+            summary=summary,
+            device_span=span,
+            device_head_s=head_s,
+            device_tail_s=tail_s,
         )
 
     def sync_beacon(self) -> float | None:
@@ -448,6 +479,12 @@ class SnpeSession(BenchSession):
         folder.mkdir(parents=True, exist_ok=True)
         passes = [self._execute(max(iterations, 1), "detailed")]
         merged = passes[0].run if len(passes) == 1 else aggregate_runs([p.run for p in passes])
+        table = passes[0].table
+        # the CSV's layers are every inference's (Forward Propagate's and Layers Time's real
+        # spread), used when they are times like the report's (HTP layers are cycles)
+        in_time = merged.layers and "layer_cycles" not in merged.extra
+        if len(passes) == 1 and table is not None and table.layers and in_time:
+            merged = table
         count = sum(p.count for p in passes)
         report = None
         for index, done in enumerate(passes):
@@ -492,3 +529,20 @@ def _stats(count: int, mean: float, low: float | None, high: float | None) -> St
         std=None,
         cv=None,
     )
+
+
+def _read_table(table: Path, count: int, report: ToolRun) -> ToolRun | None:
+    """diagview's per-inference CSV, its layers named and its input layers chosen as in the
+    same log's ``report``, when it holds exactly the ``count`` inferences the pass ran (else
+    None: the report's averages stand)."""
+    rows = report.extra.get("layer_rows") or []
+    try:
+        run = parse_diagview_csv(
+            table.read_text(encoding="utf-8", errors="replace"),
+            input_layer_indices=report.extra.get("input_layer_indices"),
+            layer_names={row["index"]: row["name"] for row in rows},
+        )
+    except (OSError, ToolOutputError) as error:
+        log.debug("no per-inference times from %s: %s", table, error)
+        return None
+    return run if len(run.extra.get("total_inference_us") or []) == count else None

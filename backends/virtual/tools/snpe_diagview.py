@@ -6,6 +6,7 @@ report (the layout of SNPE 2.37): the header, ``SNPE Create Statistics:``, ``SNP
 Statistics (Averaged):`` (averages over every inference in the log), ``Per-Subnet Execution
 Times:`` and, for logs made with ``--profiling_level detailed``, ``Per-Layer Execution Times:``.
 Times are whole microseconds like the real report; zero accelerator times have no unit.
+``--output FILE`` also writes every inference as CSV, in the layout real 2.x diagview writes.
 
 On the CPU and GPU runtimes layer rows are ``index: name : N us : RUNTIME``. On DSP they follow
 the real HTP report: synthetic ``Input``/``Output`` rows, ``name:OpId_N (cycles)`` names and
@@ -19,6 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from backends.virtual.tools.snpe_standin import (
@@ -113,14 +115,62 @@ def render(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_csv(record: dict[str, Any]) -> str:
+    """The ``--output`` CSV of one stand-in diag log, in the SNPE 2.x layout: a fifth column
+    headed ``Runtime`` holding the unit on statistic rows (``NONE`` for what was not measured)
+    and the runtime on layer rows, ``AVG_*`` rows stamped -1, then every inference's rows
+    (whole microseconds) followed by a blank line. DSP layer rows are left out (the real ones
+    are in cycles)."""
+    runtime = str(record.get("runtime", "CPU"))
+    shown_runtime = "GPU" if runtime.startswith("GPU") else runtime
+    init = record.get("init", {})
+    inferences = record.get("inferences", [])
+    layers = record.get("layers") or []
+    stamp = int(record.get("steady_ns", 0)) // 1000
+    rows = ["Msg Timestamp, Message, Layer Id, Time, Runtime"]
+    for name, key in (
+        ("LOAD", "load"),
+        ("DESERIALIZE", "deserialize"),
+        ("CREATE", "create"),
+        ("INIT", "init"),
+        ("DE-INIT", "deinit"),
+        ("CREATE NETWORK(S)", "create_networks"),
+    ):
+        rows.append(f"{stamp},{name},-1,{round(init.get(key, 0))},us")
+    for name in ("RPC INIT TIME", "SNPE ACCELERATOR INIT TIME", "ACCELERATOR INIT TIME"):
+        rows.append(f"{stamp},{name},-1,0,NONE")
+    total = _mean([float(i["total"]) for i in inferences])
+    forward = _mean([float(i["forward"]) for i in inferences])
+    rows.append(f"-1,AVG_TOTAL_INFERENCE_TIME,-1,{round(total)},us")
+    rows.append(f"-1,AVG_FORWARD_PROPAGATE_TIME,-1,{round(forward)},us")
+    for number, inference in enumerate(inferences):
+        at = stamp + number
+        rows.append(f"{at},TOTAL_INFERENCE_TIME,-1,{round(float(inference['total']))},us")
+        rows.append(f"{at},FORWARD_PROPAGATE,-1,{round(float(inference['forward']))},us")
+        if runtime != "DSP":
+            for index, layer in enumerate(layers):
+                times = layer["times"]
+                if number < len(times):
+                    rows.append(
+                        f"{at},FORWARD_PROPAGATE_LAYER,{index},{round(float(times[number]))},"
+                        f"{shown_runtime}"
+                    )
+        rows.append("")
+    return "\n".join(rows) + "\n"
+
+
 def run(argv: Sequence[str], out=sys.stdout) -> int:
     parser = StandinArgumentParser(
         prog=TOOL,
         description="devlab STAND-IN for snpe-diagview: reads stand-in SNPEDiag logs only.",
     )
     parser.add_argument("--input_log", required=True)
+    parser.add_argument("--output", help="also write every inference as CSV to this file")
     args = parser.parse_args(list(argv))
-    out.write(render(read_log(args.input_log)))
+    record = read_log(args.input_log)
+    if args.output:
+        Path(args.output).write_text(render_csv(record), encoding="utf-8")
+    out.write(render(record))
     out.flush()
     return 0
 
