@@ -339,7 +339,7 @@ class SnpeSession(BenchSession):
                 self.adb.shell(shlex.join(["rm", "-rf", output_dir]), timeout=30)
         table = local_log.with_suffix(".csv")
         done = self._diagview(local_log, table)
-        if done.returncode != 0 and table.exists() is False:
+        if done.returncode != 0 and not table.exists():
             done = self._diagview(local_log, None)  # a diagview without --output
         report = local_log.with_suffix(".txt")
         report.write_text(done.stdout, encoding="utf-8")

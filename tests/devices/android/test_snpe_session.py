@@ -183,6 +183,34 @@ def test_cpu_session_times_and_profiles(
     assert not session._tmp.exists()
 
 
+def test_a_diagview_without_output_falls_back_to_the_reports_average(
+    virtual_phone: VirtualPhone,
+    virtual_device: adbutils.AdbDevice,
+    pusher: Callable[[str, str, int], None],
+    config: SnpeConfig,
+    sdk: Path,
+    mlp: Model,
+) -> None:
+    # a diagview build that does not know --output: it refuses the flag (exit 1, no CSV)
+    tool = sdk / "bin" / "x86_64-linux-clang" / "snpe-diagview"
+    original = tool.with_name("snpe-diagview.real")
+    tool.rename(original)
+    tool.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" --output "*) echo "Unknown option: --output" >&2; exit 1;; esac\n'
+        f'exec "{original}" "$@"\n'
+    )
+    tool.chmod(0o755)
+    job = make_job(mlp, "snpe-cpu", f"adb:{virtual_phone.serial}")
+    session = SnpeSession(virtual_device, job.device_id, job, mlp, config, pusher)
+    try:
+        timed = session.run(10, None, lambda *_: None)
+    finally:
+        session.close()
+    assert timed.latencies_us == [] and timed.count == 10
+    assert timed.summary is not None and timed.summary.min == timed.summary.max > 0
+
+
 def test_outputs_come_back_from_the_phone_for_parity(
     virtual_phone: VirtualPhone,
     virtual_device: adbutils.AdbDevice,
