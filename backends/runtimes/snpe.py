@@ -138,8 +138,9 @@ def build_net_run_command(
 
 
 def build_diagview_command(binary: str, input_log: str, *, output: str | None = None) -> list[str]:
-    """``snpe-diagview --input_log <log>``; ``output`` adds ``--output <file>`` (CSV; the flag
-    comes from third-party wrappers and is unverified — check ``snpe-diagview --help``)."""
+    """``snpe-diagview --input_log <log>``; ``output`` adds ``--output <file>``, the CSV of every
+    message (the real 1.17 and 2.5 tools' ``--help``: "Output CSV file with all diagnostic
+    data")."""
     argv = [binary, "--input_log", input_log]
     if output is not None:
         argv += ["--output", output]
