@@ -600,7 +600,7 @@ def _layer_row(line: str) -> dict[str, Any] | None:
         "unit": value_match.group(2) or "us",
         "runtime": runtime,
     }
-    if name is not None:
+    if name:  # 2.25 prints "0:  : 84 us : CPU", an empty name: the unnamed layout
         name = re.sub(r"\s*\(cycles\)$", "", name)
         if op := _OP_ID.match(name):
             row["op_id"] = int(op["op_id"])

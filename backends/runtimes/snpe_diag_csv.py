@@ -70,9 +70,12 @@ def _columns(header: list[str]) -> dict[str, int]:
                 reason=f"not a snpe-diagview CSV: no {key!r} column in the header",
             )
         found[key] = matches[0]
+    # 2.x: "Runtime" (2.5); 2.25 writes "RuntimeGraph Name", a comma short, over rows that
+    # hold the runtime/unit and then the graph's name
     for key in ("unit", "runtime"):
-        if key in names:
-            found[key] = names.index(key)
+        matches = [i for i, name in enumerate(names) if name.startswith(key)]
+        if matches:
+            found[key] = matches[0]
     return found
 
 
@@ -156,7 +159,7 @@ def _read_row(run: ToolRun, seen: _Reading, row: list[str], columns: dict[str, i
             if key in columns and columns[key] < len(row):
                 cell = row[columns[key]].strip()
                 if cell.lower() in _UNITS:
-                    unit = cell or "us"
+                    unit = cell or "NONE"  # 2.25 leaves what it did not measure blank
                 else:
                     runtime = cell
         if unit.lower() not in ("none", "cycles", "cycle"):
@@ -164,7 +167,7 @@ def _read_row(run: ToolRun, seen: _Reading, row: list[str], columns: dict[str, i
     except (IndexError, ValueError) as error:
         run.warnings.append(f"{DIAGVIEW}: cannot read CSV row {line!r} ({error})")
         return
-    if unit.upper() == "NONE":  # "RPC INIT TIME,-1,0,NONE": not measured, not 0 us
+    if unit.upper() == "NONE":  # "RPC INIT TIME,-1,0,NONE" / ",0,,": not measured, not 0 us
         if value != 0:
             run.warnings.append(
                 f"{DIAGVIEW}: cannot read CSV row {line!r} (a value without a unit)"

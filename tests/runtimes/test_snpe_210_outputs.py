@@ -58,3 +58,42 @@ def test_a_log_of_a_dropped_format_is_a_failure_naming_it() -> None:
     # repository's 14-byte SNPEDiag.log
     with pytest.raises(ToolOutputError, match="Deprecated log format no longer supported"):
         snpe.parse_diagview(fixture("snpe_diagview_12_failed.txt"))
+
+
+def test_diagview_2_25_reads_the_same_log_in_the_new_layout() -> None:
+    """The same 2.10 log read by the real QAIRT 2.25 snpe-diagview: the 2.37-style report
+    (``SNPE Create Statistics``, ``SNPE Execute Statistics (Averaged)``) whose layer rows have
+    an empty name (``0:  : 84 us : CPU``), in another order than 2.5 prints them."""
+    run = snpe.parse_diagview(fixture("snpe_diagview_13.txt"))
+    older = snpe.parse_diagview(fixture("snpe_diagview_11.txt"))
+
+    assert run.tool_version == "2.10.0.4541"  # the runtime that wrote the log
+    assert (run.avg_us, run.init_us) == (older.avg_us, older.init_us) == (171941, 55289)
+    assert run.forward_us["mean"] == 171853
+    # "Snpe Accelerator Time: 0 us" is measured; "RPC Execute Time: 0 " (no unit) is not
+    assert run.extra["execute"]["snpe_accelerator"] == 0
+    assert {"rpc_execute", "accelerator"} <= set(run.extra["not_recorded"])
+    # empty names read as the unnamed layout: layer_NNN, index 0 the input
+    assert [layer.name for layer in run.layers[:2]] == ["layer_000", "layer_001"]
+    assert run.layers[0].mean_us == 84 and run.extra["input_layer_indices"] == [0]
+    assert run.layers_total_us == 170414 - 84
+    # the same 94 layer times as diagview 2.5 printed, in another order
+    assert sorted(x.mean_us for x in run.layers) == sorted(x.mean_us for x in older.layers)
+    assert run.warnings == []
+
+
+def test_diagview_2_25_csv_with_its_header_a_comma_short() -> None:
+    # header "Msg Timestamp,Message,Layer Id,Time,RuntimeGraph Name" over rows of six cells
+    # ("...,FORWARD_PROPAGATE_LAYER,0,84,CPU,graph"); unmeasured values have a blank unit
+    # ("RPC_INIT_TIME,-1,0,,")
+    table = parse_diagview_csv(fixture("snpe_diagcsv_4.csv"))
+    report = snpe.parse_diagview(fixture("snpe_diagview_13.txt"))
+
+    assert table.count == 1 and table.avg_us == 171941 and table.init_us == 55289
+    assert table.extra["init"]["create_networks"] == 34816  # "CREATE_NETWORK(S),-1,34816,us,"
+    assert {"RPC_INIT_TIME", "AVG_RPC_EXECUTE_TIME"} <= set(table.extra["not_recorded"])
+    assert "rpc_init" not in table.extra["init"]
+    assert [x.mean_us for x in table.layers] == [x.mean_us for x in report.layers]
+    assert {row["runtime"] for row in table.extra["layer_rows"]} == {"CPU"}
+    assert table.layers_total_us == report.layers_total_us == 170330
+    assert table.warnings == []
