@@ -32,6 +32,15 @@ STATS = (
 )
 
 
+# What to run on a binary file a user may take for the tool's output.
+BINARY_HINTS = {
+    "snpe-diagview": "decode the diag log first: snpe-diagview --input_log FILE > report.txt",
+    "snpe-diagview-csv": "decode the diag log first: snpe-diagview --input_log FILE --output "
+    "diag.csv",
+    "trtexec": "--exportTimes/--exportProfile files are JSON; give trtexec's console output",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="devlab parse",
@@ -51,6 +60,14 @@ def run_parse_tool(args: Sequence[str], err: Console) -> int:
         text = decode_log(path.read_bytes())
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    if "\x00" in text:
+        hint = BINARY_HINTS.get(parsed.tool, "give the tool's printed output, saved as text")
+        err.print(
+            f"devlab parse: {path} is a binary file, not a tool's text output: {hint}",
+            markup=False,
+            highlight=False,
+        )
+        return ExitCode.JOBS_FAILED
     try:
         runs = parse_log(parsed.tool, text)
     except ToolOutputError as error:

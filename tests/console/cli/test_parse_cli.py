@@ -76,3 +76,13 @@ def test_every_tool_named_in_the_issue_has_a_parser() -> None:
         "test-performance",
         "mvnc",
     }
+
+
+def test_a_binary_diag_log_is_refused_with_the_command_that_decodes_it(tmp_path: Path) -> None:
+    # SNPEDiag_0.log is a flatbuffer, not text (a header then binary fields)
+    log = tmp_path / "SNPEDiag_0.log"
+    log.write_bytes(b"\x14\x00\x00\x00SNPE\x00\x00\x0c\x00" + bytes(range(256)) * 4)
+    proc = parse(tmp_path, "snpe-diagview", str(log))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "binary file" in proc.stderr
+    assert "snpe-diagview --input_log" in proc.stderr
