@@ -62,7 +62,9 @@ def _columns(header: list[str]) -> dict[str, int]:
     names = [name.strip().lower() for name in header]
     found = {}
     for key in ("message", "layer", "time"):
-        matches = [i for i, name in enumerate(names) if name.startswith(key)]
+        # "Time" itself before any other name starting so (never "Msg Timestamp"'s column)
+        matches = [i for i, name in enumerate(names) if name == key]
+        matches += [i for i, name in enumerate(names) if name.startswith(key) and name != key]
         if not matches:
             raise ToolOutputError(
                 DIAGVIEW,
