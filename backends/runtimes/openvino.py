@@ -88,6 +88,42 @@ _TOOK_KEYS = {
 }
 
 
+_STEP_ONE = re.compile(r"\[Step 1/\d+\]")
+_COUNT_LINE = re.compile(r"^\s*(?:\[\s*INFO\s*\]\s*)?Count:\s", re.IGNORECASE)
+_THROUGHPUT_LINE = re.compile(r"^\s*(?:\[\s*INFO\s*\]\s*)?Throughput:", re.IGNORECASE)
+
+
+def split_runs(text: str) -> list[str]:
+    """A capture of several ``benchmark_app`` runs (a script over CPU and GPU into one log, or
+    their result blocks pasted together) cut into one text per run: at each ``[Step 1/11]``,
+    else after the ``Throughput:`` line that ends each run's statistics."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if _STEP_ONE.search(line)]
+    if len(starts) >= 2:
+        bounds = [0, *starts[1:]]
+    else:
+        counts = [i for i, line in enumerate(lines) if _COUNT_LINE.match(line)]
+        if len(counts) < 2:
+            return [text]
+        bounds = [0]
+        for previous, following in zip(counts, counts[1:], strict=False):
+            ends = [i for i in range(previous, following) if _THROUGHPUT_LINE.match(lines[i])]
+            bounds.append(ends[-1] + 1 if ends else following)
+    bounds.append(len(lines))
+    parts = ["\n".join(lines[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [part for part in parts if part.strip()]
+
+
+def parse_capture(text: str) -> ToolRun | dict[str, ToolRun]:
+    """A capture as a user saves it: one run, or several keyed ``run 1``, ``run 2``, … in
+    order, each read on its own (one run's settings never fill in another's)."""
+    text = clean_log(text)
+    parts = split_runs(text)
+    if len(parts) == 1:
+        return parse_benchmark_app(text)
+    return {f"run {number}": parse_benchmark_app(part) for number, part in enumerate(parts, 1)}
+
+
 def parse_benchmark_app(text: str, require_stats: bool = True) -> ToolRun:
     """One ``benchmark_app`` run. ToolOutputError when no statistics were printed (a failed or
     hung run), unless ``require_stats`` is false (then the header information is returned)."""

@@ -10,12 +10,12 @@ from typing import Any
 from backends.runtimes import mvnc, openvino, ort_perf, snpe, snpe_diag_csv, tflite, trtexec, vitis
 from backends.runtimes.common import ToolRun
 
-# One parser per tool; snpe-bench gives one run per runtime column of the CSV, tflite one per
-# benchmark_model run in the capture.
+# One parser per tool; snpe-bench gives one run per runtime column of the CSV, tflite and
+# openvino one per run in the capture.
 PARSERS: dict[str, Callable[[str], ToolRun | dict[str, ToolRun]]] = {
     "tflite": tflite.parse_capture,
     "ort": ort_perf.parse,
-    "openvino": openvino.parse_benchmark_app,
+    "openvino": openvino.parse_capture,
     "snpe-diagview": snpe.parse_diagview,
     "snpe-diagview-csv": snpe_diag_csv.parse_diagview_csv,
     "snpe-bench": snpe.parse_bench_csv,

@@ -41,6 +41,8 @@ _LOGCAT_PREFIX = re.compile(
     r"|[VDIWEFA]/[^(:]+\(\s*\d+\):\s?)"
 )
 _LEVEL_PREFIX = re.compile(r"^(INFO|VERBOSE|WARNING|ERROR|DEBUG): ?")
+# "INFO: Tensorflow Version : 2.15.0" (builds that print it, e.g. Synaptics SyNAP's)
+_VERSION = re.compile(r"^\s*(?:TensorFlow|TensorFlow Lite|TFLite|LiteRT) Version\s*:\s*(\S+)", re.I)
 _PARAM = re.compile(r"^([^\[\]:=]+?)\s*:\s*\[(.*)\]\s*$")
 _SESSION = re.compile(rf"^Initialized session in ({NUMBER})\s*ms\.?$")
 # "Running benchmark for at least 50 iterations…" (TF 1.13+), "…for 50 iterations" (TF 1.12).
@@ -212,6 +214,10 @@ def _parse_block(block: list[tuple[str, str]], exit_code: int | None) -> ToolRun
         raise ToolOutputError(TOOL, failure or tail(quoted), exit_code)
 
     run = ToolRun(tool=TOOL)
+    for line in lines:
+        if found := _VERSION.match(line):
+            run.tool_version = found.group(1)
+            break
     params: dict[str, str] = {}
     count_lines: list[tuple[int, dict[str, float]]] = []  # (phase, key/values)
     phase = 0

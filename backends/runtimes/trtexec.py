@@ -52,6 +52,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 _PREFIX = re.compile(r"^\s*(?:\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\]\s*)?(?:\[[IWEVF]\]\s*)?")
 _FAILED = re.compile(r"&&&& FAILED TensorRT\.trtexec")
+_NO_E2E = re.compile(r"e2e network timing is not reported", re.IGNORECASE)
 # trtexec's own advice after the summary ("[W] * GPU compute time is unstable, ..."), and the
 # indented lines that continue it; the builder's "[W] [TRT]" messages are not advice on timing.
 _ADVISORY = re.compile(r"^\s*(?:\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\]\s*)?\[W\] (.*)$")
@@ -166,6 +167,12 @@ def parse_trtexec(text: str, exit_code: int | None = None) -> ToolRun:
     if "mean" not in latency:
         if headline_line:
             reason = f"the latency mean cannot be read from: {headline_line.strip()}"
+        elif _NO_E2E.search(text):
+            # a passed run: with --dumpProfile alone trtexec profiles instead of timing
+            reason = (
+                "no end-to-end timing: trtexec does not report it when --dumpProfile runs "
+                "without --separateProfileRun (add --separateProfileRun to time and profile)"
+            )
         else:
             reason = "no performance summary (=== Performance summary === / Latency:) found"
         raise ToolOutputError(TRTEXEC, tail(lines, 5), exit_code, reason)

@@ -11,6 +11,7 @@ import pytest
 
 from backends.runtimes.common import TOTAL_INFERENCE_TIME, ToolOutputError
 from backends.runtimes.openvino import hint_value, parse_benchmark_app
+from backends.runtimes.parsers import parse_log
 from support.helpers import bench_output as read
 
 
@@ -211,3 +212,32 @@ def test_2023_0_1_failed_run_quotes_the_cause() -> None:
     assert header.tool_version == "2023.0.1-11005-fa1c41994f3-releases/2023/0"
     assert header.extra["performance_hint"] == "LATENCY"  # PerformanceMode.LATENCY
     assert header.init_us == pytest.approx(667.03e3)
+
+
+def test_three_runs_pasted_together_read_as_three_runs() -> None:
+    # openvino_benchmark_app_12.txt: the result blocks of a CPU, a GPU.0 and a GPU.1 run in
+    # one block, each "Execution Devices:[...]", "Count: ...", "Latency:", "Throughput: ..."
+    runs = parse_log("openvino", read("openvino_benchmark_app_12.txt"))
+    assert list(runs) == ["run 1", "run 2", "run 3"]
+    cpu, gpu0, gpu1 = runs.values()
+    # "Count: 5388 iterations", "Median: 57.83 ms", "Average: 66.74 ms"
+    assert (cpu.count, cpu.median_us, cpu.avg_us) == (5388, 57830, 66740)
+    assert cpu.extra["execution_devices"] == ["CPU"]
+    assert (gpu0.count, gpu0.avg_us) == (10432, 22860)
+    assert gpu0.extra["execution_devices"] == ["GPU.0"]
+    # "Count: 67840 iterations", "Median: 112.96 ms", "Max: 1060.00 ms"
+    assert (gpu1.count, gpu1.median_us, gpu1.max_us) == (67840, 112960, 1060000)
+    assert gpu1.extra["throughput_fps"] == pytest.approx(1110.84)
+
+
+def test_split_runs_at_step_one() -> None:
+    """DERIVED: two complete real captures (fixtures 5 and 6, 2024.1) one after the other;
+    each run keeps its own settings."""
+    first, second = read("openvino_benchmark_app_5.txt"), read("openvino_benchmark_app_6.txt")
+    runs = parse_log("openvino", first + "\n" + second)
+    assert list(runs) == ["run 1", "run 2"]
+    alone = [parse_log("openvino", text)[""] for text in (first, second)]
+    assert [run.avg_us for run in runs.values()] == [run.avg_us for run in alone]
+    assert [run.extra.get("performance_hint") for run in runs.values()] == [
+        run.extra.get("performance_hint") for run in alone
+    ]

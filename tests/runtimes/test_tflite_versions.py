@@ -239,3 +239,12 @@ def test_times_called_zero_on_every_row_is_one_call_per_run() -> None:
     assert run.layers[6].mean_us == approx(6652)  # Conv2d_3_pointwise
     assert run.layers_total_us == approx(79449, abs=1)
     assert run.latency_keys()[LAYERS_TIME][1] == approx(79449, abs=1)
+
+
+def test_a_build_that_prints_its_version() -> None:
+    # tflite_benchmark_model_15.txt (Synaptics SyNAP, NNAPI): "INFO: Tensorflow Version :
+    # 2.15.0"; "count=520 ... avg=1885.74", "Replacing 31 out of 31 node(s) with delegate"
+    run = tflite.parse(fixture("tflite_benchmark_model_15.txt"))
+    assert run.tool_version == "2.15.0"
+    assert (run.count, run.avg_us, run.init_us) == (520, approx(1885.74), 66002)
+    assert not any(CPU_NUMBERS in warning for warning in run.warnings)
