@@ -91,29 +91,27 @@ def test_a_progress_bar_overwritten_by_carriage_returns_does_not_hide_the_report
     assert read("openvino", captured) == read("openvino", original)
 
 
-def test_devlab_parse_reads_a_powershell_capture(tmp_path: Path) -> None:
-    # tflite_benchmark_model_6.txt saved by PowerShell's ">" (UTF-16 LE with a BOM, CRLF).
-    original = (FIXTURES / "tflite_benchmark_model_6.txt").read_text(encoding="utf-8")
-    capture = tmp_path / "benchmark.txt"
-    capture.write_bytes(original.replace("\n", "\r\n").encode("utf-16"))
+def devlab_parse_json(home: Path, tool: str, path: Path) -> str:
+    """``devlab parse TOOL PATH --json``'s output, with the file's path as ``FILE``."""
     proc = subprocess.run(
-        devlab_cmd("parse", "tflite", str(capture), "--json"),
+        devlab_cmd("parse", tool, str(path), "--json"),
         cwd=REPO_ROOT,
-        env=devlab_env(tmp_path),
+        env=devlab_env(home),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
+    return proc.stdout.replace(str(path), "FILE")
+
+
+def test_devlab_parse_reads_a_powershell_capture(tmp_path: Path) -> None:
+    # tflite_benchmark_model_6.txt saved by PowerShell's ">" (UTF-16 LE with a BOM, CRLF).
+    original = (FIXTURES / "tflite_benchmark_model_6.txt").read_text(encoding="utf-8")
+    capture = tmp_path / "benchmark.txt"
+    capture.write_bytes(original.replace("\n", "\r\n").encode("utf-16"))
     plain = tmp_path / "plain.txt"
     plain.write_text(original, encoding="utf-8")
-    reference = subprocess.run(
-        devlab_cmd("parse", "tflite", str(plain), "--json"),
-        cwd=REPO_ROOT,
-        env=devlab_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.stdout.replace(str(capture), "FILE") == reference.stdout.replace(str(plain), "FILE")
-    assert '"avg_us": 464.545' in proc.stdout
+    read_back = devlab_parse_json(tmp_path, "tflite", capture)
+    assert read_back == devlab_parse_json(tmp_path, "tflite", plain)
+    assert '"avg_us": 464.545' in read_back
