@@ -46,6 +46,7 @@ from backends.runtimes.common import (
     tail,
     to_us,
 )
+from backends.runtimes.trtexec_profile import read_printed_profile
 
 TRTEXEC = "trtexec"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -173,6 +174,11 @@ def parse_trtexec(text: str, exit_code: int | None = None) -> ToolRun:
                 "no end-to-end timing: trtexec does not report it when --dumpProfile runs "
                 "without --separateProfileRun (add --separateProfileRun to time and profile)"
             )
+            if (printed := read_printed_profile(lines)) is not None and printed.total:
+                reason += (
+                    f"; its per-layer profile has {len(printed.layers)} layers, "
+                    f"{printed.total['avg_ms']} ms per iteration over {printed.iterations}"
+                )
         else:
             reason = "no performance summary (=== Performance summary === / Latency:) found"
         raise ToolOutputError(TRTEXEC, tail(lines, 5), exit_code, reason)
@@ -189,7 +195,29 @@ def parse_trtexec(text: str, exit_code: int | None = None) -> ToolRun:
     for key in ("end_to_end", "enqueue", "h2d", "d2h", "gpu_compute"):
         if key in metrics:
             run.extra[f"{key}_us"] = metrics[key]
+    _apply_printed_profile(run, lines)
     return run
+
+
+def _apply_printed_profile(run: ToolRun, lines: list[str]) -> None:
+    """The ``--dumpProfile`` table as the run's layers (mean per iteration) and Layers Time
+    (its Total row's mean); the table itself in ``extra["printed_profile"]``."""
+    printed = read_printed_profile(lines)
+    if printed is None:
+        return
+    run.warnings.extend(printed.warnings)
+    run.layers = [
+        LayerTime(layer["name"], "", to_us(layer["avg_ms"], "ms"))
+        for layer in printed.layers
+        if "avg_ms" in layer
+    ]
+    if printed.total and "avg_ms" in printed.total:
+        run.layers_total_us = to_us(printed.total["avg_ms"], "ms")
+    run.extra["printed_profile"] = {
+        "iterations": printed.iterations,
+        "layers": printed.layers,
+        "total": printed.total,
+    }
 
 
 def _strip(raw: str) -> str:

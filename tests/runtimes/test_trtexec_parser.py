@@ -16,6 +16,7 @@ import pytest
 
 from backends.runtimes import trtexec
 from backends.runtimes.common import ToolOutputError
+from backends.runtimes.trtexec_profile import read_printed_profile
 from support.helpers import bench_output as fixture
 
 approx = pytest.approx
@@ -24,8 +25,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bench-output"
 
 def test_every_trtexec_fixture_is_read_or_refused_with_its_own_words() -> None:
     files = sorted(FIXTURES.glob("trtexec_*.txt"))
-    assert len(files) == 10
-    refused = ("trtexec_5.txt", "trtexec_10.txt")  # unreadable fields; no end-to-end timing
+    assert len(files) == 11
+    # unreadable fields; no end-to-end timing; a profile table alone
+    refused = ("trtexec_5.txt", "trtexec_10.txt", "trtexec_11_profile_only.txt")
     for path in files:
         text = path.read_text()
         if "_failed" in path.name or path.name in refused:
@@ -228,3 +230,47 @@ def test_dump_profile_without_a_separate_run_names_the_missing_option() -> None:
     with pytest.raises(ToolOutputError, match="--separateProfileRun") as caught:
         trtexec.parse_trtexec(fixture("trtexec_10.txt"))
     assert "no end-to-end timing" in str(caught.value)
+
+
+def test_the_printed_profile_table_in_both_layouts() -> None:
+    # trtexec_10.txt (8.5.2): "Layer   Time (ms)   Avg. Time (ms)   Median Time (ms)   Time %",
+    # names first; "[HostToDeviceCopy 0]       16.77   0.0543   0.0285   0.5", Total 9.9309
+    newer = read_printed_profile(fixture("trtexec_10.txt").splitlines())
+    assert newer is not None and newer.iterations == 309 and len(newer.layers) == 28
+    assert newer.layers[0] == {
+        "name": "[HostToDeviceCopy 0]",
+        "total_ms": 16.77,
+        "avg_ms": 0.0543,
+        "median_ms": 0.0285,
+        "percent": 0.5,
+    }
+    assert newer.total is not None and newer.total["avg_ms"] == 9.9309
+    # trtexec_11_profile_only.txt (8.6.1): "Time(ms)  Avg.(ms)  Median(ms)  Time(%)  Layer",
+    # numbers first; "486.12  0.3390  0.3389  21.0  {ForeignNode[771 + (Unnamed Layer* 1) ..."
+    older = read_printed_profile(fixture("trtexec_11_profile_only.txt").splitlines())
+    assert older is not None and older.iterations == 1434 and len(older.layers) == 28
+    assert older.layers[0]["name"].startswith("{ForeignNode[771 + (Unnamed Layer* 1) [Shuffle]")
+    assert (older.layers[0]["avg_ms"], older.layers[0]["percent"]) == (0.339, 21.0)
+    assert older.layers[-1]["name"] == "Reformatting CopyNode for Output Tensor 0 to Transpose_309"
+    assert older.total is not None and older.total["total_ms"] == 2309.39
+    assert newer.warnings == older.warnings == []
+    assert read_printed_profile(fixture("trtexec_1.txt").splitlines()) is None
+
+
+def test_a_timed_run_with_a_printed_profile_has_its_layers() -> None:
+    """DERIVED: trtexec_1.txt (a summary, TensorRT 8.0) with trtexec_11's printed profile
+    (8.6.1, numbers first) put before its '&&&& PASSED' line, as --separateProfileRun
+    prints them."""
+    timed = fixture("trtexec_1.txt")
+    table = [
+        line
+        for line in fixture("trtexec_11_profile_only.txt").splitlines()
+        if not line.startswith("&&&&")
+    ]
+    passed = timed.index("&&&& PASSED")
+    run = trtexec.parse_trtexec(timed[:passed] + "\n".join(table) + "\n" + timed[passed:])
+    assert run.avg_us == approx(40632.6)  # the summary's, unchanged
+    assert len(run.layers) == 28 and run.layers[1].name == "PPScatter_0"
+    assert run.layers[1].mean_us == approx(91.3)
+    assert run.layers_total_us == approx(1610.5)
+    assert run.extra["printed_profile"]["iterations"] == 1434
