@@ -82,7 +82,7 @@ def read_printed_profile(lines: list[str]) -> PrintedProfile | None:
         groups = list(found.groups())
         name = groups.pop(0) if name_first else groups.pop()
         entry: dict[str, Any] = {"name": name.strip()}
-        entry.update({key: float(value) for key, value in zip(columns, groups, strict=True)})
+        entry.update({key: float(value) for key, value in zip(columns, groups)})  # 3.8: no strict
         if entry["name"] == "Total":
             profile.total = entry
             break
