@@ -312,15 +312,17 @@ _COUNT_KEYS = {
 _CYCLES = ("cycles", "cycle")
 
 
-def _squashed(name: str) -> str:
+def squashed_name(name: str) -> str:
     """A statistic's name with case, spaces and punctuation gone: how a name that was damaged
     in a paste (``Forward Propagate ..Time``) is still recognised."""
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-_SQUASHED_KEYS = {_squashed(name): name for name in (*_INIT_KEYS, *_EXEC_KEYS, *_COUNT_KEYS)}
+_SQUASHED_KEYS = {squashed_name(name): name for name in (*_INIT_KEYS, *_EXEC_KEYS, *_COUNT_KEYS)}
 # An unknown statistic naming one of these is likely a latency the parser should know about.
-_LATENCY_WORDS = ("inference", "forward", "execute", "latency")
+LATENCY_WORDS = ("inference", "forward", "execute", "latency")
+# The set-up statistics by squashed name -> their key in ``extra["init"]`` (the CSV reader's too).
+INIT_KEYS_BY_SQUASHED_NAME = {squashed_name(name): key for name, key in _INIT_KEYS.items()}
 
 
 def _measure(value: float, unit: str) -> tuple[str, float]:
@@ -456,13 +458,13 @@ def parse_diagview(
         key, value, unit = match["key"], float(match["value"]), match["unit"]
         low = key.lower()
         if low not in _COUNT_KEYS and low not in _INIT_KEYS and low not in _EXEC_KEYS:
-            if (known := _SQUASHED_KEYS.get(_squashed(key))) is not None:
+            if (known := _SQUASHED_KEYS.get(squashed_name(key))) is not None:
                 run.warnings.append(
                     f"{DIAGVIEW}: read line {stripped!r} as {known!r} (the name is spelled "
                     "differently from the tool's)"
                 )
                 low = known
-            elif block == "stats" and any(word in low for word in _LATENCY_WORDS):
+            elif block == "stats" and any(word in low for word in LATENCY_WORDS):
                 run.warnings.append(
                     f"{DIAGVIEW}: unknown statistic {stripped!r} kept in other_stats, not read "
                     "as a latency (a new tool version? run `devlab parse` and report it)"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -31,31 +30,19 @@ from typing import Any
 import numpy as np
 
 from backends.runtimes.common import ToolOutputError, ToolRun, clean_log, tail, to_us
-from backends.runtimes.snpe import DIAGVIEW, apply_layer_rows
+from backends.runtimes.snpe import (
+    DIAGVIEW,
+    INIT_KEYS_BY_SQUASHED_NAME,
+    LATENCY_WORDS,
+    apply_layer_rows,
+    squashed_name,
+)
 
 TOTAL = "TOTAL_INFERENCE_TIME"
 FORWARD = "FORWARD_PROPAGATE"
 LAYER = "FORWARD_PROPAGATE_LAYER"
-# Messages of the session's set-up (``extra["init"]``, µs), by their names squashed to letters
-# and digits: 1.17 writes ``LOAD``, 2.x also ``DE-INIT`` and ``CREATE NETWORK(S)``.
-SESSION_MESSAGES = {
-    "load": "load",
-    "deserialize": "deserialize",
-    "create": "create",
-    "init": "init",
-    "deinit": "deinit",
-    "createnetworks": "create_networks",
-    "rpcinittime": "rpc_init",
-    "snpeacceleratorinittime": "snpe_accelerator_init",
-    "acceleratorinittime": "accelerator_init",
-}
 # What a 2.x CSV's fifth column (headed ``Runtime``) holds on statistic rows: the unit.
 _UNITS = {"us", "ms", "s", "ns", "sec", "cycles", "cycle", "none", ""}
-_LATENCY_WORDS = ("INFERENCE", "FORWARD", "EXECUTE", "LATENCY")
-
-
-def _squashed(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
 def _columns(header: list[str]) -> dict[str, int]:
@@ -192,13 +179,14 @@ def _read_row(run: ToolRun, seen: _Reading, row: list[str], columns: dict[str, i
         seen.forwards.append(value)
     elif message.startswith("AVG_"):
         seen.averages[message] = value
-    elif _squashed(message) in SESSION_MESSAGES and not seen.totals:
-        seen.session.setdefault(SESSION_MESSAGES[_squashed(message)], value)
+    elif (key := INIT_KEYS_BY_SQUASHED_NAME.get(squashed_name(message))) and not seen.totals:
+        # the set-up's messages (1.17 ``LOAD``, 2.x also ``DE-INIT``, ``CREATE NETWORK(S)``)
+        seen.session.setdefault(key, value)
     else:
         if (
             message not in seen.per_inference
-            and _squashed(message) not in SESSION_MESSAGES
-            and any(word in message for word in _LATENCY_WORDS)
+            and squashed_name(message) not in INIT_KEYS_BY_SQUASHED_NAME
+            and any(word in message.lower() for word in LATENCY_WORDS)
         ):
             run.warnings.append(
                 f"{DIAGVIEW}: unknown message {message!r} (row {line!r}) kept in "

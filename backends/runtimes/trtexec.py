@@ -46,12 +46,11 @@ from backends.runtimes.common import (
     tail,
     to_us,
 )
-from backends.runtimes.trtexec_profile import read_printed_profile
+from backends.runtimes.trtexec_profile import read_printed_profile, strip_log_prefix
 
 TRTEXEC = "trtexec"
 PRECISIONS = ("fp32", "fp16", "int8")
 
-_PREFIX = re.compile(r"^\s*(?:\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\]\s*)?(?:\[[IWEVF]\]\s*)?")
 _FAILED = re.compile(r"&&&& FAILED TensorRT\.trtexec")
 _NO_E2E = re.compile(r"e2e network timing is not reported", re.IGNORECASE)
 # trtexec's own advice after the summary ("[W] * GPU compute time is unstable, ..."), and the
@@ -116,7 +115,7 @@ def trtexec_version(text: str) -> str:
         found = _MARKER_VERSION.search(raw)
         if found:
             return version_from_number(int(found.group(1)))
-        found = _VERSION_LINE.match(_strip(raw))
+        found = _VERSION_LINE.match(strip_log_prefix(raw))
         if found and "." in found.group(1):
             return found.group(1)
     return ""
@@ -143,7 +142,7 @@ def parse_trtexec(text: str, exit_code: int | None = None) -> ToolRun:
             run.warnings[-1] += f" {advice.group(1).strip()}"
             continue
         advising = False
-        line = _strip(raw)
+        line = strip_log_prefix(raw)
         if not line:
             continue
         found = _METRIC_LINE.match(line)
@@ -218,10 +217,6 @@ def _apply_printed_profile(run: ToolRun, lines: list[str]) -> None:
         "layers": printed.layers,
         "total": printed.total,
     }
-
-
-def _strip(raw: str) -> str:
-    return _PREFIX.sub("", raw, count=1).rstrip()
 
 
 def _fields(body: str, line: str, warnings: list[str]) -> dict[str, float]:

@@ -24,7 +24,15 @@ from typing import Any
 
 from backends.runtimes.common import NUMBER
 
-_PREFIX = re.compile(r"^\s*(?:\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\]\s*)?(?:\[[IWEVF]\]\s?)?")
+# trtexec's line prefix: "[10/21/2025-15:16:16] [I] " (both parts optional)
+LOG_PREFIX = re.compile(r"^\s*(?:\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\]\s*)?(?:\[[IWEVF]\]\s*)?")
+
+
+def strip_log_prefix(line: str) -> str:
+    """A trtexec log line without its time stamp and severity, right-stripped."""
+    return LOG_PREFIX.sub("", line, count=1).rstrip()
+
+
 _TITLE = re.compile(r"=== Profile \((\d+) iterations? ?\) ===")
 _COLUMN = re.compile(
     r"Time\s*\(ms\)|Avg\.?\s*(?:Time\s*)?\(ms\)|Median\s*(?:Time\s*)?\(ms\)|Time\s*\(?%\)?"
@@ -60,7 +68,7 @@ def _column_names(header: str) -> list[str]:
 
 def read_printed_profile(lines: list[str]) -> PrintedProfile | None:
     """The profile table in a trtexec log's ``lines``, or None when it printed none."""
-    bodies = [_PREFIX.sub("", line, count=1).rstrip() for line in lines]
+    bodies = [strip_log_prefix(line) for line in lines]
     start = next((i for i, body in enumerate(bodies) if _TITLE.search(body)), None)
     if start is None or start + 1 >= len(bodies):
         return None
@@ -90,4 +98,4 @@ def read_printed_profile(lines: list[str]) -> PrintedProfile | None:
     return profile
 
 
-__all__ = ["PrintedProfile", "read_printed_profile"]
+__all__ = ["LOG_PREFIX", "PrintedProfile", "read_printed_profile", "strip_log_prefix"]
